@@ -23,3 +23,19 @@ def _private_cache(tmp_path_factory):
         os.environ.pop("PHI1_CACHE", None)
     else:
         os.environ["PHI1_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One whole `tiny` pipeline run per test session, shared by the notebook and book tests.
+
+    Returns (run_dir, report). Set PHI1_TEST_RUN_DIR to reuse an existing run directory.
+    """
+    from pathlib import Path
+
+    from phi1lib.pipeline import run_pipeline
+
+    existing = os.environ.get("PHI1_TEST_RUN_DIR")
+    out = Path(existing) if existing else tmp_path_factory.mktemp("tiny-run")
+    report = run_pipeline("tiny", out=out)
+    return out, report
