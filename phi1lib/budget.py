@@ -310,13 +310,18 @@ class Budget:
         """A plain-text spreadsheet: every line, stage subtotals, the total."""
         out = [f"Scenario {self.scenario.name}  (prices as of {self.scenario.as_of or 'latest'})"]
         for s in self.stages:
-            out.append(f"  {s.stage:<12} ${s.cost_usd:>12,.2f}  {s.gpu_hours:>9,.1f} GPU-h  {s.wall_hours:>8,.1f} h  "
+            out.append(f"  {s.stage:<12} {usd(s.cost_usd):>13}  {s.gpu_hours:>9,.1f} GPU-h  {s.wall_hours:>8,.1f} h  "
                        f"{s.cappuccinos:>9,.1f} cappuccinos")
             for l in s.lines:
-                out.append(f"      {l.item:<20} ${l.cost_usd:>12,.2f}  {l.detail}")
-        out.append(f"  {'TOTAL':<12} ${self.total_usd:>12,.2f}  {self.total('gpu_hours'):>9,.1f} GPU-h  "
+                out.append(f"      {l.item:<20} {usd(l.cost_usd):>13}  {l.detail}")
+        out.append(f"  {'TOTAL':<12} {usd(self.total_usd):>13}  {self.total('gpu_hours'):>9,.1f} GPU-h  "
                    f"{self.total('wall_hours'):>8,.1f} h  {self.total('cappuccinos'):>9,.1f} cappuccinos")
         return "\n".join(out)
+
+
+def usd(x: float) -> str:
+    """Dollars to the cent, e.g. $6,478.10."""
+    return f"${x:,.2f}"
 
 
 def _llm_tokens(line: dict) -> tuple[float, float]:
