@@ -89,7 +89,10 @@ class Request:
 
 @dataclass
 class Result:
-    """The outcome of one Request; `ok=False` carries `error` and an empty text by construction."""
+    """The outcome of one Request; `ok=False` carries `error` and an empty text by construction.
+
+    `usd` is what this call paid: 0 for an answer served from the store (`cached=True`).
+    """
 
     key: str
     text: str
@@ -105,8 +108,10 @@ class Result:
 
 
 def _result_from_row(row: dict, request: Request) -> Result:
+    # usd=0: a stored answer costs nothing this time (its original price stays in the store),
+    # so summing Result.usd over a run gives what that run spent.
     return Result(key=row["key"], text=row["text"], ok=True, error=None, prompt_tokens=row["prompt_tokens"],
-                  completion_tokens=row["completion_tokens"], usd=row["usd"], cached=True, request=request,
+                  completion_tokens=row["completion_tokens"], usd=0.0, cached=True, request=request,
                   finish_reason=row["finish_reason"], attempts=0)
 
 
@@ -177,6 +182,18 @@ class LLMClient:
 
         return price_llm_usage(self.price_model, prompt_tokens, completion_tokens, self.prices, batch=batch)
 
+    def check_budget(self, usd: float, what: str, committed: float = 0.0) -> None:
+        """Raise BudgetExceeded if `usd` more (on top of `committed`, e.g. open batches) would cross a cap."""
+        # Spend stored but not yet written to the ledger counts as spent.
+        self.ledger.check(usd + committed + self._unflushed_usd, what)
+        if self.cap_usd is not None:
+            used = self._client_spent + self._client_reserved + committed
+            if used + usd > self.cap_usd + 1e-12:
+                raise BudgetExceeded(
+                    f"{what} would cost up to ${usd:,.4f} but only ${max(0.0, self.cap_usd - used):,.4f} of this client's "
+                    f"${self.cap_usd:,.2f} cap is left (spent ${self._client_spent:,.4f}); raise cap_usd or shrink the "
+                    "request. Nothing was spent.", spent_usd=used, cap_usd=self.cap_usd, needed_usd=usd)
+
     def _reserve(self, usd: float, what: str):
         """Hold a request's worst-case cost so requests in flight together can never cross the cap.
 
@@ -184,14 +201,7 @@ class LLMClient:
         ledger see the reservation too.
         """
         with self._lock:
-            # Spend stored but not yet written to the ledger counts as spent.
-            self.ledger.check(usd + self._unflushed_usd, what)
-            if self.cap_usd is not None and self._client_spent + self._client_reserved + usd > self.cap_usd + 1e-12:
-                left = max(0.0, self.cap_usd - self._client_spent - self._client_reserved)
-                raise BudgetExceeded(
-                    f"{what} would cost up to ${usd:,.4f} but only ${left:,.4f} of this client's ${self.cap_usd:,.2f} cap "
-                    f"is left (spent ${self._client_spent:,.4f}); raise cap_usd or shrink the request. Nothing was spent.",
-                    spent_usd=self._client_spent, cap_usd=self.cap_usd, needed_usd=usd)
+            self.check_budget(usd, what)
             handle = self.ledger.reserve(usd, what)
             handle.__enter__()  # held across retries, released in _release
             self._client_reserved += usd
@@ -225,21 +235,24 @@ class LLMClient:
             self._last_flush = time.monotonic()
 
     # -- one request -----------------------------------------------------------------------
-    def _fail(self, key: str, request: Request, error: str, attempts: int) -> Result:
+    def _fail(self, key: str, request: Request | None, error: str, attempts: int) -> Result:
         error = self.provider.redact(error) if hasattr(self.provider, "redact") else error
         self.store.put({"key": key, "provider": self.provider.cache_id, "model": self.provider.model, "ok": 0,
-                        "error": error, "attempts": attempts, "request": request.to_dict()})
+                        "error": error, "attempts": attempts,
+                        "request": request.to_dict() if request is not None else None})
         return Result(key, "", False, error, 0, 0, 0.0, False, request, None, attempts)
 
-    def _settle(self, key: str, request: Request, comp: Completion, attempts: int, batch: bool = False) -> Result:
-        pt = comp.prompt_tokens if comp.prompt_tokens is not None else self.counter.count_request(request)
+    def _settle(self, key: str, request: Request | None, comp: Completion, attempts: int, batch: bool = False) -> Result:
+        pt = comp.prompt_tokens
+        if pt is None:
+            pt = self.counter.count_request(request) if request is not None else 0
         ct = comp.completion_tokens if comp.completion_tokens is not None else self.counter.count_text(comp.text)
         usd = self.price(pt, ct, batch=batch)
         # Commit before anything else: from here on a crash cannot make us pay for it again.
         self.store.put({"key": key, "provider": self.provider.cache_id, "model": self.provider.model, "ok": 1,
                         "text": comp.text, "prompt_tokens": pt, "completion_tokens": ct, "usd": usd,
                         "finish_reason": comp.finish_reason, "attempts": attempts, "via_batch": batch,
-                        "request": request.to_dict()})
+                        "request": request.to_dict() if request is not None else None})
         self._account(usd)
         return Result(key, comp.text, True, None, pt, ct, usd, False, request, comp.finish_reason, attempts)
 

@@ -169,6 +169,10 @@ class ResultStore:
             out.append(d)
         return out
 
+    def rename_batch(self, old_id: str, new_id: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE batches SET batch_id=? WHERE batch_id=?", (new_id, old_id))
+
     def set_batch_status(self, batch_id: str, status: str, *, finished: bool = False) -> None:
         with self._lock:
             self._db.execute(

@@ -182,6 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
         given = self.headers.get("Authorization", "").removeprefix("Bearer ")
         if given == self.srv.api_key:
             return True
+        self.srv.log.append({"t0": time.time(), "t1": time.time(), "path": self.path, "status": 401, "text": ""})
         self._send(401, {"error": {"message": f"Incorrect API key provided: {given}.", "type": "invalid_request_error",
                                    "code": "invalid_api_key"}})
         return False
@@ -241,6 +242,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path = self.path.split("?")[0]
         srv = self.srv
+        if path == "/v1/batches":
+            data = [_public(b) for b in reversed(list(srv.batches.values()))]
+            return self._send(200, {"object": "list", "data": data, "has_more": False,
+                                    "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None})
         m = re.fullmatch(r"/v1/batches/([\w-]+)", path)
         if m and m.group(1) in srv.batches:
             batch = srv.batches[m.group(1)]
