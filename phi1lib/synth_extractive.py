@@ -65,6 +65,17 @@ def _segment(lines: list[str], node: ast.AST) -> str:
     return textwrap.dedent("".join(lines[start - 1:node.end_lineno]))
 
 
+def _needed_imports(fn: ast.FunctionDef, imports: list, lines: list[str]) -> str:
+    """The module's import statements that bind a name the function uses (so it runs standalone)."""
+    used = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)}
+    keep = []
+    for imp in imports:
+        bound = {(a.asname or a.name).split(".")[0] for a in imp.names}
+        if bound & used and not (isinstance(imp, ast.ImportFrom) and imp.level):  # relative imports cannot run
+            keep.append("".join(lines[imp.lineno - 1:imp.end_lineno]).strip() + "\n")
+    return "".join(keep) + ("\n\n" if keep else "")
+
+
 def units_from_source(source_id: str, code: str, *, max_body_lines: int = 40,
                       max_textbook_functions: int = 3) -> list[Unit]:
     """The textbook unit and exercise units one code sample yields (none if it does not parse)."""
@@ -75,10 +86,12 @@ def units_from_source(source_id: str, code: str, *, max_body_lines: int = 40,
     lines = code.splitlines(keepends=True)
     fns = _documented_functions(tree)
     units: list[Unit] = []
+    imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     for fn in fns:
         body_lines = fn.end_lineno - fn.body[0].end_lineno
         if 1 <= body_lines <= max_body_lines and len(ast.get_docstring(fn).split()) >= 4:
-            units.append(Unit(source_id, "exercise", fn.name, f"```python\n{_segment(lines, fn)}```\n"))
+            header = _needed_imports(fn, imports, lines)
+            units.append(Unit(source_id, "exercise", fn.name, f"```python\n{header}{_segment(lines, fn)}```\n"))
     module_doc = ast.get_docstring(tree)
     if fns:
         parts = []

@@ -112,10 +112,22 @@ def check_exercise_text(code: str, *, min_chars: int, max_chars: int) -> str | N
 
 
 def doctest_program(code: str) -> str:
-    """A standalone program that defines `code` and fails (exit 1) if any of its doctests fail."""
-    return (code.rstrip("\n") + "\n\n\nif __name__ == '__main__':\n    import doctest, sys\n"
-            "    _r = doctest.testmod(optionflags=doctest.NORMALIZE_WHITESPACE)\n"
-            "    sys.exit(1 if _r.failed else 0)\n")
+    """A standalone program that defines `code`, then raises if any doctest of its functions fails.
+
+    Whole-program mode of the sandbox: passing = running to the end without an exception.
+    """
+    return (code.rstrip("\n") + "\n\n\n"
+            "import doctest as _dt\n"
+            "_report = []\n"
+            "_runner = _dt.DocTestRunner(optionflags=_dt.NORMALIZE_WHITESPACE | _dt.ELLIPSIS, verbose=False)\n"
+            "for _name, _obj in list(globals().items()):\n"
+            "    if callable(_obj) and getattr(_obj, '__module__', None) == __name__ and not _name.startswith('_'):\n"
+            "        for _t in _dt.DocTestFinder().find(_obj, _name, globs=dict(globals())):\n"
+            "            _runner.run(_t, out=_report.append)\n"
+            "_res = _runner.summarize(verbose=False)\n"
+            "if _res.failed:\n"
+            "    _first = ' | '.join(l.strip() for l in ''.join(_report[:1]).splitlines()[2:9] if l.strip())\n"
+            "    raise AssertionError(f'{_res.failed} of {_res.attempted} doctest examples failed: {_first}')\n")
 
 
 def sandbox_available() -> bool:
