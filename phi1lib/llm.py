@@ -361,20 +361,25 @@ class LLMClient:
                         return
                     running[pool.submit(self._run_one, nxt[0], nxt[1], stop_flag)] = nxt[0]
 
-            refill()
-            while running:
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    key = running.pop(fut)
-                    try:
-                        res = fut.result()
-                    except _Stop as exc:
-                        stop = stop or exc
-                        stop_flag.set()
-                        continue
-                    fresh[key] = res
-                    bar.update(res)
+            try:
                 refill()
+                while running:
+                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        key = running.pop(fut)
+                        try:
+                            res = fut.result()
+                        except _Stop as exc:
+                            stop = stop or exc
+                            stop_flag.set()
+                            continue
+                        fresh[key] = res
+                        bar.update(res)
+                    refill()
+            except BaseException:
+                # Ctrl-C: send nothing new; requests in flight finish and are stored on the way out.
+                stop_flag.set()
+                raise
         return stop
 
     def _generate_local(self, todo: dict[str, Request], fresh: dict, bar) -> _Stop | None:

@@ -337,3 +337,28 @@ def test_progress_bar_shows_tokens_dollars_and_eta(server, tmp_path, prices, cap
     make_client(server, tmp_path, prices, progress=True).generate([chat(f"p{i}") for i in range(3)], desc="demo")
     err = capsys.readouterr().err
     assert "demo" in err and "3/3" in err and "tok" in err and "$" in err and "<" in err  # tqdm's elapsed<remaining
+
+
+# -- command line --------------------------------------------------------------------------------
+
+def test_cli_dry_run_and_stats(server, tmp_path, prices, capsys):
+    from phi1lib.cli import main
+    from phi1lib.jsonl import write_jsonl
+
+    path = tmp_path / "reqs.jsonl"
+    write_jsonl(path, [{"prompt": "write a function " * 5, "max_tokens": 100},
+                       {"messages": [{"role": "user", "content": "explain recursion"}]}])
+    assert main(["llm", "dry-run", str(path), "--model", "gpt-3.5-turbo", "--json"]) == 0
+    est = __import__("json").loads(capsys.readouterr().out)
+    counter = TokenCounter(model="gpt-3.5-turbo")
+    reqs = [Request(prompt="write a function " * 5, max_tokens=100),
+            Request(messages=[{"role": "user", "content": "explain recursion"}], max_tokens=512)]
+    ref = costs.estimate_llm("dry-run", "gpt-3.5-turbo", sum(map(counter.count_request, reqs)), 612, costs.load_prices())
+    assert est["cost_usd"] == pytest.approx(ref.cost_usd) and est["cost_usd"] > 0
+    write_jsonl(path, [{"prompt": 3}])
+    assert main(["llm", "dry-run", str(path), "--model", "gpt-3.5-turbo"]) == 2
+    assert "request 1" in capsys.readouterr().err
+    make_client(server, tmp_path, prices).generate([chat("a"), chat("b [[400]]")])
+    assert main(["llm", "stats", str(tmp_path / "llm.sqlite")]) == 0
+    stats = __import__("json").loads(capsys.readouterr().out)
+    assert stats["ok"] == 1 and stats["failed"] == 1
