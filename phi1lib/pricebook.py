@@ -245,6 +245,19 @@ class PriceBook:
             llms[m] = LLMPrice(m, 0.0, 0.0, source, None, file="(with_free)", free=True)
         return replace(self, llms=llms)
 
+    def with_llm(self, name: str, input_per_1k: float, output_per_1k: float, source: str = "user input") -> "PriceBook":
+        """A copy with one LLM price added or replaced (the calculator's price knobs)."""
+        return replace(self, llms={**self.llms, name: LLMPrice(name, float(input_per_1k), float(output_per_1k),
+                                                                source, dt.date.today(), "(user)")})
+
+    def with_rental(self, name: str, usd_per_hour: float, gpu: str, n_gpus: int, source: str = "user input") -> "PriceBook":
+        self.gpu(gpu)
+        return replace(self, rentals={**self.rentals, name: Rental(name, float(usd_per_hour), gpu, int(n_gpus), source,
+                                                                    dt.date.today(), "(user)")})
+
+    def with_coffee(self, name: str, usd: float, source: str = "user input") -> "PriceBook":
+        return replace(self, coffees={**self.coffees, name: Coffee(name, float(usd), source, dt.date.today(), "(user)")})
+
     def llm_names(self) -> list[str]:
         return sorted(set(self.llms) | set(self.aliases))
 
