@@ -205,38 +205,43 @@ def _audit_guard(workdir, home):
     sys.addaudithook(hook)
 
 
-def _private_filesystem():
-    """In P's own mount namespace: `/` read-only, fresh /proc, size-capped tmpfs on /tmp and
-    /dev/shm, and the caller's home hidden behind an empty tmpfs except the interpreter's own
-    directories (pyenv/venv installs often live there), re-exposed read-only. Returns the workdir."""
+def _static_filesystem():
+    """Once per worker, in its own mount namespace: `/` read-only and the caller's home hidden
+    behind an empty tmpfs except the interpreter's own directories (pyenv/venv installs often
+    live there), re-exposed read-only. Every job's namespace is a copy of this one."""
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
     try:
         _mount("none", "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY)
     except OSError:
         pass  # the dropped uid still keeps root-owned files safe
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV)
-    for d in ("/tmp", "/dev/shm"):
-        if os.path.isdir(d):
-            _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={TMPFS_SIZE},mode=1777")
     home = CAPS.get("home")
     if home and home != "/" and os.path.isdir(home):
         real = os.path.realpath
         keep = sorted({real(p) for p in [sys.base_prefix, sys.prefix, sys.exec_prefix, *sys.path]
                        if p and os.path.isdir(p) and (real(p) + "/").startswith(home + "/")})
         keep = [p for i, p in enumerate(keep) if not any(p.startswith(q + "/") for q in keep[:i])]
-        os.mkdir("/tmp/.stage", 0o700)
+        stage = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
+        _mount("tmpfs", stage, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=700")
         for i, p in enumerate(keep):
-            os.mkdir(f"/tmp/.stage/{i}")
-            _mount(p, f"/tmp/.stage/{i}", None, MS_BIND | MS_REC)
+            os.mkdir(f"{stage}/{i}")
+            _mount(p, f"{stage}/{i}", None, MS_BIND | MS_REC)
         _mount("tmpfs", home, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
         for i, p in enumerate(keep):
             os.makedirs(p, exist_ok=True)
-            _mount(f"/tmp/.stage/{i}", p, None, MS_MOVE)
-            os.rmdir(f"/tmp/.stage/{i}")
-        os.rmdir("/tmp/.stage")
+            _mount(f"{stage}/{i}", p, None, MS_MOVE)
         try:
             _mount(None, home, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
         except OSError:
             pass
+
+
+def _job_filesystem():
+    """Per job, in P (pid 1 of a new pid namespace, own mount namespace): a /proc showing only
+    the job's processes and size-capped tmpfs on /tmp and /dev/shm. Returns the workdir."""
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV)
+    for d in ("/tmp", "/dev/shm"):
+        if os.path.isdir(d):
+            _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={TMPFS_SIZE},mode=1777")
     os.mkdir("/tmp/work")
     return "/tmp/work"
 
@@ -245,7 +250,7 @@ def _program_main(job, sock_fd):
     """P: confine this process, define the untrusted source, then serve calls or report done."""
     ns_mode = job["_ns"]
     if ns_mode:  # we are pid 1 of a fresh pid namespace, in a private mount namespace
-        workdir = _private_filesystem()
+        workdir = _job_filesystem()
     else:
         workdir = job["_workdir"]
     uid = job["_uid"]
@@ -375,10 +380,8 @@ def _checker_main(job, ver_fd):
     """C: make P, then either wait for it (program mode) or run the tests against it."""
     flags = CLONE_NEWPID | CLONE_NEWNS if job["_ns"] else 0
     if flags:
-        if not _unshare(flags):
+        if not _unshare(flags):  # the worker's mount namespace is already private
             job["_ns"] = False
-        else:
-            _mount(None, "/", None, MS_REC | MS_PRIVATE)
     sock_c, sock_p = socket.socketpair()
     pid = os.fork()
     if pid == 0:
@@ -657,11 +660,11 @@ def _ns_check(uid):
     """In a child: the same namespaces and filesystem a program gets, then a stdlib read."""
     if not _unshare(CLONE_NEWPID | CLONE_NEWNS):
         raise OSError("unshare")
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _static_filesystem()
     inner = os.fork()
     if inner == 0:
         try:
-            _private_filesystem()
+            _job_filesystem()
             if uid is not None:
                 _read_stdlib(uid)
             os._exit(0)
@@ -730,6 +733,11 @@ def main():
     CAPS.update(probe())
     scratch = tempfile.mkdtemp(prefix="phi1-sandbox-")
     os.chmod(scratch, 0o711)
+    if CAPS["pidns"]:
+        if _unshare(CLONE_NEWNS):
+            _static_filesystem()
+        else:
+            CAPS["pidns"] = False
     send_frame(1, {"hello": CAPS})
     try:
         while True:
