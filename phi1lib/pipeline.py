@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,27 +103,40 @@ class Pipeline:
         self.records: list[StageRecord] = []
 
     # -- bookkeeping ---------------------------------------------------------------------
-    def _step(self, stage: str, estimate: Callable[[], Any], run: Callable[[Path], Any]) -> dict[str, Any]:
+    def _book(self) -> dict[str, Any]:
+        path = self.root / "pipeline.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+    def _save_book(self, book: dict[str, Any]) -> None:
+        tmp = self.root / "pipeline.json.tmp"
+        tmp.write_text(json.dumps(book, indent=2, default=str), encoding="utf-8")
+        tmp.replace(self.root / "pipeline.json")
+
+    def _step(self, stage: str, estimate: Callable[[], Any], run: Callable[[Path, bool], Any]) -> dict[str, Any]:
+        """Estimate, then run one stage. Stages keep their own result.json and return it when
+        present, so a finished stage is not redone; pipeline.json keeps the first run's timing."""
         folder = self.root / stage
-        stored = runs.load_result(folder)
-        if stored is not None and stage not in self.config.force:
+        force = stage in self.config.force
+        finished = runs.load_result(folder) is not None and not force
+        book = self._book()
+        if finished:
             self.log(f"[{stage}] finished earlier: {folder / runs.RESULT_FILE} (not redone)")
-            rec = StageRecord(stage, "stored", float(stored.get("_seconds", 0.0)),
-                              stored.get("_estimate", {}), stored)
-            self.records.append(rec)
-            return stored
-        est = _estimate_dict(estimate())
-        if est:
-            self.log(f"[{stage}] estimate: ${est.get('cost_usd', 0):,.2f}, "
-                     f"{est.get('gpu_hours', 0):.4f} GPU-h, {est.get('tokens', 0):,.0f} tokens")
+            est = book.get(stage, {}).get("estimate", {})
+        else:
+            est = _estimate_dict(estimate())
+            if est:
+                self.log(f"[{stage}] estimate: ${est.get('cost_usd') or 0:,.2f}, "
+                         f"{est.get('gpu_hours') or 0:.4f} GPU-h, {est.get('tokens') or 0:,.0f} tokens")
         t0 = time.perf_counter()
-        result = _jsonable(run(folder)) or {}
+        result = _jsonable(run(folder, force)) or {}
         seconds = time.perf_counter() - t0
-        result["_seconds"] = seconds
-        result["_estimate"] = est
-        runs.save_result(folder, result)
-        self.log(f"[{stage}] done in {seconds:.1f} s")
-        self.records.append(StageRecord(stage, "ran", seconds, est, result))
+        if finished:
+            seconds = float(book.get(stage, {}).get("seconds", seconds))
+        else:
+            book[stage] = {"seconds": seconds, "estimate": est, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            self._save_book(book)
+            self.log(f"[{stage}] done in {seconds:.1f} s")
+        self.records.append(StageRecord(stage, "stored" if finished else "ran", seconds, est, result))
         return result
 
     # -- the run -------------------------------------------------------------------------
@@ -130,11 +144,20 @@ class Pipeline:
         from . import pipeline_stages as ps
 
         t0 = time.perf_counter()
-        for stage in STAGES:
-            if stage not in self.config.stages:
-                continue
-            estimate, execute = ps.STAGE_FUNCS[stage](self)
-            self._step(stage, estimate, execute)
+        # Stage configs locate earlier stages through $PHI1_RUN_DIR: point it at this run.
+        previous = os.environ.get("PHI1_RUN_DIR")
+        os.environ["PHI1_RUN_DIR"] = str(self.root)
+        try:
+            for stage in STAGES:
+                if stage not in self.config.stages:
+                    continue
+                estimate, execute = ps.STAGE_FUNCS[stage](self)
+                self._step(stage, estimate, execute)
+        finally:
+            if previous is None:
+                os.environ.pop("PHI1_RUN_DIR", None)
+            else:
+                os.environ["PHI1_RUN_DIR"] = previous
         report = self.report(total_seconds=time.perf_counter() - t0)
         write_report(self.root, report)
         return report
