@@ -163,6 +163,7 @@ class ScriptedLLMServer:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the openai client expects
+    disable_nagle_algorithm = True  # headers and body go out in separate writes: avoid 40 ms delayed-ACK stalls
     srv: ScriptedLLMServer
 
     def log_message(self, *args):  # quiet
