@@ -79,16 +79,17 @@ def main() -> int:
     try:
         per = 4 if args.quick else 8
         print(f"server latency {args.latency * 1000:.0f} ms per answer; ideal throughput = concurrency / latency\n")
-        print(f"{'concurrency':>11} {'requests':>8} {'req/s':>8} {'ideal':>8} {'measured/ideal':>15} {'max in flight':>14}")
+        print(f"{'concurrency':>11} {'requests':>8} {'req/s':>8} {'ideal':>8} {'measured/ideal':>15} {'max in flight':>14} {'client CPU ms/req':>18}")
         for conc in (1, 2, 4, 8, 16, 32):
             n = per * conc
             c, probe = client(url, tmp / f"c{conc}.sqlite", prices, concurrency=conc)
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             res = c.generate([Request(prompt=f"conc {conc} #{i}", max_tokens=16) for i in range(n)])
-            dt = time.perf_counter() - t0
+            dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             assert all(r.ok for r in res)
             ideal = conc / args.latency
-            print(f"{conc:>11} {n:>8} {n / dt:>8.1f} {ideal:>8.1f} {n / dt / ideal:>15.2f} {probe.max_in_flight:>14}")
+            print(f"{conc:>11} {n:>8} {n / dt:>8.1f} {ideal:>8.1f} {n / dt / ideal:>15.2f} {probe.max_in_flight:>14} {cpu / n * 1e3:>18.1f}")
+        print("(once CPU ms/req x req/s nears the cores available, the client itself is the limit)")
 
         rpm = 1200.0  # 20 requests/s, far below what concurrency 32 could do
         n = 60 if args.quick else 160
