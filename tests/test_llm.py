@@ -362,3 +362,27 @@ def test_cli_dry_run_and_stats(server, tmp_path, prices, capsys):
     assert main(["llm", "stats", str(tmp_path / "llm.sqlite")]) == 0
     stats = __import__("json").loads(capsys.readouterr().out)
     assert stats["ok"] == 1 and stats["failed"] == 1
+
+
+def test_torn_wal_tail_from_a_kill_is_ignored(tmp_path):
+    import shutil
+
+    store = ResultStore(tmp_path / "live.sqlite")
+    for i in range(5):
+        store.put({"key": f"k{i}", "provider": "p", "model": "m", "ok": 1, "text": f"answer {i}"})
+    # Snapshot the files as a SIGKILL would leave them (WAL not checkpointed), then tear the tail.
+    crash = tmp_path / "crash"
+    crash.mkdir()
+    for suffix in ("", "-wal", "-shm"):
+        src = tmp_path / f"live.sqlite{suffix}"
+        if src.exists():
+            shutil.copy(src, crash / f"live.sqlite{suffix}")
+    assert (crash / "live.sqlite-wal").stat().st_size > 0
+    with open(crash / "live.sqlite-wal", "ab") as fh:
+        fh.write(b"\x00\x01half a frame" * 37)
+    (crash / "live.sqlite-shm").unlink(missing_ok=True)
+    reopened = ResultStore(crash / "live.sqlite")
+    assert {k: v["text"] for k, v in reopened.get_ok([f"k{i}" for i in range(6)]).items()} == {
+        f"k{i}": f"answer {i}" for i in range(5)}
+    reopened.put({"key": "k5", "provider": "p", "model": "m", "ok": 1, "text": "after"})
+    assert reopened.get("k5")["text"] == "after"

@@ -123,3 +123,17 @@ def test_batch_budget_is_checked_before_upload(server, tmp_path, prices):
     with pytest.raises(BudgetExceeded, match="batch of 5 requests"):
         BatchRunner(client).submit(reqs(5))
     assert server.files == {} and server.batches == {}
+
+
+def test_cli_batch_status_polls_and_merges(server, tmp_path, prices, capsys):
+    from phi1lib.cli import main
+
+    requests = reqs(3)
+    [bid] = BatchRunner(make_client(server, tmp_path, prices)).submit(requests)
+    store = str(tmp_path / "llm.sqlite")
+    args = ["llm", "batch-status", store, "--model", "test-model", "--base-url", server.base_url,
+            "--api-key-env", KEY_ENV, "--free"]
+    assert main(args) == 0 and f"{bid}\tin_progress" in capsys.readouterr().out
+    assert main(args) == 0 and f"{bid}\tcompleted" in capsys.readouterr().out
+    assert all(r.cached for r in make_client(server, tmp_path, prices).generate(requests))
+    assert main(args) == 0 and "no open batches" in capsys.readouterr().out

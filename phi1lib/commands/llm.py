@@ -25,6 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     d.add_argument("--expected-output", type=float, help="expected completion tokens per request (default: max_tokens)")
     d.add_argument("--batch", action="store_true", help="price with the Batch API discount")
     d.add_argument("--json", action="store_true", help="print JSON")
+    d.add_argument("--prices", action="append", default=[], metavar="DIR", help="extra folder of price books (*.toml)")
     d.set_defaults(func=run_dry_run)
 
     b = sub.add_parser("batch-status", help="poll the open Batch API jobs of a store once and merge finished ones")
@@ -32,6 +33,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--model", required=True, help="model the batches were submitted for")
     b.add_argument("--base-url", help="OpenAI-compatible base URL (default: OpenAI)")
     b.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
+    b.add_argument("--prices", action="append", default=[], metavar="DIR", help="extra folder of price books (*.toml)")
+    b.add_argument("--free", action="store_true", help="price the model at $0 (a self-hosted server)")
     b.set_defaults(func=run_batch_status)
     return p
 
@@ -80,11 +83,13 @@ def run_stats(args) -> int:
 
 
 def run_dry_run(args) -> int:
+    from ..costs import load_prices
     from ..llm import LLMClient
     from ..paths import cache_dir
 
     store = args.store or (cache_dir("llm") / "dry-run.sqlite")
-    client = LLMClient(_Offline(args.model), store=store, progress=False, stage="dry-run")
+    client = LLMClient(_Offline(args.model), store=store, progress=False, stage="dry-run",
+                       prices=load_prices(args.prices))
     est = client.dry_run(_read_requests(args.requests, args.max_tokens), expected_output_tokens=args.expected_output,
                          batch=args.batch)
     if args.json:
@@ -97,11 +102,15 @@ def run_dry_run(args) -> int:
 
 
 def run_batch_status(args) -> int:
+    from ..costs import load_prices
     from ..llm import LLMClient, OpenAIProvider
     from ..llm_batch import BatchRunner
 
+    prices = load_prices(args.prices)
+    if args.free:
+        prices = prices.with_free(args.model)
     client = LLMClient(OpenAIProvider(args.model, base_url=args.base_url, api_key_env=args.api_key_env),
-                       store=args.store, progress=False)
+                       store=args.store, progress=False, prices=prices)
     statuses = BatchRunner(client).poll()
     for bid, status in statuses.items():
         print(f"{bid}\t{status}")
