@@ -69,10 +69,10 @@ def _frame(obj) -> bytes:
 class _Worker:
     """One pre-started worker interpreter, spoken to with length-prefixed JSON frames."""
 
-    def __init__(self):
+    def __init__(self, basic: bool = False):
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [sys.executable, "-I", str(WORKER)] + (["--basic"] if basic else []), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, env=env, start_new_session=True, close_fds=True)
         hello = self._read(60.0)
         if not hello or "hello" not in hello:
@@ -115,9 +115,11 @@ class _Worker:
 
 
 class Sandbox:
-    """A pool of `workers` pre-started sandbox workers; use as a context manager or call close()."""
+    """A pool of `workers` pre-started sandbox workers; use as a context manager or call close().
+    basic=True skips the kernel namespaces and uid drop (to test or use the fallback walls)."""
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None, basic: bool = False):
+        self.basic = basic
         workers = workers or min(8, os.cpu_count() or 1)
         if workers < 1:
             raise ConfigError(f"sandbox workers={workers}: need at least 1")
@@ -134,10 +136,13 @@ class Sandbox:
             pass
         with self._lock:
             if len(self._all) < self.workers:
-                w = _Worker()
+                w = _Worker(self.basic)
                 self._all.append(w)
                 return w
         return self._idle.get()
+
+    def worker_pids(self) -> list[int]:
+        return [w.proc.pid for w in self._all]
 
     def isolation(self) -> dict:
         """What this kernel granted: netns, pidns (with mount ns + tmpfs), uid drop, subreaper."""

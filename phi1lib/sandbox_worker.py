@@ -144,7 +144,7 @@ def recv_frame(fd, limit=MAX_FRAME):
 
 
 # ---- the program side (P): untrusted code runs here -------------------------------------------
-def _audit_guard(workdir, home):
+def _audit_guard(workdir, home, fork_cap=None):
     """An audit hook confining file writes, processes, sockets and signals (defence in depth;
     the namespaces and the dropped uid are the primary walls where the kernel allows them)."""
     realpath, fsdecode, getpid = os.path.realpath, os.fsdecode, os.getpid
@@ -158,6 +158,8 @@ def _audit_guard(workdir, home):
                "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "os.killpg", "os.setuid",
                "pty.spawn", "os.forkpty", "sys.remote_exec", "winreg.ConnectRegistry"}
     opened = [0]
+    forks = [0]
+    origin = os.getpid()
 
     def inside(p):
         return p == root or p.startswith(root + "/")
@@ -184,6 +186,12 @@ def _audit_guard(workdir, home):
             for a in args[:2]:
                 if isinstance(a, (str, bytes)) and not inside(realpath(fsdecode(a))):
                     raise PermissionError(f"sandbox: {event} outside the working directory is blocked: {a!r}")
+        elif event == "os.fork" and fork_cap is not None:
+            # Without a dropped uid RLIMIT_NPROC may not bind (root): only the program's own
+            # process may fork, a bounded number of times, so a fork bomb cannot grow.
+            forks[0] += 1
+            if getpid() != origin or forks[0] > fork_cap:
+                raise PermissionError("sandbox: process limit reached (fork refused)")
         elif event in blocked or event.startswith("ctypes."):
             raise PermissionError(f"sandbox: {event} is not allowed here")
         elif event == "os.kill":
@@ -273,7 +281,8 @@ def _program_main(job, sock_fd):
               (resource.RLIMIT_CORE, (0, 0)), (resource.RLIMIT_NPROC, (job["_nproc"], job["_nproc"]))]
     for which, lim in limits:
         resource.setrlimit(which, lim)
-    _audit_guard(workdir, None if uid is not None or ns_mode else job["_home"])
+    _audit_guard(workdir, None if uid is not None or ns_mode else job["_home"],
+                 fork_cap=None if uid is not None else 32)
 
     send = lambda obj: send_frame(sock_fd, obj)  # noqa: E731
     name = "__main__" if job["mode"] == "program" else "solution"
@@ -362,18 +371,21 @@ def _exit_reason(pid):
 
 
 def _translate(msg):
-    """A P report -> (status, reason) for anything but success."""
-    kind = msg[0]
-    if kind == "exit":
-        return "failed", f"the program called sys.exit({msg[1]}) before its tests completed"
-    if kind == "memory":
-        return "killed", "killed: MemoryError (memory limit)"
-    if kind == "raised":
-        where = f" ({msg[3]})" if msg[3] else ""
-        return "failed", f"{msg[1]}: {msg[2]}{where}".strip()
-    if kind == "bad":
-        return "failed", msg[1]
-    return "error", f"unexpected message from the program: {str(msg)[:200]}"
+    """A P report -> (status, reason) for anything but success (P's strings are untrusted: cut)."""
+    try:
+        kind = msg[0]
+        if kind == "exit":
+            return "failed", f"the program called sys.exit({str(msg[1])[:50]}) before its tests completed"
+        if kind == "memory":
+            return "killed", "killed: MemoryError (memory limit)"
+        if kind == "raised":
+            where = f" ({str(msg[3])[:300]})" if msg[3] else ""
+            return "failed", f"{str(msg[1])[:60]}: {str(msg[2])[:500]}{where}".strip()
+        if kind == "bad":
+            return "failed", str(msg[1])[:300]
+    except (IndexError, KeyError, TypeError):
+        pass
+    return "failed", f"protocol violation by the program: {str(msg)[:200]}"
 
 
 def _checker_main(job, ver_fd):
@@ -391,7 +403,8 @@ def _checker_main(job, ver_fd):
             _program_main(job, sock_p.fileno())
         except BaseException:
             traceback.print_exc()
-        os._exit(70)
+        finally:  # whatever the program did, this process never returns into worker code
+            os._exit(70)
     sock_p.close()
     fd = sock_c.fileno()
 
@@ -413,6 +426,8 @@ def _checker_main(job, ver_fd):
         return msg
 
     msg = first()
+    if not (type(msg) is list and msg and msg[0] in ("done", "ready", "raised", "exit", "memory")):
+        finish("failed", f"protocol violation by the program: {str(msg)[:100]}")
     if job["mode"] == "program":
         finish(*(("passed", "") if msg == ["done"] else _translate(msg)))
     if msg != ["ready"]:
@@ -436,6 +451,10 @@ def _checker_main(job, ver_fd):
                 reply = ["bad", f"protocol violation by the program: {exc}"]
             if reply is None:
                 failure.append(_exit_reason(pid))
+                raise ProgramGone()
+            if not (type(reply) is list and reply and reply[0] in ("ret", "raised", "bad", "exit", "memory")
+                    and len(reply) == {"ret": 2, "raised": 4, "bad": 2, "exit": 2, "memory": 2}[reply[0]]):
+                failure.append(("failed", f"protocol violation by the program: {str(reply)[:100]}"))
                 raise ProgramGone()
             if reply[0] == "ret":
                 try:
@@ -570,7 +589,8 @@ def run_job(job, scratch):
             _checker_main(job, ver_w)
         except BaseException:
             traceback.print_exc()
-        os._exit(71)
+        finally:
+            os._exit(71)
     for fd in (out_w, err_w, ver_w):
         os.close(fd)
     pidfd = os.pidfd_open(pid)
@@ -695,10 +715,13 @@ def _try(fn):
     return "ok" if ok else "no"
 
 
-def probe():
+def probe(basic=False):
     """Which walls this kernel grants: a private network for the worker, and per-job pid/mount
-    namespaces and uid drop, each tried for real in a throwaway child."""
+    namespaces and uid drop, each tried for real in a throwaway child. basic=True skips them
+    all (the fallback: session, rlimits, subreaper sweep and the audit hook only)."""
     caps = {"netns": False, "pidns": False, "uid": None, "userns": False, "subreaper": _prctl(PR_SET_CHILD_SUBREAPER, 1)}
+    if basic:
+        return caps
     if os.geteuid() == 0:
         caps["netns"] = _unshare(CLONE_NEWNET)
         caps["uid"] = 1_000_000 + os.getpid()  # a uid no one else uses: own process quota, no files
@@ -730,7 +753,7 @@ def main():
         CAPS["home"] = os.path.realpath(pwd.getpwuid(os.getuid()).pw_dir)
     except (ImportError, KeyError):
         CAPS["home"] = None
-    CAPS.update(probe())
+    CAPS.update(probe(basic="--basic" in sys.argv[1:]))
     scratch = tempfile.mkdtemp(prefix="phi1-sandbox-")
     os.chmod(scratch, 0o711)
     if CAPS["pidns"]:
