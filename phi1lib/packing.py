@@ -38,9 +38,11 @@ def parse_source(spec: str | os.PathLike | DataSource) -> DataSource:
     head, sep, tail = text.rpartition(":")
     if sep and head:
         try:
-            return DataSource(Path(head), float(tail))
+            weight = float(tail)
         except ValueError:
-            pass
+            weight = None
+        if weight is not None:
+            return DataSource(Path(head), weight)
     return DataSource(Path(text))
 
 

@@ -1,0 +1,116 @@
+"""Packing: EOT between documents, exact fixed-length blocks, mixture weights, held-out split, HumanEval labels."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import pytest
+
+from phi1lib.errors import ConfigError, DataError
+from phi1lib.packing import (DataSource, build_data, humaneval_eval_set, load_sources, mix, pack, parse_source,
+                             read_texts)
+from phi1lib.tokenizer import EOT, train_bpe
+
+
+def _docs() -> list[str]:
+    import csv, json as j, textwrap, string, shlex, fnmatch, glob, colorsys  # noqa: E401
+    return [inspect.getsource(m) for m in (csv, j.decoder, textwrap, string, shlex, fnmatch, glob, colorsys)]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_bpe(_docs(), 400)
+
+
+@pytest.fixture()
+def files(tmp_path):
+    docs = _docs()
+    jl = tmp_path / "a.jsonl"
+    jl.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(docs[:5])))
+    import pandas as pd
+
+    pq = tmp_path / "b.parquet"
+    pd.DataFrame({"text": docs[5:] + [""], "score": [1.0] * (len(docs) - 5 + 1)}).to_parquet(pq)
+    return jl, pq
+
+
+def test_parse_source():
+    assert parse_source("x/kept.parquet") == DataSource(parse_source("x/kept.parquet").path, 1.0)
+    s = parse_source("x/textbooks.jsonl:2.5")
+    assert str(s.path) == "x/textbooks.jsonl" and s.weight == 2.5
+    assert parse_source("C:data.jsonl").weight == 1.0  # suffix not a number: part of the path
+    with pytest.raises(ConfigError, match="weight"):
+        parse_source("a.jsonl:-1")
+
+
+def test_read_texts_formats_and_errors(files, tmp_path):
+    jl, pq = files
+    assert len(read_texts(jl)) == 5
+    assert len(read_texts(pq)) == 3  # the empty text is skipped
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"content": "x"}) + "\n")
+    with pytest.raises(DataError, match="bad.jsonl.*'text'"):
+        read_texts(bad)
+    with pytest.raises(DataError, match="not found"):
+        read_texts(tmp_path / "missing.jsonl")
+    csv = tmp_path / "x.csv"
+    csv.write_text("text\nx\n")
+    with pytest.raises(DataError, match="unsupported"):
+        read_texts(csv)
+
+
+def test_pack_is_the_eot_joined_stream_cut_into_blocks(tok):
+    docs = _docs()
+    ds = pack(docs, tok, 64)
+    stream = []
+    for d in docs:
+        stream += tok(d, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    n = len(stream) // 64
+    assert len(ds) == n and n > 10
+    blocks = ds["input_ids"]
+    assert all(len(b) == 64 for b in blocks)
+    assert [t for b in blocks for t in b] == stream[: n * 64]
+    assert tok.decode([t for b in blocks for t in b]).startswith(docs[0] + EOT + docs[1][:20])
+
+
+def test_mixture_weights_repeat_and_subsample(tok):
+    a, b = pack(_docs()[:4], tok, 32), pack(_docs()[4:], tok, 32)
+    m = mix([a, b], [2, 0.5], seed=0)
+    assert len(m) == 2 * len(a) + round(0.5 * len(b))
+    assert len(mix([a, b], [1, 0])) == len(a)
+    assert mix([a, b], [1, 0.5], seed=1)["input_ids"][len(a):] != mix([a, b], [1, 0.5], seed=2)["input_ids"][len(a):]
+    with pytest.raises(DataError, match="empty"):
+        mix([a], [0])
+
+
+def test_heldout_is_by_document_disjoint_and_seeded(files, tok):
+    jl, pq = files
+    loaded = load_sources([str(jl), f"{pq}:2"], heldout_fraction=0.3, seed=0)
+    assert loaded[1].source.weight == 2
+    for st in loaded:
+        assert st.heldout and st.train and not set(st.heldout) & set(st.train)
+    again = load_sources([str(jl), f"{pq}:2"], heldout_fraction=0.3, seed=0)
+    assert [s.heldout for s in again] == [s.heldout for s in loaded]
+    data = build_data(loaded, tok, 64)
+    held_blocks = {tuple(b) for b in data.heldout["input_ids"]}
+    assert not held_blocks & {tuple(b) for b in data.train["input_ids"]}
+    assert data.stats["train_blocks"] == len(data.train) == data.stats["sources"][0]["blocks"] + 2 * data.stats["sources"][1]["blocks"]
+    with pytest.raises(ConfigError, match="no training data"):
+        load_sources([])
+
+
+def test_humaneval_labels_cover_only_the_solution(tok):
+    from phi1lib.problems import load_humaneval
+
+    items = humaneval_eval_set(tok, 1024, n_problems=5)
+    probs = load_humaneval()[:5]
+    assert [i["task_id"] for i in items] == [p["task_id"] for p in probs]
+    for item, p in zip(items, probs):
+        n_prompt = len(tok(p["prompt"], add_special_tokens=False)["input_ids"])
+        assert item["labels"][:n_prompt] == [-100] * n_prompt
+        sol = item["labels"][n_prompt:]
+        assert tok.decode(sol) == p["canonical_solution"] + EOT
+        assert item["input_ids"][n_prompt:] == sol
+    short = humaneval_eval_set(tok, 40, n_problems=5)
+    assert all(len(i["input_ids"]) <= 40 for i in short)
