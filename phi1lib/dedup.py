@@ -75,7 +75,7 @@ def exact_duplicates(texts: Sequence[str]) -> list[int | None]:
 
 
 def deduplicate(texts: Sequence[str], *, threshold: float = 0.85, num_perm: int = 128, ngram: int = 5,
-                seed: int = 1, near: bool = True) -> DedupResult:
+                seed: int = 1, near: bool = True, lsh_slack: float = 0.8) -> DedupResult:
     """Mark exact and near duplicates (Jaccard >= threshold); the earliest record of each group is kept."""
     if not 0.0 < threshold <= 1.0:
         raise ConfigError(f"dedup threshold must be in (0, 1], got {threshold}")
@@ -88,7 +88,9 @@ def deduplicate(texts: Sequence[str], *, threshold: float = 0.85, num_perm: int 
     if near and len(texts) > 1:
         from datasketch import MinHash, MinHashLSH
 
-        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        # LSH is tuned below the verification threshold: it only proposes candidates (recall matters),
+        # and every candidate is verified with the exact Jaccard, so precision is not at stake.
+        lsh = MinHashLSH(threshold=max(0.05, threshold * lsh_slack), num_perm=num_perm)
         sets: dict[int, set[str]] = {}
         for i, t in enumerate(texts):
             if dup[i] is not None:
