@@ -134,6 +134,7 @@ class BudgetCalculator:
                 if keep_knobs and not k.startswith("price.") and v.widget.value != v.initial}
         self._quiet = True
         self.knobs = {}
+        self._models: dict[str, str] = {}  # llm item -> model its price knobs show
         sc, llms = self.scenario, self.base_prices.llm_names()
         for line in sc.lines:
             item, kind = line["item"], line["kind"]
@@ -146,6 +147,11 @@ class BudgetCalculator:
                               scale=1e6)
                 if line.get("model") in llms:
                     self._add(f"{item}.model", W.Dropdown(options=llms, value=line["model"], description=f"{item}: model"))
+                    price = self.base_prices.at(sc.as_of).llm(line["model"])
+                    self._add(f"price.{item}.in", W.FloatText(value=price.input_per_1k, description=f"{item}: USD/1K in"))
+                    self._add(f"price.{item}.out", W.FloatText(value=price.output_per_1k,
+                                                               description=f"{item}: USD/1K out"))
+                    self._models[item] = line["model"]
             elif kind == "training":
                 if line.get("model") in PRESET_NAMES:
                     self._add(f"{item}.model", W.Dropdown(options=list(PRESET_NAMES), value=line["model"],
@@ -216,6 +222,7 @@ class BudgetCalculator:
                 book = book.with_rental(CUSTOM_RENTAL, rental.widget.value, base_rental.gpu, base_rental.n_gpus)
                 sc = sc.with_overrides({"rental": CUSTOM_RENTAL} if not any(l["kind"] == "rental" for l in sc.lines)
                                        else {f"{l['item']}.rental": CUSTOM_RENTAL for l in sc.lines if l["kind"] == "rental"})
+            book, sc = self._llm_prices(book, sc)
             cup = self.knobs["price.coffee"].widget.value
             if abs(cup - book.coffee(sc.defaults.get("coffee", costs.DEFAULT_COFFEE)).usd) > 1e-9:
                 book = book.with_coffee(CUSTOM_COFFEE, cup)
@@ -233,6 +240,27 @@ class BudgetCalculator:
                             f'{sc.as_of or "latest"}')
         self.chart.value = stacked_bar_html(r)
         self.table.value = table_html(r)
+
+    def _llm_prices(self, book: costs.PriceBook, sc: B.Scenario) -> tuple[costs.PriceBook, B.Scenario]:
+        """Per-line USD/1K knobs: follow the chosen model, or price the line at the user's numbers."""
+        custom = {}
+        for line in sc.lines:
+            item = line["item"]
+            if item not in self._models:
+                continue
+            kin, kout = self.knobs[f"price.{item}.in"], self.knobs[f"price.{item}.out"]
+            listed = book.llm(line["model"])
+            if line["model"] != self._models[item]:  # a new model: show its list prices
+                self._quiet = True
+                kin.widget.value = kin.initial = listed.input_per_1k
+                kout.widget.value = kout.initial = listed.output_per_1k
+                self._quiet = False
+                self._models[item] = line["model"]
+            if (kin.widget.value, kout.widget.value) != (listed.input_per_1k, listed.output_per_1k):
+                name = f"custom-{item}"
+                book = book.with_llm(name, kin.widget.value, kout.widget.value)
+                custom[f"{item}.model"] = name
+        return book, (sc.with_overrides(custom) if custom else sc)
 
     def _sync_rental_price(self, book: costs.PriceBook) -> None:
         """When the GPU changes, show that GPU's rental price unless the user typed their own."""

@@ -98,3 +98,17 @@ def test_stacked_bar_and_plot(prices):
     matplotlib.use("Agg")
     ax = plot_stages({"seed": seed, "phi1": budget.estimate_preset("phi1", prices)})
     assert len(ax.patches) >= 4
+
+
+def test_llm_price_knobs_follow_the_model_and_accept_user_prices(prices):
+    calc = BudgetCalculator(prices=prices)
+    kin, kout = calc.knobs["price.textbooks.in"].widget, calc.knobs["price.textbooks.out"].widget
+    assert (kin.value, kout.value) == (0.0015, 0.002)  # gpt-3.5-turbo as of June 2023
+    # The transcript's misread prices typed in by hand: +$1,350 input and +$18,000 output on textbooks.
+    kin.value, kout.value = 0.015, 0.02
+    assert calc.state()["total_usd"] == pytest.approx(6478.104 + 1350 + 18000)
+    assert "custom-textbooks" in calc.table.value
+    calc.knobs["textbooks.model"].widget.value = "gpt-4"  # picking a model shows its list prices again
+    assert (kin.value, kout.value) == (0.03, 0.06)
+    synth = next(s for s in calc.state()["stages"] if s["stage"] == "synthesis")
+    assert synth["cost_usd"] == pytest.approx(1e8 / 1000 * 0.03 + 1e9 / 1000 * 0.06 + 387)
