@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .errors import BudgetExceeded, ConfigError
+from .llm_budget import SpendGuard
 from .llm_limits import Backoff, RateLimits, Throttle
 from .llm_local import TransformersProvider
 from .llm_providers import Completion, FunctionProvider, OpenAIProvider, ProviderError
@@ -146,7 +147,6 @@ class LLMClient:
         self.backoff = backoff or Backoff()
         self.stage = stage
         self.progress = progress
-        self.flush_every, self.flush_s = int(flush_every), float(flush_s)
         if store is None:
             from .paths import cache_dir
 
@@ -160,16 +160,11 @@ class LLMClient:
             ledger = Ledger(cap_usd=cap_usd)
             cap_usd = None  # enforced by the ledger itself
         self.ledger = ledger
-        self.cap_usd = cap_usd  # an extra, client-level cap on top of the ledger's
+        self.guard = SpendGuard(ledger, self.store, cap_usd=cap_usd, stage=stage, provider_id=provider.cache_id,
+                                flush_every=flush_every, flush_s=flush_s)
         counter = getattr(provider, "token_counter", None)
         self.counter = counter() if callable(counter) else TokenCounter(model=self.price_model)
         self.throttle = Throttle(self.limits)
-        self._lock = threading.Lock()
-        self._unflushed_usd = 0.0
-        self._client_spent = 0.0
-        self._client_reserved = 0.0
-        self._since_flush = 0
-        self._last_flush = time.monotonic()
 
     def __repr__(self) -> str:
         return f"LLMClient({self.provider!r}, store={str(self.store.path)!r}, stage={self.stage!r})"
@@ -183,56 +178,12 @@ class LLMClient:
         return price_llm_usage(self.price_model, prompt_tokens, completion_tokens, self.prices, batch=batch)
 
     def check_budget(self, usd: float, what: str, committed: float = 0.0) -> None:
-        """Raise BudgetExceeded if `usd` more (on top of `committed`, e.g. open batches) would cross a cap."""
-        # Spend stored but not yet written to the ledger counts as spent.
-        self.ledger.check(usd + committed + self._unflushed_usd, what)
-        if self.cap_usd is not None:
-            used = self._client_spent + self._client_reserved + committed
-            if used + usd > self.cap_usd + 1e-12:
-                raise BudgetExceeded(
-                    f"{what} would cost up to ${usd:,.4f} but only ${max(0.0, self.cap_usd - used):,.4f} of this client's "
-                    f"${self.cap_usd:,.2f} cap is left (spent ${self._client_spent:,.4f}); raise cap_usd or shrink the "
-                    "request. Nothing was spent.", spent_usd=used, cap_usd=self.cap_usd, needed_usd=usd)
-
-    def _reserve(self, usd: float, what: str):
-        """Hold a request's worst-case cost so requests in flight together can never cross the cap.
-
-        Returns a handle for `_release`. Uses `Ledger.reserve`, so other clients sharing the
-        ledger see the reservation too.
-        """
-        with self._lock:
-            self.check_budget(usd, what)
-            handle = self.ledger.reserve(usd, what)
-            handle.__enter__()  # held across retries, released in _release
-            self._client_reserved += usd
-        return handle, usd
-
-    def _release(self, held) -> None:
-        handle, usd = held
-        with self._lock:
-            handle.__exit__(None, None, None)
-            self._client_reserved = max(0.0, self._client_reserved - usd)
-
-    def _account(self, usd: float) -> None:
-        with self._lock:
-            self._unflushed_usd += usd
-            self._client_spent += usd
-            self._since_flush += 1
-            due = self._since_flush >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_s
-        if due:
-            self.flush_ledger()
+        """Raise BudgetExceeded if `usd` more (on top of `committed`) would cross a cap; spends nothing."""
+        self.guard.check(usd, what, committed)
 
     def flush_ledger(self, **meta) -> None:
         """Write spend stored since the last flush (including a killed run's) to the ledger."""
-        with self._lock:
-            got = self.store.claim_unledgered()
-            if got["requests"]:
-                self.ledger.record(self.stage, usd=got["usd"], tokens_in=got["tokens_in"], tokens_out=got["tokens_out"],
-                                   requests=got["requests"], provider=self.provider.cache_id, **meta)
-            self.store.confirm_ledgered()
-            self._unflushed_usd = max(0.0, self._unflushed_usd - got["usd"])
-            self._since_flush = 0
-            self._last_flush = time.monotonic()
+        self.guard.flush(**meta)
 
     # -- one request -----------------------------------------------------------------------
     def _fail(self, key: str, request: Request | None, error: str, attempts: int) -> Result:
@@ -253,14 +204,15 @@ class LLMClient:
                         "text": comp.text, "prompt_tokens": pt, "completion_tokens": ct, "usd": usd,
                         "finish_reason": comp.finish_reason, "attempts": attempts, "via_batch": batch,
                         "request": request.to_dict() if request is not None else None})
-        self._account(usd)
+        self.guard.account(usd)
         return Result(key, comp.text, True, None, pt, ct, usd, False, request, comp.finish_reason, attempts)
 
     def _run_one(self, key: str, request: Request, stop_flag: threading.Event) -> Result:
-        est_prompt = self.counter.upper_bound(request)
+        est_prompt = self.counter.upper_bound(request)  # never below the real count: safe for the budget
         worst = self.price(est_prompt, request.max_tokens)
+        rate_tokens = self.counter.count_request(request) + request.max_tokens  # as OpenAI's TPM limiter estimates
         try:
-            held = self._reserve(worst, f"request {key[:12]} ({est_prompt} prompt + {request.max_tokens} max tokens)")
+            held = self.guard.reserve(worst, f"request {key[:12]} ({est_prompt} prompt + {request.max_tokens} max tokens)")
         except BudgetExceeded as exc:
             raise _Stop(exc) from None
         try:
@@ -269,12 +221,10 @@ class LLMClient:
                 attempt += 1
                 if stop_flag.is_set():
                     return self._fail(key, request, "not sent: the run was stopped (budget cap or rejected key)", attempt - 1)
-                reserved_tokens = est_prompt + request.max_tokens
-                self.throttle.wait(reserved_tokens)
+                self.throttle.wait(rate_tokens)
                 try:
                     comp = self.provider.call(request)
                 except ProviderError as exc:
-                    self.throttle.settle_tokens(reserved_tokens, 0)
                     if exc.fatal:
                         raise _Stop(ConfigError(f"{self.provider!r}: {exc}; check the API key and base_url")) from None
                     if exc.retryable and attempt < self.backoff.max_attempts:
@@ -285,10 +235,9 @@ class LLMClient:
                         continue
                     tries = f" after {attempt} attempt{'s' if attempt > 1 else ''}"
                     return self._fail(key, request, f"{exc}{tries}", attempt)
-                self.throttle.settle_tokens(reserved_tokens, (comp.prompt_tokens or 0) + (comp.completion_tokens or 0))
                 return self._settle(key, request, comp, attempt)
         finally:
-            self._release(held)
+            self.guard.release(held)
 
     # -- many requests ---------------------------------------------------------------------
     def _keys(self, requests: Sequence[Request]) -> list[str]:

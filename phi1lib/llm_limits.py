@@ -63,7 +63,9 @@ class RateLimits:
 
     concurrency: int = 8  # requests in flight at once
     rpm: float | None = None  # requests started per minute
-    tpm: float | None = None  # (prompt + max) tokens per minute
+    # Tokens per minute, counted as OpenAI's limiter counts them: prompt tokens + max_tokens at
+    # send time, with no refund when the answer is shorter.
+    tpm: float | None = None
     burst_s: float = 1.0  # bucket capacity, in seconds of rate: how bursty the start may be
 
     def __post_init__(self):
@@ -110,11 +112,6 @@ class Throttle:
             self.rpm.acquire(1)
         if self.tpm is not None:
             self.tpm.acquire(tokens)
-
-    def settle_tokens(self, reserved: int, used: int) -> None:
-        if self.tpm is not None and used < reserved:
-            self.tpm.refund(reserved - used)
-
 
 @dataclass
 class Backoff:
