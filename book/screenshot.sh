@@ -33,11 +33,11 @@ if [ ${#pages[@]} -eq 0 ]; then
 fi
 
 chromium_run() {  # a fresh profile per run, removed afterwards
-  local profile rc=0
+  local profile rc=0  # TMPDIR too: Chromium leaves org.chromium.* folders there
   profile="$(mktemp -d)"
   # --no-sandbox: Chromium refuses to start as root otherwise. The virtual time budget lets
   # require.js and the widget manager finish drawing before the shot is taken.
-  timeout 120 "$browser" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+  TMPDIR="$profile" timeout 120 "$browser" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
     --disable-background-networking --disable-component-update --disable-sync \
     --disable-dev-shm-usage --hide-scrollbars --user-data-dir="$profile" \
     --virtual-time-budget=15000 --window-size=1280,2000 "$@" 2>/dev/null || rc=$?
