@@ -1,7 +1,8 @@
 """Usage ledger: what each stage measured (tokens, GPU/CPU-seconds, dollars) against its estimate, under a cap.
 
 One fsync'd JSONL line per record, so a killed run loses nothing it paid for; reloading the
-file restores the running total (a torn last line is skipped with a warning). `check` raises
+file restores the running total (a torn line is skipped with a warning), and lines other
+processes append to the same file count against the same cap. `check` raises
 `BudgetExceeded` *before* a spend that would cross the cap; `reserve` does the same for
 concurrent callers by holding the amount until the matching `record`.
 """
@@ -9,15 +10,17 @@ concurrent callers by holding the amount until the matching `record`.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import BudgetExceeded, ConfigError
-from .jsonl import append_jsonl, iter_jsonl
+from .jsonl import append_jsonl
 
 _NUMERIC = ("usd", "tokens_in", "tokens_out", "gpu_seconds", "cpu_seconds")
 
@@ -39,18 +42,60 @@ class Ledger:
         self._lock = threading.RLock()
         self._records: list[dict[str, Any]] = []
         self._reserved = 0.0
-        if self.path is not None and self.path.exists():
-            self._records = list(iter_jsonl(self.path))
+        self._offset = 0  # bytes of the file already read: other processes' appends are picked up
+        self._warned: set[int] = set()
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Read lines appended since the last read (by us or another process sharing the file)."""
+        if self.path is None or not self.path.exists():
+            return
+        with self._lock:
+            if self.path.stat().st_size <= self._offset:
+                return
+            with self.path.open("rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+            complete = data[: data.rfind(b"\n") + 1]
+            tail = data[len(complete):]
+            start = self._offset
+            for raw in complete.splitlines(keepends=True):
+                self._parse(raw, start)
+                start += len(raw)
+            self._offset = start
+            if tail.strip():  # no newline yet: a writer killed mid-line, or one still writing
+                try:
+                    json.loads(tail)
+                except json.JSONDecodeError:
+                    self._warn(start, "torn last line skipped (a writer was killed mid-line)")
+
+    def _parse(self, raw: bytes, at: int) -> None:
+        if not raw.strip():
+            return
+        try:
+            obj = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            self._warn(at, "corrupt line skipped")
+            return
+        if isinstance(obj, dict):
+            self._records.append(obj)
+
+    def _warn(self, at: int, what: str) -> None:
+        if at not in self._warned:
+            self._warned.add(at)
+            warnings.warn(f"{self.path} (byte {at}): {what}; the other records are kept", stacklevel=3)
 
     # ---- totals --------------------------------------------------------------------------
     @property
     def records(self) -> list[dict[str, Any]]:
         with self._lock:
+            self._refresh()
             return list(self._records)
 
     @property
     def spent_usd(self) -> float:
         with self._lock:
+            self._refresh()
             return sum(float(r.get("usd") or 0.0) for r in self._records)
 
     @property
@@ -111,8 +156,11 @@ class Ledger:
         rec.update(meta)
         with self._lock:
             if self.path is not None:
+                self._refresh()  # catch up first, so our own line is the next one read
                 append_jsonl(self.path, rec)
-            self._records.append(rec)
+                self._refresh()
+            else:
+                self._records.append(rec)
         return rec
 
     def record_estimate(self, estimate, *, stage: str | None = None) -> dict[str, Any]:

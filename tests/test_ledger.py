@@ -45,7 +45,7 @@ def test_records_survive_reload_and_a_torn_line_is_skipped(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         again = Ledger(path, cap_usd=10)
-    assert any("corrupt" in str(w.message) for w in caught)
+    assert any("torn" in str(w.message) for w in caught)
     assert again.spent_usd == pytest.approx(1.25)
     assert [r["stage"] for r in again.records] == ["annotation", "pretrain"]
     assert again.records[0]["model"] == "gpt-4"
@@ -119,3 +119,14 @@ def test_each_record_is_one_json_line(tmp_path):
     Ledger(path).record("s", usd=0.5, note="hello")
     lines = path.read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["note"] == "hello"
+
+
+def test_two_processes_sharing_a_ledger_share_the_cap(tmp_path):
+    path = tmp_path / "shared.jsonl"
+    a, b = Ledger(path, cap_usd=1.0), Ledger(path, cap_usd=1.0)
+    a.record("synthesis", usd=0.7)
+    assert b.spent_usd == pytest.approx(0.7)  # b sees a's spend without reloading
+    with pytest.raises(BudgetExceeded):
+        b.check(0.5, "b's call")
+    b.record("annotation", usd=0.2)
+    assert a.spent_usd == pytest.approx(0.9) and len(a.records) == 2
