@@ -224,7 +224,9 @@ class LLMClient:
                 self.throttle.wait(rate_tokens)
                 try:
                     comp = self.provider.call(request)
-                except ProviderError as exc:
+                except Exception as exc:
+                    if not isinstance(exc, ProviderError):  # a bug or an unexpected reply: record, don't crash
+                        exc = ProviderError(f"{type(exc).__name__}: {exc}")
                     if exc.fatal:
                         raise _Stop(ConfigError(f"{self.provider!r}: {exc}; check the API key and base_url")) from None
                     if exc.retryable and attempt < self.backoff.max_attempts:
@@ -282,7 +284,10 @@ class LLMClient:
                 got = fresh.get(k)
                 if got is None:
                     got = Result(k, "", False, f"not sent: {stop.error if stop else 'run stopped'}", 0, 0, 0.0, False, requests[i])
-                results[i] = got if got.request is requests[i] else Result(**{**got.__dict__, "request": requests[i]})
+                elif got.request is not requests[i]:
+                    # A repeat of an earlier request in this call: same answer, paid once (there).
+                    got = Result(**{**got.__dict__, "request": requests[i], "usd": 0.0, "cached": got.ok})
+                results[i] = got
         if stop is not None:
             err = stop.error
             done = sum(1 for r in results if r.ok)

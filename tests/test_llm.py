@@ -122,6 +122,7 @@ def test_identical_requests_in_one_call_are_paid_once(server, tmp_path, prices):
     results = make_client(server, tmp_path, prices).generate([chat("same"), chat("same"), chat("same", n_index=1)])
     assert server.paid().count("same") == 2  # n_index 0 once, n_index 1 once
     assert results[0].text == results[1].text == "answer to: same"
+    assert results[0].usd > 0 and results[1].usd == 0 and results[1].cached  # summing usd counts it once
 
 
 def test_retry_after_is_honoured(server, tmp_path, prices):
