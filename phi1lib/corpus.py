@@ -170,9 +170,9 @@ def installed_python_roots() -> list[Path]:
     return out
 
 
-def _group_files(roots: list[Path]) -> "OrderedDict[str, list[Path]]":
-    """.py files grouped by top-level package (stdlib modules each form their own group)."""
-    groups: dict[str, list[Path]] = {}
+def _group_files(roots: list[Path]) -> "OrderedDict[str, list[tuple[Path, Path]]]":
+    """(root, file) pairs of .py files grouped by top-level package (stdlib modules each form their own group)."""
+    groups: dict[str, list[tuple[Path, Path]]] = {}
     site_dirs = [r for r in roots if r.name in ("site-packages", "dist-packages")]
     for root in roots:
         for dirpath, dirnames, filenames in os.walk(root):
@@ -183,7 +183,7 @@ def _group_files(roots: list[Path]) -> "OrderedDict[str, list[Path]]":
                 if fn.endswith(".py"):
                     rel = (dp / fn).relative_to(root)
                     key = f"{root.name}/{rel.parts[0]}"
-                    groups.setdefault(key, []).append(dp / fn)
+                    groups.setdefault(key, []).append((root, dp / fn))
     return OrderedDict(sorted(groups.items()))
 
 
@@ -214,8 +214,7 @@ def read_installed_python(n: int, *, seed: int = 0, granularity: str = "file",
         for key, files in queues:
             if depth >= len(files):
                 continue
-            path = files[depth]
-            root = next(r for r in roots if path.is_relative_to(r))
+            root, path = files[depth]
             text = read_source_file(path, stats, max_bytes)
             if text is None:
                 continue

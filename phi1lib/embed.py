@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -66,7 +67,7 @@ class EmbeddingCache:
                 with np.load(shard) as z:
                     for h, v in zip(z["hashes"], z["vectors"]):
                         self._index[str(h)] = v
-            except (OSError, ValueError, KeyError):  # a shard torn by a crash: ignore, its texts get re-embedded
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # a shard torn by a crash: ignore, its texts get re-embedded
                 continue
             self._loaded.add(shard.name)
 
@@ -133,7 +134,7 @@ class Embedder:
             try:
                 self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
                 self._model = AutoModel.from_pretrained(self.model_path).to(self.device).eval()
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 raise ConfigError(f"embedder={self.model_name!r}: cannot load a transformers model from it ({exc}). "
                                   f"Pass a local model folder, a hub id with network, or 'minilm-local'") from exc
             if self._tokenizer.pad_token is None:  # decoder-only models (CodeGen) ship without one
