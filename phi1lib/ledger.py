@@ -42,6 +42,7 @@ class Ledger:
         self._lock = threading.RLock()
         self._records: list[dict[str, Any]] = []
         self._reserved = 0.0
+        self._spent = 0.0
         self._offset = 0  # bytes of the file already read: other processes' appends are picked up
         self._warned: set[int] = set()
         self._refresh()
@@ -78,7 +79,14 @@ class Ledger:
             self._warn(at, "corrupt line skipped")
             return
         if isinstance(obj, dict):
-            self._records.append(obj)
+            self._add(obj)
+
+    def _add(self, rec: dict[str, Any]) -> None:
+        self._records.append(rec)
+        try:
+            self._spent += float(rec.get("usd") or 0.0)
+        except (TypeError, ValueError):
+            self._warn(-len(self._records), f"record {len(self._records)} has a non-numeric usd {rec.get('usd')!r}")
 
     def _warn(self, at: int, what: str) -> None:
         if at not in self._warned:
@@ -96,7 +104,7 @@ class Ledger:
     def spent_usd(self) -> float:
         with self._lock:
             self._refresh()
-            return sum(float(r.get("usd") or 0.0) for r in self._records)
+            return self._spent  # running sum: checks stay O(1) however long the ledger grows
 
     @property
     def reserved_usd(self) -> float:
@@ -160,7 +168,7 @@ class Ledger:
                 append_jsonl(self.path, rec)
                 self._refresh()
             else:
-                self._records.append(rec)
+                self._add(rec)
         return rec
 
     def record_estimate(self, estimate, *, stage: str | None = None) -> dict[str, Any]:
