@@ -585,3 +585,25 @@ def read_log(out_dir: str | os.PathLike):
     from .jsonl import read_jsonl
 
     return pd.DataFrame(read_jsonl(Path(out_dir) / "log.jsonl"))
+
+
+def plot_log(out_dirs: dict[str, str | os.PathLike], ax=None):
+    """Training loss (smoothed) and eval losses of one or more runs, on matplotlib axes (2 panels)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(1, 2, figsize=(11, 3.6))
+    for label, out in out_dirs.items():
+        df = read_log(out)
+        train = df[df.kind == "train"]
+        line, = ax[0].plot(train.step, train.loss.rolling(10, min_periods=1).mean(), label=f"{label} (train)")
+        ev = df[df.kind == "eval"].sort_values("step")
+        if "heldout_loss" in ev and ev.heldout_loss.notna().any():
+            ax[0].plot(ev.step, ev.heldout_loss, "o--", color=line.get_color(), label=f"{label} (held-out)")
+        ax[1].plot(ev.step, ev.humaneval_loss, "o-", color=line.get_color(), label=label)
+    ax[0].set(xlabel="optimizer step", ylabel="loss (nats/token)", title="training and held-out loss")
+    ax[1].set(xlabel="optimizer step", ylabel="loss (nats/token)", title="HumanEval canonical-solution loss")
+    for a in ax:
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    return ax

@@ -174,8 +174,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, code
 
 @pytest.mark.slow
 def test_two_process_gloo_run_matches_one_process(tmp_path, code_jsonl):
-    """`accelerate launch --num_processes 2 --cpu` runs the CLI unchanged; without dropout the
-    2-process loss curve equals the 1-process one (same global batches, averaged gradients)."""
+    """`accelerate launch --multi_gpu --num_processes 2` (torchrun; on a CPU-only machine the loop's
+    Accelerator(cpu=True) joins a gloo group) runs the CLI unchanged; without dropout the 2-process
+    loss curve equals the 1-process one (same global batches, averaged gradients)."""
     common = ["train", "pretrain", "--preset", "tiny", "--data", str(code_jsonl), "--max-steps", "4",
               "--set", "batch_seqs=4", "--set", "micro_batch=2", "--set", "seq_len=32", "--set", "dropout=0.0",
               "--set", "humaneval_problems=2", "--set", "eval_blocks=2", "--set", "threads=1",
@@ -184,7 +185,7 @@ def test_two_process_gloo_run_matches_one_process(tmp_path, code_jsonl):
     one = subprocess.run([sys.executable, "-m", "phi1lib.cli", *common, "--out", str(tmp_path / "one")],
                          capture_output=True, text=True, env=env, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                           "-m", "phi1lib.cli", *common, "--out", str(tmp_path / "two")],
                          capture_output=True, text=True, env=env, timeout=600)
@@ -192,3 +193,14 @@ def test_two_process_gloo_run_matches_one_process(tmp_path, code_jsonl):
     df = read_log(tmp_path / "two")
     assert df[df.kind == "info"].iloc[0].processes == 2
     assert _losses(tmp_path / "two").to_numpy() == pytest.approx(_losses(tmp_path / "one").to_numpy(), rel=1e-4)
+
+
+def test_cli_reports_bad_data_without_traceback(tmp_path, capsys):
+    from phi1lib.cli import main
+
+    rc = main(["train", "pretrain", "--preset", "tiny", "--out", str(tmp_path / "o"),
+               "--data", str(tmp_path / "missing.jsonl"), "--max-steps", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "missing.jsonl" in err and "not found" in err and "Traceback" not in err
+    rc = main(["train", "pretrain", "--out", str(tmp_path / "o"), "--set", "steps"])
+    assert rc == 2 and "FIELD=VALUE" in capsys.readouterr().err

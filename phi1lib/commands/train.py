@@ -13,7 +13,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="pretrain or finetune the phi-1 model of a preset (accelerate; resumable)",
         description="Pretrain on CodeTextbook or finetune on CodeExercises. Writes OUT/final (model + "
                     "tokenizer), OUT/checkpoints, OUT/log.jsonl and OUT/result.json (last). Runs data-parallel "
-                    "unchanged under `accelerate launch --num_processes N -m phi1lib.cli train ...`.",
+                    "unchanged under `accelerate launch --multi_gpu --num_processes N -m phi1lib.cli train ...` (on a CPU-only "
+                    "machine the same command runs N gloo processes).",
         epilog="example: phi1 train pretrain --preset tiny --out runs/tiny/pretrain "
                "--data runs/tiny/filtering/kept.parquet --data runs/tiny/synthesis/textbooks.jsonl:2",
     )
@@ -75,10 +76,14 @@ def run(args: argparse.Namespace) -> int:
     from ..costs import load_prices
     from ..training import estimate_cost, run_training
 
+    import os
+
     config = build_config(args)
     prices = load_prices()
     est = estimate_cost(config, prices)
-    print(f"[{config.stage}] {config.preset}: {config.steps} steps x {config.batch_seqs} x {config.seq_len} tokens "
+    main_process = os.environ.get("RANK", "0") == "0"  # under accelerate launch / torchrun, talk once
+    if main_process:
+        print(f"[{config.stage}] {config.preset}: {config.steps} steps x {config.batch_seqs} x {config.seq_len} tokens "
           f"= {config.tokens:,} tokens; estimate {est.gpu_hours:.4g} GPU-h, ${est.cost_usd:,.2f}")
     ledger = None
     if args.ledger or args.cap_usd is not None:
@@ -86,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
         ledger = Ledger(args.ledger, cap_usd=args.cap_usd)
     result = run_training(config, ledger=ledger, prices=prices, force=args.force, resume=args.resume)
+    if not main_process:
+        return 0
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
