@@ -281,3 +281,16 @@ def test_costs_imports_no_heavy_modules():
             "print(sorted(m for m in ('ipywidgets','pandas','torch','transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_preset_based_scenario_file_and_params_override(prices):
+    today = budget.price_scenario(budget.load_scenario("phi1-2025"), prices)
+    a100 = budget.estimate_preset("phi1", prices)
+    assert today.scenario.defaults["gpu"] == "H100" and today.scenario.as_of is None
+    assert today.stage("pretrain").gpu_hours == pytest.approx(a100.stage("pretrain").gpu_hours * 312 / 989)
+    assert today.stage("synthesis").cost_usd == pytest.approx(a100.stage("synthesis").cost_usd / 2)  # Batch API
+    # params= replaces N in 6N; the attention term keeps the model's shape.
+    sc = budget.preset_scenario("phi1").with_overrides({"pretrain.params": 2 * presets.get_preset("phi1").model.n_params()})
+    spec, tokens = presets.get_preset("phi1").model, presets.get_preset("phi1").pretrain.tokens
+    want = (costs.flops_per_token(spec, 2048) + 6 * spec.n_params()) * tokens
+    assert budget.price_scenario(sc, prices).stage("pretrain").flops == pytest.approx(want)

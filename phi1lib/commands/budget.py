@@ -52,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
         print("presets:  ", ", ".join(PRESET_NAMES))
         if args.scenario or args.preset:
             sc = budget.preset_scenario(args.preset) if args.preset else budget.load_scenario(args.scenario, args.scenarios)
-            print("--set keys:", ", ".join(sc.keys()))
+            print("--set keys: as_of, " + ", ".join(budget.DEFAULTS))
+            for line in sc.lines:
+                fields = [k.split(".", 1)[1] for k in sc.keys() if k.startswith(line["item"] + ".")]
+                print(f"  {line['item']}.{{{','.join(fields)}}}  ({line['kind']}, stage {line['stage']})")
         return 0
     result = build(args)
     if args.json:
