@@ -102,10 +102,14 @@ class EvalConfig:
     def folder(self) -> Path:
         return Path(self.out) if self.out else runs.stage_dir("evaluation", preset=self.preset)
 
+    def root(self) -> Path:
+        """The run directory: the parent of `out` when given, else the preset's run dir."""
+        return Path(self.out).parent if self.out else runs.run_dir(self.preset)
+
     def model_path(self) -> str:
         if self.model:
             return self.model
-        root = runs.run_dir(self.preset)
+        root = self.root()
         for stage in ("finetune", "pretrain"):
             if (root / stage / "final" / "config.json").exists():
                 return str(root / stage / "final")
@@ -113,7 +117,7 @@ class EvalConfig:
                         "(phi1lib.training.run_training) or pass model=<folder>")
 
     def split_path(self) -> Path:
-        return Path(self.split_file) if self.split_file else runs.run_dir(self.preset) / "decontam" / "humaneval_split.json"
+        return Path(self.split_file) if self.split_file else self.root() / "decontam" / "humaneval_split.json"
 
     def load_problems(self) -> list[dict]:
         problems = load_benchmark(self.benchmark, self.problems, self.mbpp_style)
@@ -254,10 +258,13 @@ def run_evaluation(config: EvalConfig, *, client=None, ledger=None, prices=None,
     metrics_path = folder / "metrics.json"
     metrics_path.write_text(json.dumps(metrics, indent=2, default=str), encoding="utf-8")
     usage["seconds"] = time.time() - t0
-    est = estimate_cost(config, prices)
     if ledger is not None:
+        try:
+            est_usd = estimate_cost(config, prices).cost_usd
+        except ConfigError:  # e.g. an API model no price book knows: record the spend anyway
+            est_usd = None
         ledger.record("evaluation", usd=usage["usd"], cpu_seconds=usage["sandbox_cpu_seconds"],
-                      estimate_usd=est.cost_usd, preset=config.preset)
+                      estimate_usd=est_usd, preset=config.preset)
     result = EvalResult(folder=str(folder), samples_path=str(samples_path), results_path=str(results_path),
                         metrics_path=str(metrics_path), metrics={k: v for k, v in metrics.items()
                                                                  if k not in ("per_task", "canonical_loss_per_task")},

@@ -126,6 +126,7 @@ class Sandbox:
         self.workers = workers
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._all: list[_Worker] = []
+        self._starting = 0
         self._lock = threading.Lock()
         self._closed = False
 
@@ -135,10 +136,18 @@ class Sandbox:
         except queue.Empty:
             pass
         with self._lock:
-            if len(self._all) < self.workers:
+            start = self._starting + len(self._all) < self.workers
+            if start:
+                self._starting += 1
+        if start:  # started outside the lock, so a pool's workers boot in parallel
+            try:
                 w = _Worker(self.basic)
+            finally:
+                with self._lock:
+                    self._starting -= 1
+            with self._lock:
                 self._all.append(w)
-                return w
+            return w
         return self._idle.get()
 
     def worker_pids(self) -> list[int]:

@@ -747,7 +747,9 @@ def probe(basic=False):
 
 
 def main():
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the worker dies with its caller
+    # No PR_SET_PDEATHSIG here: it fires when the *thread* that started us exits (callers start
+    # workers from pool threads). The worker ends on EOF of stdin instead, i.e. when its caller
+    # closes the pipe or dies, after at most one job's timeout.
     try:
         import pwd
         CAPS["home"] = os.path.realpath(pwd.getpwuid(os.getuid()).pw_dir)

