@@ -260,3 +260,19 @@ def test_built_book_in_headless_chromium(tmp_path):
     views = raw.count('type="application/vnd.jupyter.widget-view+json"')
     assert views >= 1, "the stage chapter shows no widget (the budget calculator opens every stage chapter)"
     assert dom.count('class="widget-subarea"') == views
+
+
+def test_dollar_amounts_stay_text_but_math_still_renders():
+    from markdown_it import MarkdownIt
+    from mdit_py_plugins.dollarmath import dollarmath_plugin
+
+    sphinx = _yaml(BOOK / "_config.yml")["sphinx"]["config"]
+    md = MarkdownIt().use(dollarmath_plugin, allow_space=sphinx["myst_dmath_allow_space"],
+                          allow_digits=sphinx["myst_dmath_allow_digits"])
+
+    def maths(text):
+        return [t.type for t in md.parseInline(text)[0].children if "math" in t.type]
+
+    assert maths("GPT-3.5 cost $0.002 and $0.0015 per 1K tokens, not $29,300.") == []
+    assert maths("from $5 to $6") == []
+    assert maths("pass@k is $1 - \\binom{n-c}{k} / \\binom{n}{k}$ per problem") == ["math_inline"]
