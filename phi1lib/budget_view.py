@@ -114,7 +114,11 @@ class BudgetCalculator:
         self._quiet = False
         self.source.observe(lambda _: self._load(), "value")
         self.as_of.observe(lambda _: self._load(keep_knobs=True), "value")
-        self.widget = W.VBox([W.HBox([self.source, self.as_of]), self.knob_box, self.total, self.chart, self.error,
+        from pathlib import Path
+
+        names = ", ".join(Path(f).name for f in self.base_prices.files)
+        self.books = W.HTML(f'<span style="font-size:11px">price books: {html.escape(names)}</span>')
+        self.widget = W.VBox([W.HBox([self.source, self.as_of]), self.books, self.knob_box, self.total, self.chart, self.error,
                               self.table])
         self._load()
 
