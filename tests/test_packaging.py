@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -25,9 +26,10 @@ def installed(tmp_path_factory):
                                     ".pytest_cache", ".hypothesis", "notebooks", "tests", "benchmarks")
     shutil.copytree(REPO_ROOT, src, ignore=ignore)
     target = tmp / "site"
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                           "--no-index", "--target", str(target), str(src)], capture_output=True, text=True,
-                          timeout=600)
+    # Offline build with the venv's own setuptools when it has one; else pip's isolated build env.
+    offline = ["--no-build-isolation", "--no-index"] if importlib.util.find_spec("setuptools") else []
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", *offline,
+                           "--target", str(target), str(src)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     shutil.rmtree(src)  # the checkout copy is gone: only the install remains
     return target
