@@ -32,7 +32,7 @@ prices = load_prices()
 prices.llms["test-model"] = LLMPrice("test-model", 1.0, 2.0, "test fixture", None)
 client = LLMClient(OpenAIProvider("test-model", base_url=url, api_key_env="PHI1_TEST_LLM_KEY"), store=store,
                    ledger=Ledger(ledger), prices=prices, concurrency={concurrency}, progress=False, flush_every=7)
-results = client.generate([Request(prompt=f"job {{i}} [[slow:0.05]]") for i in range(n)])
+results = client.generate([Request(prompt=f"job {{i}} [[slow:0.2]]") for i in range(n)])
 print("DONE", sum(r.ok for r in results), flush=True)
 """.format(concurrency=CONCURRENCY)
 
@@ -56,7 +56,7 @@ def test_sigkill_mid_run_loses_nothing_stored_and_pays_nothing_twice(tmp_path):
         cmd = [sys.executable, str(script), server.base_url, str(store), str(ledger), str(N)]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
-        while len(server.paid()) < 15:  # kill once a good part of the run is done
+        while len(server.paid()) < 12:  # kill once a good part of the run is done
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "client made no progress"
             time.sleep(0.01)
@@ -64,6 +64,8 @@ def test_sigkill_mid_run_loses_nothing_stored_and_pays_nothing_twice(tmp_path):
         proc.wait()
         assert proc.returncode == -signal.SIGKILL
         before = stored(store)
+        while server.in_flight:  # the server finishes (and bills) what the dead client had sent
+            time.sleep(0.01)
         paid_at_kill = Counter(server.paid())
         assert 0 < len(before) < N
 
