@@ -231,6 +231,19 @@ def _save_checkpoint(acc, out_dir: Path, step: int, state: dict, keep: int) -> P
     return final
 
 
+RESUME_KEYS = ("preset", "stage", "data", "seq_len", "batch_seqs", "seed", "init_from", "tokenizer")
+
+
+def _check_same_run(saved: dict, current: dict, ckpt: Path) -> None:
+    """Resuming only makes sense for the same data, order and shapes; steps/LR may change."""
+    diff = {k: (saved.get(k), current.get(k)) for k in RESUME_KEYS
+            if k in saved and json.dumps(saved[k], default=str) != json.dumps(current.get(k), default=str)}
+    if diff:
+        raise ConfigError(f"{ckpt} was saved by a different run: " +
+                          "; ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items()) +
+                          ". Use the same settings to resume, or --force to start over")
+
+
 def _truncate_log(log_path: Path, step: int) -> None:
     """Drop log lines from steps after the checkpoint we resume from (they will be redone)."""
     from .jsonl import iter_jsonl, write_jsonl
@@ -435,6 +448,7 @@ def _train(config, acc, device_type, out, *, ledger, prices, force, resume, loss
     if existing and resume:
         acc.load_state(str(existing[-1]))
         state = json.loads((existing[-1] / STATE_FILE).read_text())
+        _check_same_run(state.get("config", {}), config.to_dict(), existing[-1])
         start, elapsed_before, cpu_before = state["step"], state["elapsed_s"], state["cpu_s"]
         if acc.is_main_process:
             _truncate_log(log_path, start)

@@ -152,6 +152,8 @@ def test_resume_after_a_kill_continues_the_same_run(tmp_path, code_jsonl):
     assert [p.name for p in checkpoints(b)] == ["step_000004"] and not (b / "result.json").exists()
     with pytest.raises(ConfigError, match="--resume"):
         run_training(_cfg(b, code_jsonl), resume=False, progress=False)
+    with pytest.raises(ConfigError, match="different run.*seed"):
+        run_training(_cfg(b, code_jsonl, seed=1), progress=False)
     run_training(_cfg(b, code_jsonl), resume=True, progress=False)
     la, lb = _losses(a), _losses(b)
     assert list(lb.index) == list(range(1, 9))  # the log was truncated to the checkpoint, then continued
