@@ -61,7 +61,11 @@ def table_html(result: B.Budget) -> str:
                     f'<td style="text-align:right">{B.usd(s.cost_usd)}</td><td style="text-align:right">'
                     f'{s.gpu_hours:,.1f}</td><td style="text-align:right">{s.wall_hours:,.1f}</td>'
                     f'<td style="text-align:right">{s.cappuccinos:,.1f}</td><td></td></tr>')
-    return f'<table class="phi1-table" style="border-collapse:collapse">{"".join(rows)}</table>'
+    rows.append(f'<tr style="font-weight:bold;border-top:2px solid #333"><td>TOTAL</td><td></td>'
+                f'<td style="text-align:right">{B.usd(result.total_usd)}</td><td style="text-align:right">'
+                f'{result.total("gpu_hours"):,.1f}</td><td style="text-align:right">{result.total("wall_hours"):,.1f}</td>'
+                f'<td style="text-align:right">{result.total("cappuccinos"):,.1f}</td><td></td></tr>')
+    return f'<table class="phi1-table" cellpadding="4" style="border-collapse:collapse">{"".join(rows)}</table>'
 
 
 def _coffee(result: B.Budget) -> str:
