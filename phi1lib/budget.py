@@ -221,6 +221,9 @@ def scenario_from_dict(data: Mapping[str, Any], where: str = "<scenario>") -> Sc
 def load_scenario(name_or_path: str | os.PathLike, extra_dirs: Iterable[str | os.PathLike] = ()) -> Scenario:
     """A scenario by name (costs/scenarios/NAME.toml, or extra_dirs) or by path."""
     path = Path(name_or_path)
+    if (path.suffix == ".toml" or os.sep in str(name_or_path)) and not path.exists():
+        raise ConfigError(f"{path}: no such scenario file; give an existing .toml path or one of: "
+                          f"{', '.join(list_scenarios(extra_dirs))}")
     if not (path.suffix == ".toml" and path.exists()):
         known = list_scenarios(extra_dirs)
         if str(name_or_path) not in known:
