@@ -321,21 +321,11 @@ def test_dry_run_prices_only_missing_requests_and_calls_nothing(server, tmp_path
     assert batch.cost_usd == pytest.approx(ref.cost_usd * (1 - prices.batch_discount))
 
 
-def test_token_counter_with_a_model_tokenizer_is_exact(tmp_path):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
-    tok.train_from_iterator(["def add(a, b): return a + b"] * 20, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>"]))
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok)
-    counter = TokenCounter(tokenizer=hf)
-    assert counter.exact and "model tokenizer" in counter.method
-    assert counter.count_text("def add(a, b)") == len(hf.encode("def add(a, b)", add_special_tokens=False))
+def test_approximate_counter_is_labelled_and_bounded():
     approx = TokenCounter(model="some-unknown-model-offline")
-    assert approx.count_text("x" * 40) >= 1 and "approximate" in approx.method or approx.exact
-    r = Request(prompt="héllo wörld")
-    assert approx.upper_bound(r) >= approx.count_request(r)
+    assert approx.exact or "approximate" in approx.method
+    r = Request(prompt="héllo wörld " * 10)
+    assert approx.upper_bound(r) >= approx.count_request(r) >= 1
 
 
 def test_progress_bar_shows_tokens_dollars_and_eta(server, tmp_path, prices, capsys):

@@ -6,6 +6,7 @@ import pytest
 
 from phi1lib.errors import ConfigError
 from phi1lib.llm import LLMClient, Request, TransformersProvider
+from phi1lib.llm_tokens import TokenCounter
 
 # Loading torch + transformers dominates (~20 s on a busy 2-core box).
 pytestmark = pytest.mark.slow
@@ -92,3 +93,16 @@ def test_missing_model_folder_is_a_clear_error(tmp_path):
     provider = TransformersProvider(tmp_path / "nope")
     with pytest.raises(ConfigError, match="nope"):
         LLMClient(provider, store=tmp_path / "x.sqlite", progress=False)
+
+
+def test_token_counter_with_a_model_tokenizer_is_exact(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
+    tok.train_from_iterator(["def add(a, b): return a + b"] * 20, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>"]))
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok)
+    counter = TokenCounter(tokenizer=hf)
+    assert counter.exact and "model tokenizer" in counter.method
+    assert counter.count_text("def add(a, b)") == len(hf.encode("def add(a, b)", add_special_tokens=False))
