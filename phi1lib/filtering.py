@@ -475,3 +475,16 @@ def load_pool(folder: str | os.PathLike):
     if not path.is_file():
         raise DataError(f"{path}: not found; run the filtering stage (phi1 filter) first")
     return pd.read_parquet(path)
+
+
+def examples_html(pool, n: int = 3, chars: int = 900) -> str:
+    """HTML table: the n highest-scored samples next to the n lowest, code in <pre> (for notebooks)."""
+    import html
+
+    top = pool.nlargest(n, "score").to_dict("records")
+    low = pool.nsmallest(n, "score").to_dict("records")
+    cell = lambda r: (f"<b>{html.escape(str(r['path']))}</b> score {r['score']:.3f}<pre style='font-size:11px;"  # noqa: E731
+                      f"white-space:pre-wrap;max-height:320px;overflow:auto'>{html.escape(r['text'][:chars])}</pre>")
+    body = "".join(f"<tr><td style='vertical-align:top;width:50%'>{cell(a)}</td>"
+                   f"<td style='vertical-align:top;width:50%'>{cell(b)}</td></tr>" for a, b in zip(top, low))
+    return f"<table><tr><th>highest scores (kept)</th><th>lowest scores (dropped)</th></tr>{body}</table>"
