@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -27,6 +28,8 @@ from .llm_local import TransformersProvider
 from .llm_providers import Completion, FunctionProvider, OpenAIProvider, ProviderError
 from .llm_store import ResultStore
 from .llm_tokens import TokenCounter
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Request", "Result", "LLMClient", "OpenAIProvider", "TransformersProvider", "FunctionProvider",
            "Completion", "ProviderError", "Backoff", "RateLimits"]
@@ -226,16 +229,20 @@ class LLMClient:
                     comp = self.provider.call(request)
                 except Exception as exc:
                     if not isinstance(exc, ProviderError):  # a bug or an unexpected reply: record, don't crash
-                        exc = ProviderError(f"{type(exc).__name__}: {exc}")
+                        redact = getattr(self.provider, "redact", str)
+                        exc = ProviderError(redact(f"{type(exc).__name__}: {exc}"))
                     if exc.fatal:
                         raise _Stop(ConfigError(f"{self.provider!r}: {exc}; check the API key and base_url")) from None
                     if exc.retryable and attempt < self.backoff.max_attempts:
                         delay = self.backoff.delay(attempt, exc.retry_after)
+                        log.info("%s: request %s try %d failed (%s); retrying in %.2f s",
+                                 self.stage, key[:12], attempt, exc, delay)
                         if exc.status == 429:
                             self.throttle.cool_down(delay)
                         time.sleep(delay)
                         continue
                     tries = f" after {attempt} attempt{'s' if attempt > 1 else ''}"
+                    log.warning("%s: request %s failed%s: %s", self.stage, key[:12], tries, exc)
                     return self._fail(key, request, f"{exc}{tries}", attempt)
                 return self._settle(key, request, comp, attempt)
         finally:
