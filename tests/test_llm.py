@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import sqlite3
 import sys
 import time
 import traceback
