@@ -52,16 +52,27 @@ class DecontamConfig:
     def for_preset(cls, name: str = "tiny", **overrides) -> "DecontamConfig":
         p = get_preset(name)
         kw: dict[str, Any] = {"preset": p.name, "embedder": p.embedder}
+        if p.offline:
+            kw["embed_max_length"] = 128  # CPU budget: signature + docstring + the start of the body
         kw.update(overrides)
         return cls(**kw)
 
 
-def estimate_cost(config: DecontamConfig, prices=None, n_records: int = 0):
-    """CPU work only (no API spend): priced as CPU time from a measured ~2e4 AST pairs/s."""
+def estimate_cost(config: DecontamConfig, prices=None, n_records: int | None = None):
+    """CPU work only (no API spend). n_records defaults to the preset's exercise count.
+
+    Rates measured on one CPU core (benchmarks/bench_decontam.py): ~1e5 AST (record, problem)
+    pairs/s after candidate filtering and ~50 texts/s through the MiniLM embedder.
+    """
     from .costs import estimate_cpu, load_prices
 
+    if n_records is None:
+        from .synthesis import SynthesisConfig
+
+        n_records = SynthesisConfig.for_preset(config.preset).n_exercises
     prices = prices or load_prices()
-    hours = (n_records * 164 / 2e4 + n_records / 50) / 3600.0  # AST pairs + embedding at ~50 texts/s on CPU
+    embed_s = n_records / 50 if config.embedder else 0.0
+    hours = (n_records * 164 / 1e5 + embed_s) / 3600.0
     return estimate_cpu("decontam", hours, prices)
 
 

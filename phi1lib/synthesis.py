@@ -27,6 +27,7 @@ PROVIDERS = ("extractive", "openai")
 OUT_FILES = {"textbook": "textbooks.jsonl", "exercise": "exercises.jsonl"}
 REJECTED_FILE = "rejected.jsonl"
 CHARS_PER_TOKEN = 4.0  # rough prompt-size estimate before a tokenizer is involved
+ESTIMATE_SAMPLE = 2000  # prompts measured for the input-token estimate
 
 
 @dataclass
@@ -102,15 +103,16 @@ class SynthesisConfig:
     def n_for(self, kind: str) -> int:
         return self.n_textbooks if kind == "textbook" else self.n_exercises
 
-    def prompts(self, kind: str):
+    def prompts(self, kind: str, n: int | None = None):
+        """The first `n` (default: all configured) prompts of `kind`, drawn with the config's seed."""
         from .synth_prompts import build_prompts, load_list
 
+        n = self.n_for(kind) if n is None else min(n, self.n_for(kind))
         topics = load_list(self.topics_file)
         if kind == "textbook":
-            return build_prompts(kind, self.n_textbooks, self.seed, topics=topics,
+            return build_prompts(kind, n, self.seed, topics=topics,
                                  audiences=load_list(self.audiences_file), styles=load_list(self.styles_file))
-        return build_prompts(kind, self.n_exercises, self.seed, topics=topics,
-                             name_prefixes=load_list(self.names_file))
+        return build_prompts(kind, n, self.seed, topics=topics, name_prefixes=load_list(self.names_file))
 
 
 def estimate_cost(config: SynthesisConfig, prices=None):
@@ -120,11 +122,14 @@ def estimate_cost(config: SynthesisConfig, prices=None):
     prices = prices or load_prices()
     total = None
     for kind in config.kinds:
-        prompts = config.prompts(kind)
-        tokens_in = sum(sum(len(m["content"]) for m in p.messages) for p in prompts) / CHARS_PER_TOKEN
+        n = config.n_for(kind)
+        # Prompt length measured on the first prompts (all of them up to ESTIMATE_SAMPLE), scaled to n.
+        sample = config.prompts(kind, ESTIMATE_SAMPLE)
+        chars = sum(sum(len(m["content"]) for m in p.messages) for p in sample) / max(len(sample), 1)
+        tokens_in = n * chars / CHARS_PER_TOKEN
         per = config.tokens_per_textbook if kind == "textbook" else config.tokens_per_exercise
-        est = estimate_llm("synthesis", config.model, tokens_in, per * len(prompts), prices, config.batch,
-                           item=f"{kind}s ({len(prompts):,} x {config.model})")
+        est = estimate_llm("synthesis", config.model, tokens_in, per * n, prices, config.batch,
+                           item=f"{kind}s ({n:,} x {config.model})")
         total = est if total is None else total + est
     return total
 
@@ -179,12 +184,11 @@ def ensure_source(config: SynthesisConfig, root=None) -> Path:
         raise DataError(f"{path}: filtered-code file not found; pass source= a parquet with a `text` column "
                         "(stage 1's filtering/kept.parquet)")
     try:
-        from .filtering import FilteringConfig, run_filtering
+        from .filtering import FilterConfig, run_filtering
     except ImportError as exc:
         raise DataError(f"{path}: stage 1 has not run and phi1lib.filtering is unavailable ({exc}); "
-                        "run `phi1 filter` first or pass source=") from exc
-    run_filtering(FilteringConfig.for_preset(config.preset), **({"out_dir": runs.stage_dir("filtering", root)}
-                                                                 if root is not None else {}))
+                        "run stage 1 (filtering) first or pass source=") from exc
+    run_filtering(FilterConfig.for_preset(config.preset), out_dir=path.parent)
     if not path.exists():
         raise DataError(f"{path}: stage 1 finished but wrote no kept.parquet")
     return path
@@ -242,7 +246,7 @@ def run_synthesis(config: SynthesisConfig, out_dir=None, *, provider=None, ledge
         write_jsonl(path, state["accepted"][kind])
         files[kind] = str(path)
         counts[kind] = state["counts"][kind]
-        reasons[kind] = dict(collections.Counter(_category(r["reason"]) for r in state["rejected"]
+        reasons[kind] = dict(collections.Counter(reason_category(r["reason"]) for r in state["rejected"]
                                                  if r["kind"] == kind))
     seconds = {**state["seconds"], "total": time.perf_counter() - t0}
     result = SynthesisResult(
@@ -255,6 +259,6 @@ def run_synthesis(config: SynthesisConfig, out_dir=None, *, provider=None, ledge
     return result
 
 
-def _category(reason: str) -> str:
-    """Collapse a rejection reason to its category for the summary table."""
+def reason_category(reason: str) -> str:
+    """Collapse a rejection reason to its category ('sandbox failed', 'exact duplicate of ...' -> ...)."""
     return reason.split(":")[0].split(" (")[0].strip()
