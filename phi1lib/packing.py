@@ -127,12 +127,18 @@ def pack(texts: Sequence[str], tokenizer, block_size: int, *, batch_size: int = 
         n = len(stream) // block_size * block_size
         return {"input_ids": [stream[i:i + block_size] for i in range(0, n, block_size)]}
 
-    ds = datasets.Dataset.from_dict({TEXT_COLUMN: list(texts)})
-    kw = dict(batched=True, batch_size=batch_size, load_from_cache_file=False, keep_in_memory=True)
-    ds = ds.map(tokenize, remove_columns=[TEXT_COLUMN], desc="tokenize", **kw)
-    n_tokens = sum(len(x) for x in ds["input_ids"])
-    ds = ds.map(group, desc="pack", **kw)
-    ds.info.description = f"{n_tokens} tokens"
+    from datasets.utils import logging as ds_logging
+
+    bars = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()  # two bars per source per run is noise, not progress
+    try:
+        ds = datasets.Dataset.from_dict({TEXT_COLUMN: list(texts)})
+        kw = dict(batched=True, batch_size=batch_size, load_from_cache_file=False, keep_in_memory=True)
+        ds = ds.map(tokenize, remove_columns=[TEXT_COLUMN], **kw)
+        ds = ds.map(group, **kw)
+    finally:
+        if bars:
+            ds_logging.enable_progress_bar()
     return ds
 
 
@@ -186,6 +192,19 @@ def build_data(loaded: Sequence[SourceTexts], tokenizer, block_size: int, seed: 
              "train_tokens": len(train) * block_size,
              "heldout_blocks": 0 if heldout is None else len(heldout)}
     return PackedData(train, heldout, stats)
+
+
+def tokenizer_sample(loaded: Sequence[SourceTexts], max_chars: int) -> list[str]:
+    """Training documents for the BPE, round-robin over sources until `max_chars` (BPE training
+    time grows with text; a few MB already give stable merges for a 2k vocabulary)."""
+    out, total = [], 0
+    queues = [list(st.train) for st in loaded]
+    while total < max_chars and any(queues):
+        for q in queues:
+            if q and total < max_chars:
+                out.append(q.pop(0))
+                total += len(out[-1])
+    return out
 
 
 def humaneval_eval_set(tokenizer, max_len: int, n_problems: int | None = None) -> list[dict[str, list[int]]]:

@@ -65,6 +65,7 @@ class TrainConfig:
     eval_blocks: int = 64  # max held-out blocks per eval
     humaneval_problems: int | None = None  # HumanEval problems in the solution-loss eval (None = all 164)
     heldout_fraction: float = 0.05  # documents per source held out for eval loss
+    tokenizer_train_chars: int = 2_000_000  # "bpe-train": characters of training text the BPE learns from
     seed: int = 0  # init, data order, dropout
     threads: int | None = None  # CPU: torch threads for this run (None = torch's default); 1 is far faster on an oversubscribed machine
 
@@ -324,6 +325,7 @@ def _finetune_source(config: TrainConfig) -> Path:
 
 def _prepare_tokenizer(config: TrainConfig, acc, loaded):
     """Train (main process, once) or load the tokenizer; saved under out_dir/tokenizer."""
+    from .packing import tokenizer_sample
     from .tokenizer import TRAINED_BPE, build_tokenizer, check_vocab_fits, load_tokenizer
 
     spec = get_preset(config.preset).model
@@ -334,7 +336,7 @@ def _prepare_tokenizer(config: TrainConfig, acc, loaded):
         name = config.tokenizer or (str(_finetune_source(config)) if config.stage == "finetune"
                                     else get_preset(config.preset).tokenizer)
         if acc.is_main_process:
-            texts = [t for st in loaded for t in st.train] if name == TRAINED_BPE else None
+            texts = tokenizer_sample(loaded, config.tokenizer_train_chars) if name == TRAINED_BPE else None
             build_tokenizer(name, spec.vocab_size, texts, tok_dir)
         acc.wait_for_everyone()
         tok = load_tokenizer(tok_dir)
