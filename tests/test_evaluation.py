@@ -173,16 +173,16 @@ def test_contamination_table(tmp_path):
 def test_generate_local_greedy_and_stops(tiny_model, humaneval):
     from phi1lib.eval_generate import generate_local
 
-    recs = generate_local(humaneval[:3], tiny_model, max_new_tokens=24, batch_size=2, progress=False)
+    recs = generate_local(humaneval[:3], tiny_model, max_new_tokens=24, batch_size=2, progress=False, threads=1)
     assert [r["task_id"] for r in recs] == [p["task_id"] for p in humaneval[:3]]
     for r in recs:
         assert isinstance(r["completion"], str) and r["completion"] == E.sanitize(r["raw"])
         assert not any(s in r["completion"] for s in ("\ndef", "\nclass", "\nif", "\nprint", "\n#"))
-    again = generate_local(humaneval[:3], tiny_model, max_new_tokens=24, batch_size=3, progress=False)
+    again = generate_local(humaneval[:3], tiny_model, max_new_tokens=24, batch_size=3, progress=False, threads=1)
     assert [r["raw"] for r in again] == [r["raw"] for r in recs]  # greedy is deterministic
     with pytest.raises(ConfigError, match="temperature"):
         generate_local(humaneval[:1], tiny_model, n=2, temperature=0.0, progress=False)
-    sampled = generate_local(humaneval[:2], tiny_model, n=2, temperature=0.8, max_new_tokens=8, progress=False,
+    sampled = generate_local(humaneval[:2], tiny_model, n=2, temperature=0.8, max_new_tokens=8, progress=False, threads=1,
                              skip={(humaneval[0]["task_id"], 0)})
     assert [(r["task_id"], r["completion_id"]) for r in sampled] == [
         (humaneval[0]["task_id"], 1), (humaneval[1]["task_id"], 0), (humaneval[1]["task_id"], 1)]
@@ -194,7 +194,7 @@ def test_canonical_loss_matches_manual(tiny_model, humaneval):
 
     from phi1lib.eval_generate import canonical_loss
 
-    out = canonical_loss(humaneval[:3], tiny_model)
+    out = canonical_loss(humaneval[:3], tiny_model, threads=1)
     assert set(out["per_task"]) == {p["task_id"] for p in humaneval[:3]}
     tok = AutoTokenizer.from_pretrained(str(tiny_model))
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model)).eval()
@@ -239,7 +239,7 @@ def test_run_evaluation_end_to_end_and_resume(tiny_model, tmp_path, sandbox):
 
 
 def test_missing_split_is_reported(tiny_model, tmp_path, sandbox):
-    cfg = E.EvalConfig(model=str(tiny_model), limit=1, max_new_tokens=4, out=str(tmp_path / "ev"),
+    cfg = E.EvalConfig(model=str(tiny_model), limit=1, max_new_tokens=4, threads=1, out=str(tmp_path / "ev"),
                        split_file=str(tmp_path / "nope.json"), canonical_loss=False)
     res = E.run_evaluation(cfg, progress=False, sandbox=sandbox)
     assert "contamination" not in res.metrics and "decontamination" in res.metrics["contamination_note"]
@@ -295,7 +295,7 @@ def test_cli_generate_and_errors(tiny_model, tmp_path, capsys):
 
     out = tmp_path / "gen.jsonl"
     assert main(["eval", "generate", "--model", str(tiny_model), "--out", str(out), "--limit", "2",
-                 "--max-new-tokens", "8"]) == 0
+                 "--max-new-tokens", "8", "--threads", "1"]) == 0
     rows = [json.loads(l) for l in out.read_text().splitlines()]
     assert [r["task_id"] for r in rows] == ["HumanEval/0", "HumanEval/1"] and all("completion" in r for r in rows)
     assert main(["eval", "generate", "--model", str(tmp_path / "nomodel"), "--out", str(out), "--limit", "3"]) == 2

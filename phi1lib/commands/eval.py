@@ -43,6 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--limit", type=int, help="first N problems only")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", help="torch device (default: cuda if available)")
+    g.add_argument("--threads", type=int, help="CPU torch threads (default: torch's; 1 is fastest for tiny models)")
     g.add_argument("--cap-usd", type=float, help="budget cap for API models (USD)")
     g.set_defaults(func=run_generate)
 
@@ -88,7 +89,7 @@ def run_generate(args) -> int:
     else:
         generate_local(problems, args.model, n=args.n, temperature=args.temperature, top_p=args.top_p,
                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=args.device,
-                       seed=args.seed, skip=done, on_batch=lambda recs: [append_jsonl(out, r) for r in recs])
+                       seed=args.seed, skip=done, threads=args.threads, on_batch=lambda recs: [append_jsonl(out, r) for r in recs])
     print(f"wrote {out}")
     return 0
 
