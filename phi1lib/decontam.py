@@ -209,6 +209,13 @@ class DecontamResult:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
+    def table_df(self):
+        """Table 3 as a DataFrame, columns in reading order."""
+        import pandas as pd
+
+        cols = ["tau", "records", "removed", "kept", "similar", "non_similar", "paper_similar", "paper_non_similar"]
+        return pd.DataFrame(self.table)[cols]
+
     def split(self) -> dict:
         return json.loads(Path(self.split_path).read_text())
 

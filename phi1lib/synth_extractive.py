@@ -52,7 +52,8 @@ def _doctest_lines(doc: str) -> str:
 def _documented_functions(tree: ast.Module) -> list[ast.FunctionDef]:
     fns = []
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and ast.get_docstring(node):
+        # Private helpers (_name) make poor exercises: their task is rarely stated on its own terms.
+        if isinstance(node, ast.FunctionDef) and ast.get_docstring(node) and not node.name.startswith("_"):
             args = node.args.posonlyargs + node.args.args
             if args and args[0].arg in ("self", "cls"):
                 continue

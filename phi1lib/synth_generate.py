@@ -151,4 +151,4 @@ def generate_all(config, out: Path, *, provider=None, ledger=None, prices=None, 
         accepted[kind] = kept
         counts[kind] = c
     return {"accepted": accepted, "rejected": rejected, "counts": counts, "usage": usage, "seconds": seconds,
-            "checked": checked, "generator": generator}
+            "checked": checked, "generator": generator, "stand_in": generator == GENERATOR}

@@ -16,9 +16,14 @@ FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 _DOCTEST_PARSER = doctest.DocTestParser()
 
 
-def code_blocks(text: str) -> list[str]:
-    """Bodies of the markdown code fences in `text` (python/py/unlabelled ones)."""
-    return [body for lang, body in FENCE.findall(text) if lang.lower() in ("", "python", "py", "python3", "pycon")]
+PY_LANGS = ("python", "py", "python3", "pycon")
+
+
+def code_blocks(text: str, *, labelled_only: bool = False) -> list[str]:
+    """Bodies of the markdown code fences in `text`: python-labelled ones, plus unlabelled ones
+    unless `labelled_only` (an unlabelled fence often holds program output, not code)."""
+    langs = PY_LANGS if labelled_only else PY_LANGS + ("",)
+    return [body for lang, body in FENCE.findall(text) if lang.lower() in langs]
 
 
 def doctest_source(block: str) -> str | None:
@@ -59,7 +64,9 @@ def check_textbook(text: str, *, min_chars: int, max_chars: int) -> str | None:
     blocks = code_blocks(text)
     if not blocks:
         return "no code block: a textbook section must interleave prose with ```python code"
-    for i, block in enumerate(blocks):
+    # Labelled python blocks must parse; unlabelled ones only when they are >>> transcripts.
+    checked = [(i, b) for i, b in enumerate(blocks) if b in code_blocks(text, labelled_only=True) or ">>>" in b]
+    for i, block in checked:
         err = parse_error(textwrap.dedent(block))
         if err and (source := doctest_source(block)) is not None:
             err = parse_error(source)  # a >>> transcript: check the code it runs

@@ -163,6 +163,15 @@ class SynthesisResult:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
+    def counts_table(self):
+        """Per kind: requested -> generated -> rejected by each check -> accepted (a DataFrame)."""
+        import pandas as pd
+
+        cols = ["requested", "no_source", "generated", "llm_errors", "failed_checks", "sandbox_runs",
+                "failed_sandbox", "duplicates", "accepted"]
+        df = pd.DataFrame(self.counts).T
+        return df[[c for c in cols if c in df.columns]].fillna(0).astype(int)
+
     def records(self, kind: str) -> list[dict]:
         return read_jsonl(self.files[kind])
 
@@ -251,7 +260,7 @@ def run_synthesis(config: SynthesisConfig, out_dir=None, *, provider=None, ledge
     seconds = {**state["seconds"], "total": time.perf_counter() - t0}
     result = SynthesisResult(
         out_dir=str(out), files=files, rejected_path=str(rejected_path), counts=counts, reasons=reasons,
-        checked=state["checked"], generator=state["generator"], stand_in=config.is_stand_in,
+        checked=state["checked"], generator=state["generator"], stand_in=state["stand_in"],
         usage=state["usage"], seconds=seconds, estimate=est.to_dict() if est is not None else {},
         config=asdict(config),
     )

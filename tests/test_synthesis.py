@@ -134,6 +134,8 @@ def test_textbook_checks():
     broken = PAPER_LIKE_TEXTBOOK.replace("return a * d - b * c == 0", "return a * d - (b * c == 0")
     assert "does not parse" in check_textbook(broken, min_chars=10, max_chars=10_000)
     assert len(code_blocks(PAPER_LIKE_TEXTBOOK)) == 2
+    with_output = PAPER_LIKE_TEXTBOOK + "\nRunning it prints:\n\n```\nThe matrix is singular!\n```\n"
+    assert check_textbook(with_output, min_chars=50, max_chars=10_000) is None  # unlabelled output is not code
 
 
 # ---- the extractive stand-in -------------------------------------------------------------------
@@ -220,6 +222,7 @@ def test_rejected_bookkeeping_with_a_scripted_provider(tmp_path, monkeypatch):
     assert sum("no docstring" in r for r in reasons) == 4
     assert sum(r.startswith("exact duplicate of exercise-") for r in reasons) == 3
     assert res.checked == "parse-only (phi1lib.sandbox unavailable)"
+    assert res.generator == "scripted" and not res.stand_in
 
 
 @pytest.mark.skipif(not sandbox_available(), reason="phi1lib.sandbox not importable")
