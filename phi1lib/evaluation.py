@@ -212,9 +212,15 @@ def run_evaluation(config: EvalConfig, *, client=None, ledger=None, prices=None,
                 client = LLMClient(OpenAIProvider(api), store=folder / "llm.sqlite", ledger=ledger, cap_usd=config.cap_usd)
             new = generate_api(problems, client, n=config.n_samples, temperature=config.temperature,
                                top_p=config.top_p, max_new_tokens=config.max_new_tokens, skip=done)
+            failed = [r for r in new if "error" in r]
             for r in new:
-                append_jsonl(samples_path, r)
+                if "error" not in r:  # a failed call is retried on the next run, never scored as empty
+                    append_jsonl(samples_path, r)
             usage["usd"] = sum(r.get("usd", 0.0) for r in new)
+            if failed:
+                raise DataError(f"{len(failed)} of {len(new)} API generations failed (first: {failed[0]['error']}); "
+                                f"the {len(new) - len(failed)} that arrived are saved in {samples_path} and the "
+                                "LLM store; rerun to retry only the missing ones")
         else:
             from .eval_generate import load_model
 

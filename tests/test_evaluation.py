@@ -302,3 +302,27 @@ def test_cli_generate_and_errors(tiny_model, tmp_path, capsys):
     assert "config.json" in capsys.readouterr().err
     assert main(["eval", "score", "--samples", str(tmp_path / "missing.jsonl")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_api_failures_are_not_scored_as_empty(humaneval, tmp_path, sandbox):
+    from phi1lib.llm import FunctionProvider, LLMClient
+
+    calls = {"n": 0}
+
+    def flaky(request):
+        calls["n"] += 1
+        if "has_close_elements" in request.messages[0]["content"] and calls["n"] < 10:
+            raise RuntimeError("server on fire")
+        p = next(p for p in humaneval[:2] if p["prompt"] in request.messages[0]["content"])
+        return f"```python\n{p['prompt']}{p['canonical_solution']}```"
+
+    client = LLMClient(FunctionProvider(flaky, "flaky-chat"), store=tmp_path / "llm.sqlite")
+    cfg = E.EvalConfig(model="openai:flaky-chat", limit=2, out=str(tmp_path / "ev"), ks=(1,),
+                       split_file=str(tmp_path / "none.json"))
+    with pytest.raises(DataError, match="1 of 2 API generations failed"):
+        E.run_evaluation(cfg, client=client, progress=False, sandbox=sandbox)
+    saved = (tmp_path / "ev" / "samples.jsonl").read_text().splitlines()
+    assert len(saved) == 1 and json.loads(saved[0])["task_id"] == "HumanEval/1"
+    calls["n"] = 100  # the server recovers: only the missing one is asked again
+    res = E.run_evaluation(cfg, client=client, progress=False, sandbox=sandbox)
+    assert res.metrics["pass@1"] == 1.0 and len((tmp_path / "ev" / "samples.jsonl").read_text().splitlines()) == 2
