@@ -22,7 +22,7 @@ import numpy as np
 from . import runs
 from .annotate import HEURISTIC, STAND_IN_NAME, STAND_IN_NOTE, annotate, heuristic_score, label_from_rating
 from .corpus import DEFAULT_MAX_BYTES, GRANULARITIES, CorpusStats, load_corpus
-from .embed import MINILM_LOCAL, POOLINGS, Embedder
+from .embed import MINILM_LOCAL, POOLINGS, Embedder, text_hash
 from .errors import ConfigError, DataError
 from .filtering_model import (binary_metrics, evaluate_models, load_classifier, save_classifier,  # noqa: F401
                               train_classifier)
@@ -218,13 +218,21 @@ class ScoreBatch:
         if self._embedder is None:
             self._embedder = Embedder(**{**self.embed_kwargs, "progress": False})
             self._clf, _ = load_classifier(self.classifier_path)
+        cache = self._embedder.cache
+        if cache is not None:
+            cache.refresh()
+        fresh = [cache is None or cache.get(text_hash(t)) is None for t in batch["text"]]
         X = self._embedder.embed(batch["text"])
-        return {"score": self._clf.predict_proba(X)[:, 1].tolist()}
+        return {"score": self._clf.predict_proba(X)[:, 1].tolist(), "fresh": fresh}
 
 
 def score_pool(texts: list[str], embed_kwargs: dict[str, Any], classifier_path: str | os.PathLike, *,
-               num_proc: int = 1, batch_size: int = 256, progress: bool = True) -> np.ndarray:
-    """Score every text with datasets.map (batched; `num_proc` processes for a large pool)."""
+               num_proc: int = 1, batch_size: int = 256, progress: bool = True,
+               return_fresh: bool = False):
+    """Score every text with datasets.map (batched; `num_proc` processes for a large pool).
+
+    Returns the scores, or (scores, number of texts the pass had to embed) with return_fresh.
+    """
     import datasets
 
     if not progress:
@@ -235,7 +243,8 @@ def score_pool(texts: list[str], embed_kwargs: dict[str, Any], classifier_path: 
                     keep_in_memory=True, new_fingerprint=f"phi1-score-{time.time_ns()}", desc="score pool")
     if not progress:
         datasets.enable_progress_bars()
-    return np.asarray(scored["score"], dtype=float)
+    scores = np.asarray(scored["score"], dtype=float)
+    return (scores, int(sum(scored["fresh"]))) if return_fresh else scores
 
 
 def _write_parquet(df, path: Path) -> Path:
@@ -346,8 +355,8 @@ def run_filtering(config: FilterConfig | None = None, out_dir: str | os.PathLike
 
     # 5. score the whole pool (labelled texts are cache hits), 6. threshold
     t = time.perf_counter()
-    scores = score_pool(pool["text"].tolist(), embed_kwargs, clf_path, num_proc=config.num_proc,
-                        batch_size=config.score_batch_size, progress=progress)
+    scores, embedded_scoring = score_pool(pool["text"].tolist(), embed_kwargs, clf_path, num_proc=config.num_proc,
+                                          batch_size=config.score_batch_size, progress=progress, return_fresh=True)
     pool["score"] = scores
     seconds["score"] = time.perf_counter() - t
     thr, rule = choose_threshold(scores, threshold=config.threshold, keep_fraction=config.keep_fraction)
@@ -369,7 +378,7 @@ def run_filtering(config: FilterConfig | None = None, out_dir: str | os.PathLike
               "kept_fraction_samples": float(pool["kept"].mean()), "kept_fraction_tokens": kept_tokens / max(total_tokens, 1),
               "token_unit": "lexical tokens (identifiers, numbers, punctuation; see filtering.count_tokens)",
               "labelled": int(len(labels)), "positives": int(labels["label"].sum()), "corpus": cstats.to_dict(),
-              "embedded_by_model": embedder.texts_embedded_}
+              "embedded_by_model": embedder.texts_embedded_ + embedded_scoring}
     seconds["total"] = time.perf_counter() - t_stage
     usage = {"usd": float(astats.usd), "tokens_in": int(astats.prompt_tokens), "tokens_out": int(astats.completion_tokens),
              "cpu_seconds": time.process_time() - cpu0, "wall_seconds": seconds["total"]}
