@@ -67,7 +67,7 @@ class TrainConfig:
     heldout_fraction: float = 0.05  # documents per source held out for eval loss
     tokenizer_train_chars: int = 2_000_000  # "bpe-train": characters of training text the BPE learns from
     seed: int = 0  # init, data order, dropout
-    threads: int | None = None  # CPU: torch threads for this run (None = torch's default); 1 is far faster on an oversubscribed machine
+    threads: int | None = None  # CPU torch threads: None = torch's default, 0 = auto (all cores if idle, 1 if busy)
 
     def __post_init__(self):
         get_preset(self.preset)
@@ -94,8 +94,8 @@ class TrainConfig:
         for name in ("warmup_steps", "checkpoint_every", "eval_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be >= 1 or None, got {self.threads}")
+        if self.threads is not None and self.threads < 0:
+            raise ConfigError(f"threads must be >= 0 (0 = auto) or None, got {self.threads}")
         if self.keep_checkpoints < 1:
             raise ConfigError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         self.data = tuple(str(d) for d in ([self.data] if isinstance(self.data, (str, Path)) else self.data))
@@ -117,9 +117,9 @@ class TrainConfig:
                     eval_every=0 if tiny else 1000,
                     eval_blocks=16 if tiny else 256,
                     humaneval_problems=48 if tiny else None,
-                    # One thread: on a small shared CPU, OpenMP's second thread mostly spins while
-                    # other processes run (measured 6x slower steps under load, ~1.5x faster idle).
-                    threads=1 if tiny else None)
+                    # auto: on a small shared CPU, OpenMP's extra threads mostly spin while other
+                    # processes run (measured 6x slower steps under load), so go single-threaded then.
+                    threads=0 if tiny else None)
         unknown = set(overrides) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"unknown TrainConfig field(s) {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
@@ -344,6 +344,16 @@ def _prepare_tokenizer(config: TrainConfig, acc, loaded):
     return tok
 
 
+def auto_threads() -> int:
+    """All cores when the machine is idle, one when other processes already keep it busy."""
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # pragma: no cover - no load average on this platform
+        return cores
+    return cores if busy < 0.5 * cores else 1
+
+
 def _mixed_precision(config: TrainConfig, device_type: str) -> str:
     import torch
 
@@ -376,8 +386,8 @@ def run_training(config: TrainConfig, *, ledger=None, prices=None, force: bool =
     device_type = "cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()) else "cpu"
     acc = Accelerator(cpu=device_type == "cpu", mixed_precision=_mixed_precision(config, device_type))
     threads_before = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    if device_type == "cpu" and config.threads is not None:
+        torch.set_num_threads(config.threads or auto_threads())
     try:
         # enable_grad: another stage in the same process may have switched autograd off globally.
         with torch.enable_grad():
@@ -464,6 +474,7 @@ def _train(config, acc, device_type, out, *, ledger, prices, force, resume, loss
     info = {"kind": "info", "step": start, "resumed_from": existing[-1].name if existing and resume else None,
             "device": device_type, "processes": world, "mixed_precision": acc.mixed_precision,
             "attention": attn_reason, "compile": config.compile, "params": n_params,
+            "threads": torch.get_num_threads() if device_type == "cpu" else None,
             "micro_batch": micro, "grad_accum": accum, "train_blocks": n_blocks, "data": data.stats,
             "flops_per_token": fpt, "mfu_peak": peak_what, "estimate": estimate.to_dict()}
     log(info)
