@@ -207,7 +207,7 @@ def choose_threshold(scores, *, threshold: float | None = None, keep_fraction: f
 class ScoreBatch:
     """datasets.map function: embed a batch (disk cache shared across processes) and score it.
 
-    Picklable and lazy, so each of `num_proc` workers builds its own embedder and forest.
+    Lazy, so each worker process builds its own embedder and forest on its first batch.
     """
 
     def __init__(self, embed_kwargs: dict[str, Any], classifier_path: str):
@@ -226,25 +226,44 @@ class ScoreBatch:
         return {"score": self._clf.predict_proba(X)[:, 1].tolist(), "fresh": fresh}
 
 
-def score_pool(texts: list[str], embed_kwargs: dict[str, Any], classifier_path: str | os.PathLike, *,
-               num_proc: int = 1, batch_size: int = 256, progress: bool = True,
-               return_fresh: bool = False):
-    """Score every text with datasets.map (batched; `num_proc` processes for a large pool).
-
-    Returns the scores, or (scores, number of texts the pass had to embed) with return_fresh.
-    """
+def _score_shard(texts: list[str], embed_kwargs: dict[str, Any], classifier_path: str, batch_size: int,
+                 progress: bool) -> tuple[list[float], int]:
     import datasets
 
     if not progress:
         datasets.disable_progress_bars()
     ds = datasets.Dataset.from_dict({"text": texts})
-    fn = ScoreBatch(embed_kwargs, str(classifier_path))
-    scored = ds.map(fn, batched=True, batch_size=batch_size, num_proc=num_proc if num_proc > 1 else None,
+    scored = ds.map(ScoreBatch(embed_kwargs, classifier_path), batched=True, batch_size=batch_size,
                     keep_in_memory=True, new_fingerprint=f"phi1-score-{time.time_ns()}", desc="score pool")
     if not progress:
         datasets.enable_progress_bars()
-    scores = np.asarray(scored["score"], dtype=float)
-    return (scores, int(sum(scored["fresh"]))) if return_fresh else scores
+    return list(scored["score"]), int(sum(scored["fresh"]))
+
+
+def score_pool(texts: list[str], embed_kwargs: dict[str, Any], classifier_path: str | os.PathLike, *,
+               num_proc: int = 1, batch_size: int = 256, progress: bool = True, return_fresh: bool = False):
+    """Score every text with datasets.map, batched; with num_proc > 1, one shard per worker process.
+
+    Workers are *spawned*, not forked: a process forked after torch started its thread pool can
+    deadlock (that is what datasets.map(num_proc=...) does), and a spawned worker loads its own
+    embedder and forest anyway. The disk cache is shared, so shards never embed a text twice.
+    Returns the scores, or (scores, number of texts the pass had to embed) with return_fresh.
+    """
+    if num_proc <= 1 or len(texts) < 2 * batch_size:
+        scores, fresh = _score_shard(list(texts), embed_kwargs, str(classifier_path), batch_size, progress)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        bounds = np.linspace(0, len(texts), num_proc + 1).astype(int)
+        shards = [list(texts[a:b]) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        with ProcessPoolExecutor(len(shards), mp_context=mp.get_context("spawn")) as pool:
+            futs = [pool.submit(_score_shard, sh, embed_kwargs, str(classifier_path), batch_size, False) for sh in shards]
+            parts = [f.result() for f in futs]
+        scores = [s for part, _ in parts for s in part]
+        fresh = sum(n for _, n in parts)
+    scores = np.asarray(scores, dtype=float)
+    return (scores, fresh) if return_fresh else scores
 
 
 def _write_parquet(df, path: Path) -> Path:

@@ -180,14 +180,16 @@ def test_cli_filter(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_score_pool_in_parallel_matches_serial(small_run, tmp_path):
-    """datasets.map with num_proc=2 (each worker loads its own embedder) gives the serial scores."""
+    """num_proc=2 (two spawned workers, each with its own embedder, one shard each) gives the serial scores."""
     import pandas as pd
 
     cfg, res = small_run
     texts = pd.read_parquet(res.files["pool"])["text"].head(12).tolist() + ["def fresh():\n    return 'new'\n"]
     kwargs = dict(model=cfg.embedder, pooling=cfg.pooling, max_length=cfg.max_length, cache=tmp_path / "emb")
-    serial = filtering.score_pool(texts, kwargs, res.files["classifier"], num_proc=1, batch_size=4, progress=False)
-    parallel = filtering.score_pool(texts, {**kwargs, "cache": tmp_path / "emb2"}, res.files["classifier"],
-                                    num_proc=2, batch_size=4, progress=False)
+    serial, n1 = filtering.score_pool(texts, kwargs, res.files["classifier"], num_proc=1, batch_size=4,
+                                      progress=False, return_fresh=True)
+    parallel, n2 = filtering.score_pool(texts, {**kwargs, "cache": tmp_path / "emb2"}, res.files["classifier"],
+                                        num_proc=2, batch_size=4, progress=False, return_fresh=True)
+    assert n1 == n2 == len(texts)  # fresh caches: every text embedded once, none twice across the shards
     # Float noise across processes can flip a tree split at most: allow two of the 50 trees to differ.
     np.testing.assert_allclose(serial, parallel, atol=2 / cfg.n_estimators + 1e-9)
