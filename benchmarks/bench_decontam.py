@@ -16,6 +16,7 @@ import argparse
 import ast
 import sys
 import sysconfig
+import textwrap
 import time
 from pathlib import Path
 
@@ -24,38 +25,42 @@ from phi1lib.problems import load_humaneval
 
 
 def stdlib_functions(limit: int) -> list[list[str]]:
-    """AST sequences of up to `limit` distinct top-level functions from the standard library."""
+    """AST sequences of up to `limit` distinct functions and methods from the standard library (tests excluded)."""
     root = Path(sysconfig.get_paths()["stdlib"])
     seqs, seen = [], set()
-    for path in sorted(root.glob("*.py")):
+    for path in sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts and "test" not in p.parts):
         try:
             src = path.read_text(encoding="utf-8")
             tree = ast.parse(src)
         except (SyntaxError, UnicodeDecodeError, ValueError):
             continue
-        for node in tree.body:
-            if isinstance(node, ast.FunctionDef):
-                seg = ast.get_source_segment(src, node)
-                seq = ast_sequence(seg) if seg else None
-                if seq and len(seq) <= 600 and tuple(seq) not in seen:
-                    seen.add(tuple(seq))
-                    seqs.append(seq)
-                    if len(seqs) >= limit:
-                        return seqs
+        methods = [m for c in tree.body if isinstance(c, ast.ClassDef) for m in c.body]
+        for node in tree.body + methods:
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            seg = ast.get_source_segment(src, node)
+            seq = ast_sequence(textwrap.dedent(seg)) if seg else None
+            if seq and len(seq) <= 600 and tuple(seq) not in seen:
+                seen.add(tuple(seq))
+                seqs.append(seq)
+                if len(seqs) >= limit:
+                    return seqs
+    return seqs
     return seqs
 
 
-def timed(queries, refs, tau, naive):
+def timed(queries, refs, tau, naive, lsh=None):
     t = time.perf_counter()
-    matches, stats = match_all(queries, refs, tau, naive=naive)
+    matches, stats = match_all(queries, refs, tau, naive=naive, lsh_threshold=lsh)
     return time.perf_counter() - t, matches, stats
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="100,200,400,800", help="dataset sizes N (comma-separated)")
-    ap.add_argument("--naive-max", type=int, default=800, help="largest N for the naive self-join")
+    ap.add_argument("--sizes", default="250,500,1000,2000,4000", help="dataset sizes N (comma-separated)")
+    ap.add_argument("--naive-max", type=int, default=1000, help="largest N for the naive self-join")
     ap.add_argument("--tau", type=float, default=0.8, help="match-rate threshold (the loosest of the paper's)")
+    ap.add_argument("--lsh", type=float, default=0.3, help="LSH Jaccard threshold for the approximate self-join")
     ap.add_argument("--plot", help="save the time-vs-N curves to this image file")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -66,22 +71,30 @@ def main(argv=None) -> int:
     header = f"{'setting':<10} {'N':>6} {'pairs':>10} {'naive s':>9} {'filtered s':>10} {'speedup':>8} " \
              f"{'naive pairs/s':>14} {'eff. pairs/s':>13} {'edit dists':>10} {'same':>5}"
     print(header)
-    for setting in ("vs-HE", "self-join"):
+    exact_pairs: dict[int, set] = {}
+    for setting in ("vs-HE", "self-join", "self-lsh"):
         for n in sizes:
             q = pool[:n]
+            n = len(q)
             refs = he if setting == "vs-HE" else q
             pairs = len(q) * len(refs)
-            tf, mf, stats = timed(q, refs, args.tau, naive=False)
-            tn, mn, same = None, None, None
-            if setting == "vs-HE" or n <= args.naive_max:
+            tf, mf, stats = timed(q, refs, args.tau, naive=False, lsh=args.lsh if setting == "self-lsh" else None)
+            found = {(m.query, m.ref) for m in mf}
+            tn, same = None, None
+            if setting == "self-join":
+                exact_pairs[n] = found
+            if setting == "self-lsh":
+                same = f"{len(found & exact_pairs[n]) / max(len(exact_pairs[n]), 1):.3f}"  # recall vs exact
+            elif setting == "vs-HE" or n <= args.naive_max:
                 tn, mn, _ = timed(q, refs, args.tau, naive=True)
-                same = sorted((m.query, m.ref) for m in mf) == sorted((m.query, m.ref) for m in mn)
+                same = str(found == {(m.query, m.ref) for m in mn})
             rows.append((setting, n, pairs, tn, tf, stats["edit_distances"]))
-            print(f"{setting:<10} {len(q):>6} {pairs:>10,} {tn if tn is not None else float('nan'):>9.3f} {tf:>10.3f} "
+            print(f"{setting:<10} {n:>6} {pairs:>10,} {tn if tn is not None else float('nan'):>9.3f} {tf:>10.3f} "
                   f"{(tn / tf) if tn else float('nan'):>8.1f} {(pairs / tn) if tn else float('nan'):>14,.0f} "
                   f"{pairs / tf:>13,.0f} {stats['edit_distances']:>10,} {str(same):>5}")
+    print("same: filtered pairs == naive pairs (exact settings); for self-lsh, recall against the exact self-join")
     # Growth exponent from the two largest sizes: time ~ N^k (k = 1 linear, k = 2 quadratic).
-    for setting in ("vs-HE", "self-join"):
+    for setting in ("vs-HE", "self-join", "self-lsh"):
         pts = [r for r in rows if r[0] == setting]
         if len(pts) >= 2:
             import math
@@ -97,9 +110,10 @@ def main(argv=None) -> int:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 4))
-        for setting, style in (("vs-HE", "o"), ("self-join", "s")):
+        for setting, style in (("vs-HE", "o"), ("self-join", "s"), ("self-lsh", "^")):
             pts = [r for r in rows if r[0] == setting]
-            ax.loglog([r[1] for r in pts], [r[4] for r in pts], style + "-", label=f"{setting}, filtered")
+            ax.loglog([r[1] for r in pts], [r[4] for r in pts], style + "-",
+                      label=f"{setting}, {'LSH + bounds' if setting == 'self-lsh' else 'exact bounds'}")
             naive = [r for r in pts if r[3]]
             ax.loglog([r[1] for r in naive], [r[3] for r in naive], style + "--", label=f"{setting}, naive")
         ax.set_xlabel("records N")
