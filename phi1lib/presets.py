@@ -141,10 +141,10 @@ PRESETS: dict[str, Preset] = {
         data=DataPlan(corpus_samples=3000, corpus_tokens=3e6, annotate_samples=600, annotate_tokens_in=400,
                       annotate_tokens_out=10, textbook_tokens=3e5, exercise_tokens=1e5, synth_input_ratio=0.1,
                       filtered_tokens=1e6),
-        pretrain=TrainSchedule(steps=120, batch_seqs=8, seq_len=128, peak_lr=3e-3, warmup_steps=12,
-                               weight_decay=0.1),  # ~123k tokens: ~30-45 s on 2 cores
-        finetune=TrainSchedule(steps=50, batch_seqs=8, seq_len=128, peak_lr=1e-3, warmup_steps=5,
-                               weight_decay=0.01),  # ~51k tokens: ~10-15 s
+        pretrain=TrainSchedule(steps=100, batch_seqs=8, seq_len=128, peak_lr=3e-3, warmup_steps=10,
+                               weight_decay=0.1),  # ~102k tokens: ~30-45 s on 2 cores
+        finetune=TrainSchedule(steps=40, batch_seqs=8, seq_len=128, peak_lr=1e-3, warmup_steps=4,
+                               weight_decay=0.01),  # ~41k tokens: ~10-15 s
         eval=EvalPlan(benchmarks=("humaneval",), n_samples=1, max_new_tokens=128),
         hardware=Hardware(gpu="cpu", n_gpus=1, mfu=0.05),
         tokenizer="bpe-train",

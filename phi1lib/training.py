@@ -399,6 +399,9 @@ def run_training(config: TrainConfig, *, ledger=None, prices=None, force: bool =
 
 def _train(config, acc, device_type, out, *, ledger, prices, force, resume, loss_hook, progress) -> TrainResult:
     import torch
+
+    # Measured usage covers the whole stage: data, tokenizer, evals and saving, not just the steps.
+    t_run, cpu_run = time.perf_counter(), time.process_time()
     from accelerate.utils import set_seed
 
     from . import costs
@@ -506,7 +509,6 @@ def _train(config, acc, device_type, out, *, ledger, prices, force, resume, loss
 
         initial_he = next((r.get("humaneval_loss") for r in iter_jsonl(log_path) if r.get("kind") == "eval"), None)
 
-    t_run, cpu_run = time.perf_counter(), time.process_time()
     tokens_step = config.batch_seqs * config.seq_len
     last_loss, last_eval, rates = None, first_eval or {}, []
     bar = _progress(range(start, config.steps), acc.is_local_main_process and progress, config.stage)
