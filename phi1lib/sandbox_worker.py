@@ -288,7 +288,7 @@ def _program_main(job, sock_fd):
     name = "__main__" if job["mode"] == "program" else "solution"
     glb = {"__name__": name, "__builtins__": builtins}
 
-    def report(exc):
+    def report(exc, isinstance=isinstance, type=type, str=str, repr=repr):  # bound before the program runs
         if isinstance(exc, SystemExit):
             return ["exit", repr(exc.code)]
         if isinstance(exc, MemoryError):
@@ -593,12 +593,11 @@ def run_job(job, scratch):
             os._exit(71)
     for fd in (out_w, err_w, ver_w):
         os.close(fd)
-    pidfd = os.pidfd_open(pid)
     bufs = {out_r: bytearray(), err_r: bytearray(), ver_r: bytearray()}
     truncated = {out_r: False, err_r: False}
     open_fds = [out_r, err_r, ver_r]
     deadline = t0 + float(job["timeout_s"])
-    timed_out = exited = False
+    timed_out = False
 
     def drain(fd):
         try:
@@ -614,19 +613,16 @@ def run_job(job, scratch):
             truncated[fd] = True
         return True
 
-    while not exited:
+    # Only C holds the verdict pipe's write end (P closes it first thing), so its EOF means C is done.
+    while ver_r in open_fds:
         left = deadline - time.monotonic()
         if left <= 0:
             timed_out = True
             break
-        ready, _, _ = select.select(open_fds + [pidfd], [], [], left)
+        ready, _, _ = select.select(open_fds, [], [], left)
         for fd in ready:
-            if fd == pidfd:
-                exited = True
-            elif not drain(fd):
+            if not drain(fd):
                 open_fds.remove(fd)
-        if ver_r not in open_fds:
-            break  # C closed the verdict pipe: it exited or is about to
     seconds = time.monotonic() - t0
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -637,7 +633,6 @@ def run_job(job, scratch):
     except ProcessLookupError:
         pass
     os.waitpid(pid, 0)
-    os.close(pidfd)
     sweep()
     for fd in list(open_fds):
         os.set_blocking(fd, False)
