@@ -236,6 +236,8 @@ def annotate(samples: Sequence[dict], *, annotator: str = HEURISTIC, client=None
             break
         if attempt:
             stats.retried += len(pending)
+        # A retry gets a new n_index (a new cache key) and some temperature: replaying the same
+        # greedy request would return the same evasive answer.
         reqs = [llm.Request(messages=[{"role": "user", "content": build_prompt(samples[i]["text"], max_chars, template)}],
                             max_tokens=max_tokens, temperature=temperature if attempt == 0 else max(temperature, 0.7),
                             n_index=attempt, meta={"id": samples[i]["id"], "stage": "filtering"})

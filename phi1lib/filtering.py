@@ -43,6 +43,8 @@ def count_tokens(text: str) -> int:
 
 @dataclass
 class FilterConfig:
+    """Everything the filtering stage needs; `FilterConfig.for_preset(name, **overrides)` fills it from a preset."""
+
     preset: str = "tiny"  # preset name the defaults come from
     corpus: str = "installed"  # "installed", "the-stack-python", "stackoverflow", "hub:<id|folder>", folder, .jsonl/.parquet
     corpus_samples: int = 3000  # samples read into the candidate pool
