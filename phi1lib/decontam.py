@@ -61,8 +61,8 @@ class DecontamConfig:
 def estimate_cost(config: DecontamConfig, prices=None, n_records: int | None = None):
     """CPU work only (no API spend). n_records defaults to the preset's exercise count.
 
-    Rates measured on one CPU core (benchmarks/bench_decontam.py): ~1e5 AST (record, problem)
-    pairs/s after candidate filtering and ~50 texts/s through the MiniLM embedder.
+    Rates from benchmarks/bench_decontam.py on a busy 2-core machine: ~1e6 AST (record, problem)
+    pairs/s effective after candidate filtering (2-3e6 measured), ~50 texts/s through MiniLM.
     """
     from .costs import estimate_cpu, load_prices
 
@@ -72,7 +72,7 @@ def estimate_cost(config: DecontamConfig, prices=None, n_records: int | None = N
         n_records = SynthesisConfig.for_preset(config.preset).n_exercises
     prices = prices or load_prices()
     embed_s = n_records / 50 if config.embedder else 0.0
-    hours = (n_records * 164 / 1e5 + embed_s) / 3600.0
+    hours = (n_records * 164 / 1e6 + embed_s) / 3600.0
     return estimate_cpu("decontam", hours, prices)
 
 
