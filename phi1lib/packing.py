@@ -85,8 +85,13 @@ class SourceTexts:
 
 
 def load_sources(sources: Sequence[str | os.PathLike | DataSource], heldout_fraction: float = 0.05,
-                 seed: int = 0) -> list[SourceTexts]:
-    """Read each source and hold out a seeded `heldout_fraction` of its documents."""
+                 seed: int = 0, max_chars: int | None = None) -> list[SourceTexts]:
+    """Read each source and hold out a seeded `heldout_fraction` of its documents.
+
+    `max_chars` caps each source's training text to a seeded random subset of documents (in
+    file order) of about that many characters, so a short run does not tokenise a corpus it
+    will never reach; None keeps everything.
+    """
     import numpy as np
 
     if not sources:
@@ -99,47 +104,54 @@ def load_sources(sources: Sequence[str | os.PathLike | DataSource], heldout_frac
         order = np.random.default_rng([seed, k]).permutation(len(texts))
         n_held = math.ceil(len(texts) * heldout_fraction) if heldout_fraction > 0 and len(texts) > 1 else 0
         held = set(order[:n_held].tolist())
-        out.append(SourceTexts(src, [t for i, t in enumerate(texts) if i not in held],
+        keep = set(range(len(texts))) - held
+        if max_chars is not None:
+            keep, total = set(), 0
+            for i in order[n_held:].tolist():
+                if total >= max_chars:
+                    break
+                keep.add(i)
+                total += len(texts[i])
+        out.append(SourceTexts(src, [t for i, t in enumerate(texts) if i in keep],
                                [t for i, t in enumerate(texts) if i in held]))
     return out
 
 
-def pack(texts: Sequence[str], tokenizer, block_size: int, *, batch_size: int = 2000):
+def pack(texts: Sequence[str], tokenizer, block_size: int, *, chunk_docs: int = 4096):
     """A `datasets.Dataset` of `input_ids` blocks of exactly `block_size` tokens.
 
-    Each document gets <|endoftext|> appended; documents are concatenated and sliced. The
-    tail shorter than a block is dropped per map batch of `batch_size` documents.
+    Each document gets <|endoftext|> appended; documents are concatenated and sliced, the
+    remainder of one chunk of documents carrying over to the next, so only the final tail
+    shorter than a block is dropped. Tokenising is the fast tokenizer's batched Rust path and
+    slicing is numpy; the blocks are one Arrow fixed-size-list column.
     """
     import datasets
+    import numpy as np
+    import pyarrow as pa
 
     eot = tokenizer.eos_token_id
     if eot is None:
         raise ConfigError("tokenizer has no eos token; packing puts <|endoftext|> between documents")
     if block_size < 2:
         raise ConfigError(f"block_size must be >= 2 tokens, got {block_size}")
-
-    def tokenize(batch):
-        ids = tokenizer(batch[TEXT_COLUMN], add_special_tokens=False)["input_ids"]
-        return {"input_ids": [x + [eot] for x in ids]}
-
-    def group(batch):
-        stream = [t for ids in batch["input_ids"] for t in ids]
+    texts = list(texts)
+    carry = np.zeros(0, dtype=np.int32)
+    chunks = []
+    for i in range(0, len(texts), chunk_docs):
+        ids = tokenizer(texts[i:i + chunk_docs], add_special_tokens=False)["input_ids"]
+        parts = [carry]
+        for x in ids:
+            parts.append(np.asarray(x, dtype=np.int32))
+            parts.append(np.asarray([eot], dtype=np.int32))
+        stream = np.concatenate(parts)
         n = len(stream) // block_size * block_size
-        return {"input_ids": [stream[i:i + block_size] for i in range(0, n, block_size)]}
-
-    from datasets.utils import logging as ds_logging
-
-    bars = ds_logging.is_progress_bar_enabled()
-    ds_logging.disable_progress_bar()  # two bars per source per run is noise, not progress
-    try:
-        ds = datasets.Dataset.from_dict({TEXT_COLUMN: list(texts)})
-        kw = dict(batched=True, batch_size=batch_size, load_from_cache_file=False, keep_in_memory=True)
-        ds = ds.map(tokenize, remove_columns=[TEXT_COLUMN], **kw)
-        ds = ds.map(group, **kw)
-    finally:
-        if bars:
-            ds_logging.enable_progress_bar()
-    return ds
+        if n:
+            chunks.append(stream[:n])
+        carry = stream[n:]
+    flat = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int32)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.int32()), block_size)
+    features = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32"), length=block_size)})
+    return datasets.Dataset(pa.table({"input_ids": column}), info=datasets.DatasetInfo(features=features))
 
 
 def mix(blocks: Sequence[Any], weights: Sequence[float], seed: int = 0):

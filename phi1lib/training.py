@@ -66,6 +66,7 @@ class TrainConfig:
     humaneval_problems: int | None = None  # HumanEval problems in the solution-loss eval (None = all 164)
     heldout_fraction: float = 0.05  # documents per source held out for eval loss
     tokenizer_train_chars: int = 2_000_000  # "bpe-train": characters of training text the BPE learns from
+    max_source_chars: int | None = None  # per source, seeded subset of training documents up to this many characters (None = all)
     seed: int = 0  # init, data order, dropout
     threads: int | None = None  # CPU torch threads: None = torch's default, 0 = auto (all cores if idle, 1 if busy)
 
@@ -119,7 +120,11 @@ class TrainConfig:
                     humaneval_problems=48 if tiny else None,
                     # auto: on a small shared CPU, OpenMP's extra threads mostly spin while other
                     # processes run (measured 6x slower steps under load), so go single-threaded then.
-                    threads=0 if tiny else None)
+                    threads=0 if tiny else None,
+                    # tiny: ~3-4 chars/token, so ~10x the run's tokens per source; no repeats, and no
+                    # time spent tokenising a corpus the run never reaches.
+                    max_source_chars=sched.tokens * 12 if tiny else None,
+                    tokenizer_train_chars=1_000_000 if tiny else 2_000_000)
         unknown = set(overrides) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"unknown TrainConfig field(s) {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
@@ -438,7 +443,8 @@ def _train(config, acc, device_type, out, *, ledger, prices, force, resume, loss
 
     # Data and tokenizer (deterministic on every process; only the main one writes files).
     set_seed(config.seed)
-    loaded = load_sources(config.data or _default_data(config), config.heldout_fraction, config.seed)
+    loaded = load_sources(config.data or _default_data(config), config.heldout_fraction, config.seed,
+                          config.max_source_chars)
     tok = _prepare_tokenizer(config, acc, loaded)
     data = build_data(loaded, tok, config.seq_len, config.seed)
     he_items = humaneval_eval_set(tok, spec.n_ctx, config.humaneval_problems)

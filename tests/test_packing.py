@@ -114,3 +114,13 @@ def test_humaneval_labels_cover_only_the_solution(tok):
         assert item["input_ids"][n_prompt:] == sol
     short = humaneval_eval_set(tok, 40, n_problems=5)
     assert all(len(i["input_ids"]) <= 40 for i in short)
+
+
+def test_max_chars_caps_each_source_with_a_seeded_subset(files):
+    jl, pq = files
+    full = load_sources([str(jl)], heldout_fraction=0.2, seed=0)
+    capped = load_sources([str(jl)], heldout_fraction=0.2, seed=0, max_chars=1)
+    assert capped[0].heldout == full[0].heldout  # the held-out split does not depend on the cap
+    assert len(capped[0].train) == 1 and capped[0].train[0] in full[0].train
+    big = load_sources([str(jl)], heldout_fraction=0.2, seed=0, max_chars=10**9)
+    assert big[0].train == full[0].train
