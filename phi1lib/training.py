@@ -601,8 +601,9 @@ def _default_data(config: TrainConfig) -> tuple[str, ...]:
     if config.stage == "pretrain":
         cands = [root / "filtering" / "kept.parquet", root / "synthesis" / "textbooks.jsonl"]
     else:
-        decontam = root / "decontam" / "exercises.jsonl"
-        cands = [decontam if decontam.exists() else root / "synthesis" / "exercises.jsonl"]
+        # The paper's phi-1 finetunes on the unpruned set; pass decontam/exercises_pruned_tau*.jsonl with --data
+        # to retrain on a pruned one.
+        cands = [root / "synthesis" / "exercises.jsonl"]
     found = tuple(str(c) for c in cands if c.exists())
     if not found:
         raise ConfigError(f"{config.stage}: no --data given and none of {[str(c) for c in cands]} exist; "
