@@ -126,7 +126,6 @@ class Embedder:
     # -- model -------------------------------------------------------------------------------
     def load(self):
         if self._model is None:
-            import torch
             from transformers import AutoModel, AutoTokenizer
             from transformers.utils import logging as hf_logging
 
@@ -140,7 +139,7 @@ class Embedder:
             if self._tokenizer.pad_token is None:  # decoder-only models (CodeGen) ship without one
                 self._tokenizer.pad_token = self._tokenizer.eos_token
             self._tokenizer.padding_side = "right"
-            torch.set_grad_enabled(False)
+            self._model.requires_grad_(False)  # inference only; _forward also runs under inference_mode
         return self._model, self._tokenizer
 
     @property
