@@ -65,6 +65,11 @@ def load_model(model_dir: str | Path, device: str | None = None):
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir)).to(device).eval()
+    # A model saved straight from training may carry use_cache=False; decoding without the KV
+    # cache recomputes the whole sequence per token (~20x slower for 128 new tokens).
+    model.config.use_cache = True
+    if model.generation_config is not None:
+        model.generation_config.use_cache = True
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok

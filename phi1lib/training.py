@@ -565,6 +565,10 @@ def _train(config, acc, device_type, out, *, ledger, prices, force, resume, loss
     if acc.is_main_process:
         unwrapped = acc.unwrap_model(model, keep_torch_compile=False)
         unwrapped.config.use_cache = True  # generation wants the KV cache
+        if unwrapped.generation_config is not None:
+            # generation_config.json is saved separately and would keep training's use_cache=False
+            # (without the cache every generated token recomputes the whole sequence: ~20x slower).
+            unwrapped.generation_config.use_cache = True
         unwrapped.save_pretrained(str(final))
         tok.save_pretrained(str(final))
     acc.wait_for_everyone()

@@ -109,6 +109,8 @@ def test_run_writes_the_output_contract_and_is_not_redone(tmp_path, code_jsonl):
     model = AutoModelForCausalLM.from_pretrained(out / "final")
     tok = AutoTokenizer.from_pretrained(out / "final")
     assert model.config.model_type == "phi" and tok.eos_token == "<|endoftext|>"
+    # The saved model decodes with its KV cache (training runs without it).
+    assert model.config.use_cache and model.generation_config.use_cache
     df = read_log(out)
     train = df[df.kind == "train"]
     assert list(train.step) == list(range(1, 9))

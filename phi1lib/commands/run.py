@@ -46,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
         cap_usd=args.cap_usd,
         eval_pass_at_1=not args.no_pass_at_1,
     )
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one "Loading weights" bar per model load would bury the stage log
     report = Pipeline(config).run()
     print(json.dumps(report, indent=2, default=str) if args.json else report_markdown(report))
     return 0
