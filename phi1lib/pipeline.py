@@ -201,6 +201,10 @@ def write_report(root: Path, report: dict[str, Any]) -> tuple[Path, Path]:
 def _fmt(x: Any, spec: str = ".4f") -> str:
     if x is None:
         return "–"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, str) and len(x) > 90:
+        return x[:87].rstrip() + "..."
     if isinstance(x, (int, float)):
         return format(x, spec)
     return str(x)
