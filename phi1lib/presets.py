@@ -133,6 +133,22 @@ _PAPER_PRETRAIN = TrainSchedule(steps=24_000, batch_seqs=1024, seq_len=2048, pea
 _PAPER_FINETUNE = TrainSchedule(steps=6_000, batch_seqs=256, seq_len=2048, peak_lr=1e-4, warmup_steps=50,
                                 weight_decay=0.01)
 
+_PHI1 = Preset(
+    name="phi1",
+    description="phi-1 (1.3B): 24 layers, d 2048, 32 heads, 8xA100, paper schedule",
+    model=_PHI1_MODEL,
+    data=_PAPER_DATA,
+    pretrain=_PAPER_PRETRAIN,
+    finetune=_PAPER_FINETUNE,
+    eval=EvalPlan(benchmarks=("humaneval", "mbpp"), n_samples=1, max_new_tokens=512),
+    hardware=Hardware(gpu="A100", n_gpus=8, mfu=0.5),
+    tokenizer="Salesforce/codegen-350M-mono",
+    embedder="Salesforce/codegen-350M-mono",
+    annotator="gpt-4",
+    synthesizer="gpt-3.5-turbo",
+    offline=False,
+)
+
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         name="tiny",
@@ -153,36 +169,10 @@ PRESETS: dict[str, Preset] = {
         synthesizer="extractive",
         offline=True,
     ),
-    "phi1-small": Preset(
-        name="phi1-small",
-        description="phi-1-small (350M): 20 layers, d 1024, 16 heads, on one 8xA100 box",
-        model=_SMALL_MODEL,
-        data=_PAPER_DATA,
-        pretrain=_PAPER_PRETRAIN,
-        finetune=_PAPER_FINETUNE,
-        eval=EvalPlan(benchmarks=("humaneval", "mbpp"), n_samples=1, max_new_tokens=512),
-        hardware=Hardware(gpu="A100", n_gpus=8, mfu=0.5),
-        tokenizer="Salesforce/codegen-350M-mono",
-        embedder="Salesforce/codegen-350M-mono",
-        annotator="gpt-4",
-        synthesizer="gpt-3.5-turbo",
-        offline=False,
-    ),
-    "phi1": Preset(
-        name="phi1",
-        description="phi-1 (1.3B): 24 layers, d 2048, 32 heads, 8xA100, paper schedule",
-        model=_PHI1_MODEL,
-        data=_PAPER_DATA,
-        pretrain=_PAPER_PRETRAIN,
-        finetune=_PAPER_FINETUNE,
-        eval=EvalPlan(benchmarks=("humaneval", "mbpp"), n_samples=1, max_new_tokens=512),
-        hardware=Hardware(gpu="A100", n_gpus=8, mfu=0.5),
-        tokenizer="Salesforce/codegen-350M-mono",
-        embedder="Salesforce/codegen-350M-mono",
-        annotator="gpt-4",
-        synthesizer="gpt-3.5-turbo",
-        offline=False,
-    ),
+    # phi-1-small differs from phi-1 only in its shape: same data, schedule and hardware (paper §2.3).
+    "phi1-small": replace(_PHI1, name="phi1-small", model=_SMALL_MODEL,
+                          description="phi-1-small (350M): 20 layers, d 1024, 16 heads, on one 8xA100 box"),
+    "phi1": _PHI1,
 }
 
 PRESET_NAMES = tuple(PRESETS)

