@@ -30,6 +30,29 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 DIRECTIVE = re.compile(r"\[\[(429|500|slow|400|nousage)(?::([\d.]+))?(?::([\d.]+))?\]\]")
 
 
+KEY_ENV = "PHI1_TEST_LLM_KEY"  # the environment variable the tests hand the server's key through
+
+
+def serve(monkeypatch, **kwargs):
+    """Fixture body: a started server whose key sits in $KEY_ENV; stopped after the test."""
+    srv = ScriptedLLMServer(**kwargs)
+    srv.start()
+    monkeypatch.setenv(KEY_ENV, srv.api_key)
+    yield srv
+    srv.stop()
+
+
+def priced_book():
+    """The real price books plus "test-model" at $1 / $2 per 1K tokens: large enough that a few
+    words show up in the ledger."""
+    from phi1lib import costs
+    from phi1lib.pricebook import LLMPrice
+
+    book = costs.load_prices()
+    book.llms["test-model"] = LLMPrice("test-model", 1.0, 2.0, "test fixture", None)
+    return book
+
+
 def prompt_text(body: dict) -> str:
     if "messages" in body:
         return "\n".join(str(m.get("content", "")) for m in body["messages"])

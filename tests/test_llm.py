@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from llm_server import ScriptedLLMServer  # noqa: E402
+from llm_server import KEY_ENV, priced_book, serve  # noqa: E402
 
 from phi1lib import costs  # noqa: E402
 from phi1lib.errors import BudgetExceeded, ConfigError, DataError  # noqa: E402
@@ -20,27 +20,18 @@ from phi1lib.llm import Backoff, FunctionProvider, LLMClient, OpenAIProvider, Re
 from phi1lib.llm_limits import TokenBucket, parse_retry_after  # noqa: E402
 from phi1lib.llm_store import ResultStore  # noqa: E402
 from phi1lib.llm_tokens import TokenCounter  # noqa: E402
-from phi1lib.pricebook import LLMPrice  # noqa: E402
 
-KEY_ENV = "PHI1_TEST_LLM_KEY"
 FAST = Backoff(max_attempts=4, base_s=0.02, max_s=0.1, seed=0)
 
 
 @pytest.fixture
 def server(monkeypatch):
-    srv = ScriptedLLMServer()
-    srv.start()
-    monkeypatch.setenv(KEY_ENV, srv.api_key)
-    yield srv
-    srv.stop()
+    yield from serve(monkeypatch)
 
 
 @pytest.fixture(scope="module")
 def prices():
-    book = costs.load_prices()
-    # $1 / $2 per 1K tokens: large enough that a few words show up in the ledger.
-    book.llms["test-model"] = LLMPrice("test-model", 1.0, 2.0, "test fixture", None)
-    return book
+    return priced_book()
 
 
 def make_client(server, tmp_path, prices, **kw):

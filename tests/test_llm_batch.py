@@ -8,32 +8,24 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from llm_server import ScriptedLLMServer  # noqa: E402
+from llm_server import KEY_ENV, priced_book, serve  # noqa: E402
 
 from phi1lib import costs  # noqa: E402
 from phi1lib.errors import BudgetExceeded  # noqa: E402
 from phi1lib.ledger import Ledger  # noqa: E402
 from phi1lib.llm import LLMClient, OpenAIProvider, Request  # noqa: E402
 from phi1lib.llm_batch import BatchRunner  # noqa: E402
-from phi1lib.pricebook import LLMPrice  # noqa: E402
 
-KEY_ENV = "PHI1_TEST_LLM_KEY"
 
 
 @pytest.fixture
 def server(monkeypatch):
-    srv = ScriptedLLMServer(batch_polls=1)
-    srv.start()
-    monkeypatch.setenv(KEY_ENV, srv.api_key)
-    yield srv
-    srv.stop()
+    yield from serve(monkeypatch, batch_polls=1)
 
 
 @pytest.fixture(scope="module")
 def prices():
-    book = costs.load_prices()
-    book.llms["test-model"] = LLMPrice("test-model", 1.0, 2.0, "test fixture", None)
-    return book
+    return priced_book()
 
 
 def make_client(server, tmp_path, prices, **kw):
