@@ -36,6 +36,18 @@ def _mount(src, target, fstype, flags, data=None):
 # ---- plain-data transfer: exact builtin types only, rebuilt fresh on the other side ----------
 
 
+_INTERPRETER_DIRS = []
+
+
+def interpreter_dirs():
+    """The interpreter's own directories (readable even inside a blocked home), resolved once in
+    the worker so no forked program pays for the realpath calls."""
+    if not _INTERPRETER_DIRS:
+        real = os.path.realpath
+        _INTERPRETER_DIRS.append(tuple({real(p) for p in [sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path] if p}))
+    return _INTERPRETER_DIRS[0]
+
+
 def _audit_guard(workdir, home, fork_cap=None):
     """An audit hook confining file writes, processes, sockets and signals (defence in depth;
     the namespaces and the dropped uid are the primary walls where the kernel allows them)."""
@@ -43,7 +55,7 @@ def _audit_guard(workdir, home, fork_cap=None):
     root = realpath(workdir)
     devs = {"/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/tty"}
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-    readable = tuple({realpath(p) for p in [sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path] if p})
+    readable = interpreter_dirs()
     path_events = {"os.remove", "os.rmdir", "os.rename", "os.truncate", "os.chmod", "os.chown", "os.link",
                    "os.symlink", "os.mkdir", "os.utime", "shutil.rmtree", "os.chflags", "os.lchmod", "os.mknod"}
     blocked = {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.startfile",

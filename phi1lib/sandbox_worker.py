@@ -34,7 +34,7 @@ import builtins
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sandbox_confine import (CAPS, CLONE_NEWNS, CLONE_NEWPID, FILE_LIMIT, PR_SET_DUMPABLE,  # noqa: E402
                              PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, _audit_guard, _count_user_procs,
-                             _job_filesystem, _prctl, _static_filesystem, _unshare, probe, sweep)
+                             _job_filesystem, interpreter_dirs, _prctl, _static_filesystem, _unshare, probe, sweep)
 from sandbox_protocol import MAX_FRAME, NotPlain, dec, enc, recv_frame, send_frame  # noqa: E402
 
 # ---- the program side (P): untrusted code runs here -------------------------------------------
@@ -393,6 +393,18 @@ def run_job(job, scratch):
     return {"status": status, "reason": reason, "stdout": out, "stderr": err, "seconds": round(seconds, 4)}
 
 
+def _warm():
+    """Pay once, in the worker, for what every forked child would otherwise pay per job: the first
+    compile() builds all of CPython's AST types (~4 ms, copied again in each fork); then freeze
+    what exists so a child's garbage collections never walk (and copy) the worker's objects."""
+    interpreter_dirs()
+    compile("def _f(x):\n    return [x, (x,), {x: x}]\n", "<warm>", "exec")
+    dec(enc([1, (2,), {3: {4}}, b"", 2**64, float("inf")]))
+    import gc
+    gc.collect()
+    gc.freeze()
+
+
 def main():
     # No PR_SET_PDEATHSIG here: it fires when the *thread* that started us exits (callers start
     # workers from pool threads). The worker ends on EOF of stdin instead, i.e. when its caller
@@ -410,6 +422,7 @@ def main():
             _static_filesystem()
         else:
             CAPS["pidns"] = False
+    _warm()
     send_frame(1, {"hello": CAPS})
     try:
         while True:
