@@ -15,13 +15,19 @@ a checker and the checker forks the program, which runs:
 The verdict comes from the checker, never from the program's exit code or output. With
 `tests=` the benchmark's test code runs in the checker and calls the program's function over
 a socket, receiving only plain builtin data: a program that exits early, patches builtins or
-`assert` helpers, returns an always-equal object, or prints a fake "passed" cannot pass.
+`assert` helpers, returns an always-equal object, or prints a fake "passed" cannot pass. Names the
+tests use but do not define come from the standard library or, else, from the program (MBPP's
+setup code builds trees with the program's `Node` class): objects as references the checker can
+call and read, never compare.
 Without `tests=` (whole-program mode) a program passes when it runs to its end without error.
 """
 
 from __future__ import annotations
 
+import ast
 import atexit
+import builtins
+import functools
 import json
 import os
 import queue
@@ -204,6 +210,31 @@ class Sandbox:
         self.close()
 
 
+@functools.lru_cache(maxsize=4096)
+def test_names(tests: str) -> list[str]:
+    """Global names the test code reads but never binds (and that are not builtins): the
+    checker gets them from the standard library or, failing that, from the program (MBPP's
+    tests build `Node(...)` trees from the program's class). Computed once per problem here,
+    not in every forked checker."""
+    try:
+        tree = ast.parse(tests)
+    except SyntaxError:
+        return []  # the checker reports the test's own syntax error
+    loads, bound = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (loads if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.alias):
+            bound.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+    return sorted(n for n in loads - bound if not hasattr(builtins, n))
+
+
 def make_job(source: str, *, tests: str | None = None, entry_point: str | None = None, prelude: str = "",
              call_check: bool = True, timeout_s: float = DEFAULT_TIMEOUT_S, memory_mb: int = DEFAULT_MEMORY_MB,
              max_output: int = DEFAULT_MAX_OUTPUT) -> dict:
@@ -217,6 +248,7 @@ def make_job(source: str, *, tests: str | None = None, entry_point: str | None =
     if tests is not None and not entry_point:
         raise ConfigError("sandbox: tests= needs entry_point= (the function the tests call)")
     return {"mode": "tests" if tests is not None else "program", "source": source, "test": tests or "",
+            "names": test_names(tests) if tests is not None else [],
             "entry_point": entry_point or "", "prelude": prelude or "", "call_check": bool(call_check),
             "timeout_s": float(timeout_s), "memory_mb": int(memory_mb), "max_output": int(max_output)}
 

@@ -2,7 +2,9 @@
 
 A value crosses from the program to the checker as JSON with tags for tuples, sets, bytes,
 big ints, non-finite floats...; the other side rebuilds fresh objects, so nothing of the
-program's (classes, patched methods) survives the trip.
+program's (classes, patched methods) survives the trip. Anything else may cross only as a
+*reference* ({"H": [id, type name]}) when the caller passes `ref`: the program keeps the object,
+the checker gets an opaque handle it can call, read and set attributes on, never compare.
 """
 
 import json
@@ -11,13 +13,15 @@ import os
 import struct
 
 MAX_FRAME = 64 << 20  # largest message P may send C (bytes)
+MAX_REFS = 100_000  # program objects one job may hand the tests references to
 
 
 class NotPlain(Exception):
     pass
 
 
-def enc(x):
+def enc(x, ref=None):
+    """x as JSON-able plain data; a non-plain object becomes ref(x) (a reference) or NotPlain."""
     t = type(x)
     if x is None or t is str or t is bool:
         return x
@@ -26,26 +30,29 @@ def enc(x):
     if t is float:
         return x if math.isfinite(x) else {"F": repr(x)}
     if t is list:
-        return [enc(v) for v in x]
+        return [enc(v, ref) for v in x]
     if t is tuple:
-        return {"T": [enc(v) for v in x]}
+        return {"T": [enc(v, ref) for v in x]}
     if t is dict:
-        return {"D": [[enc(k), enc(v)] for k, v in x.items()]}
+        return {"D": [[enc(k, ref), enc(v, ref)] for k, v in x.items()]}
     if t is set or t is frozenset:
-        return {"S" if t is set else "Z": [enc(v) for v in x]}
+        return {"S" if t is set else "Z": [enc(v, ref) for v in x]}
     if t is bytes or t is bytearray:
         return {"B" if t is bytes else "A": x.hex()}
     if t is complex:
         return {"C": [enc(x.real), enc(x.imag)]}
     if t is range:
         return {"R": [x.start, x.stop, x.step]}
+    if ref is not None:
+        return {"H": ref(x)}
     raise NotPlain(t.__name__)
 
 
-def dec(y):
+def dec(y, ref=None):
+    """Plain data back from enc(); a reference becomes ref([id, type name]) (NotPlain without ref)."""
     t = type(y)
     if t is list:
-        return [dec(v) for v in y]
+        return [dec(v, ref) for v in y]
     if t is not dict:
         if y is None or t in (str, bool, int, float):
             return y
@@ -56,17 +63,19 @@ def dec(y):
     if tag == "F":
         return float(v)
     if tag == "T":
-        return tuple(dec(i) for i in v)
+        return tuple(dec(i, ref) for i in v)
     if tag == "D":
-        return {dec(k): dec(i) for k, i in v}
+        return {dec(k, ref): dec(i, ref) for k, i in v}
     if tag in "SZ":
-        return (set if tag == "S" else frozenset)(dec(i) for i in v)
+        return (set if tag == "S" else frozenset)(dec(i, ref) for i in v)
     if tag in "BA":
         return (bytes if tag == "B" else bytearray).fromhex(v)
     if tag == "C":
         return complex(dec(v[0]), dec(v[1]))
     if tag == "R":
         return range(*[int(i) for i in v])
+    if tag == "H" and ref is not None:
+        return ref(v)
     raise NotPlain(f"tag {tag!r}")
 
 
@@ -98,3 +107,16 @@ def recv_frame(fd, limit=MAX_FRAME):
     if body is None:
         return None
     return json.loads(body)
+
+
+def where(exc, filename, lines=None):
+    """'line N: <source line>' of the deepest frame in `filename`, for failure reasons."""
+    tb, lineno = exc.__traceback__, None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            lineno = tb.tb_lineno
+        tb = tb.tb_next
+    if lineno is None:
+        return ""
+    text = lines[lineno - 1].strip() if lines and 0 < lineno <= len(lines) else ""
+    return f"line {lineno}: {text}"[:300] if text else f"line {lineno}"

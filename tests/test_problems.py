@@ -26,6 +26,13 @@ ROWS = [
      "code": "import math\r\ndef area(r):\r\n    return math.pi * r * r",
      "test_list": ["assert math.isclose(area(1), 3.141592653589793)", "assert area(0) == 0"],
      "test_setup_code": "import math"},
+    {"task_id": 13, "text": "Write a function to calculate the height of the given binary tree.",
+     "code": "class Node:\r\n    def __init__(self, data):\r\n        self.data = data\r\n        self.left = None\r\n"
+             "        self.right = None\r\ndef max_height(node):\r\n    if node is None:\r\n        return 0\r\n"
+             "    return 1 + max(max_height(node.left), max_height(node.right))",
+     "test_list": ["assert (max_height(root)) == 3", "assert (max_height(root1)) == 1"],
+     # MBPP's setup code builds its trees from the class the program defines.
+     "test_setup_code": "root = Node(1)\r\nroot.left = Node(2)\r\nroot.left.left = Node(4)\r\nroot1 = Node(9)"},
     {"task_id": 600, "text": "Not in the test split.", "code": "def z():\n    return 0", "test_list": ["assert z() == 0"]},
 ]
 
@@ -51,7 +58,7 @@ def test_mbpp_entry_points_skip_builtins():
 
 def test_mbpp_docstring_style(mbpp_file):
     probs = P.load_mbpp(mbpp_file, "docstring")
-    assert [p["task_id"] for p in probs] == ["MBPP/11", "MBPP/12"]  # only ids 11-510
+    assert [p["task_id"] for p in probs] == ["MBPP/11", "MBPP/12", "MBPP/13"]  # only ids 11-510
     p = probs[0]
     assert p["prompt"].startswith("def evens(xs, limit=None):\n    \"\"\"Write a function to find the unique even")
     assert "assert set(evens([1, 2, 2, 4])) == {2, 4}" in p["prompt"] and p["prompt"].endswith('"""\n')
@@ -77,7 +84,8 @@ def test_mbpp_canonical_programs_pass_and_empty_fails(mbpp_file, style):
     probs = P.load_mbpp(mbpp_file, style)
     samples = [{"task_id": p["task_id"], "completion": c} for p in probs for c in (p["canonical_solution"], "")]
     res = score_samples(samples, probs, workers=2, progress=False)
-    assert [r["passed"] for r in res] == [True, False, True, False], [r["reason"] for r in res]
+    assert [r["passed"] for r in res] == [True, False] * 3, [r["reason"] for r in res]
+    assert "NameError: name 'Node' is not defined" in res[-1]["reason"]  # the empty program defines no Node
 
 
 def test_mbpp_errors(mbpp_file, tmp_path):
@@ -104,7 +112,7 @@ def test_mbpp_offline_hub_gives_clear_error():
 
 def test_load_benchmark_dispatch(mbpp_file, tmp_path):
     assert len(P.load_benchmark("humaneval")) == 164
-    assert len(P.load_benchmark("mbpp", mbpp_file)) == 2
+    assert len(P.load_benchmark("mbpp", mbpp_file)) == 3
     with pytest.raises(ConfigError, match="path"):
         P.load_benchmark("jsonl")
     with pytest.raises(ConfigError, match="unknown benchmark"):

@@ -348,3 +348,80 @@ def test_adversarial_battery(tmp_path, secret_holder, listener, basic):
     assert not outside.exists()
     assert not daemon_flag.exists()
     assert hits == []
+
+
+# ---- names the tests take from the program (MBPP's classes and setup code) ------------------
+TREE_PROGRAM = textwrap.dedent("""
+    class Node:
+        def __init__(self, data):
+            self.data = data
+            self.left = self.right = None
+
+    def max_height(node):
+        if node is None:
+            return 0
+        return 1 + max(max_height(node.left), max_height(node.right))
+
+    def same(node):
+        return node
+
+    class Pair:
+        def __init__(self, a, b):
+            self.a, self.b = a, b
+
+    def max_chain_length(pairs, n):
+        pairs = sorted(pairs, key=lambda p: p.b)
+        count, end = 0, float("-inf")
+        for p in pairs:
+            if p.a > end:
+                count, end = count + 1, p.b
+        return count
+
+    LIMIT = 3
+""")
+TREE_TESTS = textwrap.dedent("""
+    root = Node(1)
+    root.left = Node(2)
+    root.left.right = Node(5)
+    root.right = Node(3)
+    assert max_height(root) == 3
+    assert max_height(root.right) == 1 and root.left.right.data == 5
+    assert same(root) is root and max_height(Node(7)) == 1
+    assert max_chain_length([Pair(5, 24), Pair(15, 25), Pair(27, 40), Pair(50, 60)], 4) == LIMIT
+    assert math.isclose(max_height(None) + 0.1, 0.1)
+""")
+
+
+def test_tests_use_the_programs_classes_through_references(box):
+    assert S.test_names(TREE_TESTS) == ["LIMIT", "Node", "Pair", "math", "max_chain_length", "max_height", "same"]
+    ok = box.run_job(S.make_job(TREE_PROGRAM, tests=TREE_TESTS, entry_point="max_height"))
+    assert ok.status == "passed", ok
+    wrong = TREE_PROGRAM.replace("return 1 + max(", "return 2 + max(")
+    r = box.run_job(S.make_job(wrong, tests=TREE_TESTS, entry_point="max_height"))
+    assert r.status == "failed" and r.reason.startswith("failed assertion (line 6: assert max_height(root) == 3)"), r
+    missing = TREE_PROGRAM.replace("class Pair", "class Pear")
+    r = box.run_job(S.make_job(missing, tests=TREE_TESTS, entry_point="max_height"))
+    assert r.status == "failed" and "NameError: name 'Pair' is not defined" in r.reason, r
+
+
+def test_program_cannot_supply_builtins_stdlib_or_equality(box):
+    cheat = textwrap.dedent("""
+        import math
+        math.isclose = lambda *a, **k: True
+        sorted = lambda xs: [1, 2, 3]
+        class Node:
+            def __init__(self, v): self.v = v
+            def __eq__(self, other): return True
+        def f(x):
+            return Node(x)
+        def g():
+            return 5.0
+    """)
+    for test in ("assert math.isclose(g(), 1.0)",  # the checker imports its own math
+                 "assert sorted(f(1)) == [1, 2, 3]",  # the checker's sorted; a reference is not iterable
+                 "assert f(1) == Node(1)",  # references compare by identity only
+                 "assert f(1) == 1"):
+        r = box.run_job(S.make_job(cheat, tests=test, entry_point="f" if "f(" in test else "g"))
+        assert r.status == "failed", (test, r)
+    r = box.run_job(S.make_job(cheat, tests="assert f(1) == 1", entry_point="f"))
+    assert "returned a value of type Node that is not plain data" in r.reason, r
