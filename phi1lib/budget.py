@@ -240,13 +240,16 @@ def preset_scenario(preset: str | Preset) -> Scenario:
     d, ev, hw = p.data, p.eval, p.hardware
     n_problems = sum(BENCHMARK_PROBLEMS.get(b, 0) for b in ev.benchmarks)
     embed_spec = model_spec(p.embedder)
-    embed_tokens = float(min(d.corpus_tokens, d.corpus_samples * embed_spec.n_ctx))
+    embed_len = min(d.embed_max_length, embed_spec.n_ctx)  # the filter embeds each sample's head
+    embed_tokens = float(d.corpus_samples * min(embed_len, d.corpus_tokens / max(d.corpus_samples, 1)))
     prompt_tokens = 150  # a HumanEval prompt (signature + docstring) is ~130 tokens
     lines = [
         dict(stage="filtering", item="annotate", kind="llm", model=p.annotator, samples=float(d.annotate_samples),
              in_per_sample=float(d.annotate_tokens_in), out_per_sample=float(d.annotate_tokens_out)),
         dict(stage="filtering", item="embed", kind="compute", model=p.embedder, tokens=embed_tokens,
-             seq_len=embed_spec.n_ctx, note="one forward pass of the embedder per sample, truncated to its context"),
+             seq_len=embed_len, params=float(costs.body_params(embed_spec)),
+             note=f"one forward pass of the embedder per sample over its first {embed_len} tokens; "
+                  "params = its body (the embedding table is a lookup, the LM head is never run)"),
         dict(stage="filtering", item="classify", kind="cpu", samples=float(d.corpus_samples),
              seconds_per_sample=1e-4, note="random forest over embeddings, ~0.1 ms per sample per core"),
         dict(stage="synthesis", item="textbooks", kind="llm", model=p.synthesizer, tokens_out=float(d.textbook_tokens),
@@ -261,7 +264,8 @@ def preset_scenario(preset: str | Preset) -> Scenario:
              tokens=float(n_problems * ev.n_samples * (prompt_tokens + ev.max_new_tokens)),
              seq_len=prompt_tokens + ev.max_new_tokens, note=f"{n_problems} problems x {ev.n_samples} samples"),
         dict(stage="evaluation", item="sandbox", kind="cpu", samples=float(n_problems * ev.n_samples),
-             seconds_per_sample=2.0, note="one sandboxed test run per completion"),
+             seconds_per_sample=costs.SANDBOX_SECONDS_PER_PROGRAM,
+             note="one sandboxed test run per completion (~15 ms measured; a hang costs up to its timeout)"),
         dict(stage="coffee", item="coffee", kind="coffee", cups=1.0),
     ]
     defaults = {"gpu": hw.gpu, "n_gpus": hw.n_gpus, "mfu": hw.mfu, "batch": False, "coffee": costs.DEFAULT_COFFEE}

@@ -25,6 +25,9 @@ A100_PEAK_TFLOPS = 312.0
 PAPER_IMPLIED_MFU = 6 * PAPER_PARAMS * PAPER_TOKENS / (PAPER_A100_HOURS * 3600 * A100_PEAK_TFLOPS * 1e12)
 DEFAULT_MFU = round(PAPER_IMPLIED_MFU, 2)  # 0.50, as in the presets
 DEFAULT_COFFEE = "grande-cappuccino-redmond"
+# CPU seconds to score one completion in the sandbox: ~15 ms measured per program on 2 cores
+# (benchmarks/bench_sandbox.py); a completion that hangs costs up to its timeout, hence 0.1.
+SANDBOX_SECONDS_PER_PROGRAM = 0.1
 # Sustained OpenAI throughput for wall-clock estimates (tokens per minute, a high usage tier).
 DEFAULT_TOKENS_PER_MINUTE = 1_000_000
 
@@ -156,6 +159,20 @@ def flops_per_token(spec: ModelSpec | float, seq_len: int | None = None, attenti
 def forward_flops_per_token(spec: ModelSpec | float, seq_len: int | None = None, attention: bool = True) -> float:
     """Inference (forward only) FLOPs per token: one third of training, 2N + 4*L*H*Q*T."""
     return flops_per_token(spec, seq_len, attention) / 3.0
+
+
+def body_params(spec: ModelSpec) -> int:
+    """Parameters a token's forward pass multiplies through: all but the token-embedding table
+    (a lookup) and the LM head (an embedder reads hidden states and never runs it)."""
+    d, m = spec.d_model, spec.d_mlp
+    per_layer = 2 * d + 4 * (d * d + d) + (d * m + m) + (m * d + d)
+    return spec.n_layer * per_layer + 2 * d
+
+
+def embed_flops_per_token(spec: ModelSpec, seq_len: int | None = None) -> float:
+    """Forward FLOPs per token of an embedding pass: 2 x body_params + 4*L*H*Q*T."""
+    t = seq_len if seq_len is not None else spec.n_ctx
+    return 2.0 * body_params(spec) + 4.0 * spec.n_layer * spec.n_head * spec.head_dim * t
 
 
 def _rental_for(prices: PriceBook, gpu: str, rental: str | None) -> Rental:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import runs
+from . import costs, runs
 from .errors import ConfigError, DataError, unknown_choice
 from .eval_generate import canonical_loss, generate_api, generate_local, sanitize, truncate_at_stop  # noqa: F401
 from .eval_score import (category, contamination_table, failure_breakdown, load_split, pass_at_k,  # noqa: F401
@@ -33,7 +33,7 @@ PAPER_PASS_AT_1 = {"phi-1": {"humaneval": 50.6, "mbpp": 55.5}, "phi-1-base": {"h
                    "SantaCoder": {"humaneval": 14.0, "mbpp": 35.0}, "CodeGen-Mono-350M": {"humaneval": 12.8},
                    "WizardCoder": {"humaneval": 57.3, "mbpp": 51.8}, "GPT-3.5": {"humaneval": 47.0},
                    "GPT-4": {"humaneval": 67.0}}  # PAPER.md "Results"
-SANDBOX_SECONDS_PER_PROGRAM = 0.1  # CPU seconds per scored program, measured on a 2-core box
+SANDBOX_SECONDS_PER_PROGRAM = costs.SANDBOX_SECONDS_PER_PROGRAM  # CPU s per scored program (see costs)
 
 
 @dataclass
@@ -147,8 +147,6 @@ def _api_model(model: str | None) -> str | None:
 
 def estimate_cost(config: EvalConfig, prices=None):
     """Generation (FLOPs on the preset's hardware, or API tokens) + sandbox CPU time."""
-    from . import costs
-
     prices = prices or costs.load_prices()
     p = get_preset(config.preset)
     n_problems = {"humaneval": 164, "mbpp": 500}.get(config.benchmark, 164)

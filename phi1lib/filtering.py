@@ -32,9 +32,6 @@ STAGE = "filtering"
 OUT_COLUMNS = ["id", "source", "path", "text", "score", "n_tokens"]
 _LEXICAL = re.compile(r"\w+|[^\w\s]")
 # Parameter counts of embedders we know, so the estimate needs no download (others: read config.json).
-KNOWN_PARAMS = {MINILM_LOCAL: 22_713_216, "Salesforce/codegen-350M-mono": 356_712_448}
-
-
 def count_tokens(text: str) -> int:
     """Lexical tokens (identifiers, numbers, punctuation): fast on 35 GB, and tokenizer-independent,
     since the training tokenizer is trained after this stage. BPE counts run ~1.2-1.5x higher."""
@@ -109,7 +106,7 @@ class FilterConfig:
             preset=p.name, corpus="installed" if p.offline else "the-stack-python",
             corpus_samples=p.data.corpus_samples, annotator=p.annotator, annotate_samples=p.data.annotate_samples,
             annotate_tokens_in=p.data.annotate_tokens_in, annotate_tokens_out=p.data.annotate_tokens_out,
-            embedder=p.embedder, max_length=512 if gpu else 64, batch_size=64 if gpu else 32,
+            embedder=p.embedder, max_length=p.data.embed_max_length, batch_size=64 if gpu else 32,
             device="cuda" if gpu else "cpu", num_proc=1 if p.offline else 8,
             # The paper kept ~6B of ~35B tokens; each preset's plan says how much it keeps.
             keep_fraction=min(1.0, p.data.filtered_tokens / p.data.corpus_tokens),
@@ -157,19 +154,23 @@ class FilterResult:
 
 # ---- cost ----------------------------------------------------------------------------------------
 
-def embedder_params(model: str) -> int:
-    """Parameter count without loading weights: known table, else a local config.json's shape."""
-    if model in KNOWN_PARAMS:
-        return KNOWN_PARAMS[model]
+def embed_flops_per_token(model: str, seq_len: float) -> float:
+    """Forward FLOPs per embedded token: from the shape of a known embedder (the budget's table),
+    else a local config.json's (2 x 12*L*d^2 body parameters). The embedding table is a lookup
+    and the LM head is never run, so neither counts."""
+    from . import budget, costs
+
+    if model in budget.EXTRA_MODELS:
+        return costs.embed_flops_per_token(budget.EXTRA_MODELS[model], int(round(seq_len)))
     cfg = Path(model).expanduser() / "config.json"
     if cfg.is_file():
         c = json.loads(cfg.read_text())
         d = c.get("hidden_size") or c.get("n_embd") or c.get("d_model")
         n_layer = c.get("num_hidden_layers") or c.get("n_layer")
         if d and n_layer:
-            return int(12 * n_layer * d * d + (c.get("vocab_size") or 0) * d)
-    raise ConfigError(f"embedder={model!r}: parameter count unknown for the estimate; use a local folder with a "
-                      f"config.json or one of {sorted(KNOWN_PARAMS)}")
+            return 2.0 * 12 * n_layer * d * d + 4.0 * n_layer * d * seq_len
+    raise ConfigError(f"embedder={model!r}: its shape is unknown for the estimate; use a local folder with a "
+                      f"config.json or one of {sorted(budget.EXTRA_MODELS)}")
 
 
 def estimate_cost(config: FilterConfig, prices=None):
@@ -184,7 +185,7 @@ def estimate_cost(config: FilterConfig, prices=None):
                              n_ann * config.annotate_tokens_out, prices, item="annotate")
     tokens_per_sample = min(config.max_length, plan.corpus_tokens / max(plan.corpus_samples, 1))
     embed_tokens = config.corpus_samples * tokens_per_sample
-    flops = costs.forward_flops_per_token(float(embedder_params(config.embedder))) * embed_tokens
+    flops = embed_flops_per_token(config.embedder, tokens_per_sample) * embed_tokens
     emb = costs.estimate_compute(STAGE, flops, prices, gpu=hw.gpu, n_gpus=hw.n_gpus, mfu=hw.mfu, item="embed",
                                  tokens=embed_tokens)
     return costs.combine(STAGE, [llm, emb], prices)

@@ -89,10 +89,34 @@ def test_estimate_cost():
     llm = costs.price_llm_usage("gpt-4", 100_000 * 100, 100_000 * 10, prices)
     annotate_usd = sum(l.cost_usd for l in paper.lines if l.item.startswith("annotate"))
     assert annotate_usd == pytest.approx(llm)
-    # Embedding 20M samples x 512 tokens through CodeGen-350M: forward FLOPs 2N per token.
+    # Embedding 20M samples x 512 tokens through CodeGen-350M: per token, 2 FLOPs per weight it
+    # multiplies through (transformers' own CodeGen, less the embedding table and the unused LM
+    # head) + the attention scores 4*L*d*T.
+    import torch
+    from transformers import AutoModel, CodeGenConfig, CodeGenForCausalLM
+
+    from phi1lib.embed import minilm_path
+
+    with torch.device("meta"):
+        codegen = CodeGenForCausalLM(CodeGenConfig(n_layer=20, n_embd=1024, n_head=16, rotary_dim=32,
+                                                   vocab_size=51200, n_positions=2048, n_ctx=2048))
+    assert sum(p.numel() for p in codegen.parameters()) == 356_712_448  # the released model's size
+    body = sum(p.numel() for n, p in codegen.named_parameters() if not n.startswith(("transformer.wte", "lm_head")))
     embed_line = next(l for l in paper.lines if l.item == "embed")
-    assert embed_line.flops == pytest.approx(2 * 356_712_448 * 20_000_000 * 512, rel=1e-6)
+    assert embed_line.flops == pytest.approx((2 * body + 4 * 20 * 1024 * 512) * 20_000_000 * 512, rel=1e-3)
     assert embed_line.gpu_hours > 1
+    # tiny: 3000 samples x their first 64 tokens through the shipped MiniLM (its real body).
+    minilm = AutoModel.from_pretrained(str(minilm_path()))
+    body = sum(p.numel() for n, p in minilm.named_parameters() if not n.startswith("embeddings."))
+    tiny_embed = next(l for l in tiny.lines if l.item == "embed")
+    assert tiny_embed.tokens == 3000 * 64
+    assert tiny_embed.flops == pytest.approx((2 * body + 4 * 6 * 384 * 64) * 3000 * 64, rel=0.02)
+    # The budget's preset plan prices the same embedding pass as the stage's own estimate.
+    from phi1lib.budget import preset_scenario, price_scenario
+
+    for name, stage_est in (("tiny", tiny), ("phi1", paper)):
+        planned = next(l for l in price_scenario(preset_scenario(name), prices).lines if l.item == "embed")
+        assert planned.flops == pytest.approx(next(l for l in stage_est.lines if l.item == "embed").flops, rel=1e-3)
 
 
 def test_count_tokens():
