@@ -4,7 +4,10 @@ As in phi-1 (paper §2.3) every document is followed by the end-of-text token an
 cut into `block_size`-token slices (next-token loss on all of them), with `datasets` doing the
 tokenising and grouping. Several sources form a mixture: a source's `weight` is how many times
 its blocks appear per pass (2 = twice, 0.5 = a seeded random half). Held-out documents are taken
-from each source *before* packing, so no held-out text leaks into a training block.
+from each source *before* packing, so no held-out text leaks into a training block. Training
+packs to `<run>/data/<fingerprint>.arrow` files that are memory-mapped, not held in RAM: packing
+needs about one chunk of memory, a resumed run re-uses them, and the processes of a multi-GPU
+run share one copy. (The source texts themselves are still read into memory.)
 """
 
 from __future__ import annotations
@@ -117,28 +120,29 @@ def load_sources(sources: Sequence[str | os.PathLike | DataSource], heldout_frac
     return out
 
 
-def pack(texts: Sequence[str], tokenizer, block_size: int, *, chunk_docs: int = 4096):
-    """A `datasets.Dataset` of `input_ids` blocks of exactly `block_size` tokens.
+def _chunks(texts: Sequence[str], chunk_docs: int, chunk_chars: int):
+    """Consecutive slices of `texts` of at most chunk_docs documents / about chunk_chars characters."""
+    start, chars = 0, 0
+    for i, t in enumerate(texts):
+        chars += len(t)
+        if i + 1 - start >= chunk_docs or chars >= chunk_chars:
+            yield texts[start:i + 1]
+            start, chars = i + 1, 0
+    if start < len(texts):
+        yield texts[start:]
 
-    Each document gets <|endoftext|> appended; documents are concatenated and sliced, the
-    remainder of one chunk of documents carrying over to the next, so only the final tail
-    shorter than a block is dropped. Tokenising is the fast tokenizer's batched Rust path and
-    slicing is numpy; the blocks are one Arrow fixed-size-list column.
-    """
-    import datasets
+
+def _block_arrays(texts: Sequence[str], tokenizer, block_size: int, chunk_docs: int, chunk_chars: int):
+    """Flat int32 arrays, each a whole number of blocks: documents + <|endoftext|>, tokenised a
+    chunk at a time (the fast tokenizer's batched Rust path; a chunk's Python token lists are the
+    memory peak, hence the character bound), the remainder of one chunk carried into the next, so
+    only the final tail shorter than a block is dropped."""
     import numpy as np
-    import pyarrow as pa
 
     eot = tokenizer.eos_token_id
-    if eot is None:
-        raise ConfigError("tokenizer has no eos token; packing puts <|endoftext|> between documents")
-    if block_size < 2:
-        raise ConfigError(f"block_size must be >= 2 tokens, got {block_size}")
-    texts = list(texts)
     carry = np.zeros(0, dtype=np.int32)
-    chunks = []
-    for i in range(0, len(texts), chunk_docs):
-        ids = tokenizer(texts[i:i + chunk_docs], add_special_tokens=False)["input_ids"]
+    for chunk in _chunks(texts, chunk_docs, chunk_chars):
+        ids = tokenizer(list(chunk), add_special_tokens=False, return_attention_mask=False)["input_ids"]
         parts = [carry]
         for x in ids:
             parts.append(np.asarray(x, dtype=np.int32))
@@ -146,12 +150,66 @@ def pack(texts: Sequence[str], tokenizer, block_size: int, *, chunk_docs: int = 
         stream = np.concatenate(parts)
         n = len(stream) // block_size * block_size
         if n:
-            chunks.append(stream[:n])
+            yield stream[:n]
         carry = stream[n:]
-    flat = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int32)
-    column = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.int32()), block_size)
+
+
+def data_fingerprint(texts: Sequence[str], tokenizer, block_size: int) -> str:
+    """What a packed file depends on: every text, the whole tokenizer (vocabulary and merges)
+    and the block size. Reusing a file needs all three to match."""
+    import hashlib
+
+    h = hashlib.sha1(f"{block_size}|{tokenizer.eos_token_id}|".encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    h.update((backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))).encode())
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+def pack(texts: Sequence[str], tokenizer, block_size: int, *, chunk_docs: int = 4096,
+         chunk_chars: int = 4_000_000, path: str | os.PathLike | None = None):
+    """A `datasets.Dataset` of `input_ids` blocks of exactly `block_size` tokens.
+
+    Each document gets <|endoftext|> appended; documents are concatenated and sliced into one
+    Arrow fixed-size-list column. With `path` the blocks are written there chunk by chunk and
+    memory-mapped back (peak memory ~one chunk, not the corpus; every training process on the
+    machine shares the pages); an existing file at `path` is reused as it is, so name it by
+    `data_fingerprint`.
+    """
+    import datasets
+    import numpy as np
+    import pyarrow as pa
+
+    if tokenizer.eos_token_id is None:
+        raise ConfigError("tokenizer has no eos token; packing puts <|endoftext|> between documents")
+    if block_size < 2:
+        raise ConfigError(f"block_size must be >= 2 tokens, got {block_size}")
     features = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32"), length=block_size)})
-    return datasets.Dataset(pa.table({"input_ids": column}), info=datasets.DatasetInfo(features=features))
+
+    def table(flat):
+        return pa.table({"input_ids": pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.int32()), block_size)})
+
+    if path is None:
+        chunks = list(_block_arrays(texts, tokenizer, block_size, chunk_docs, chunk_chars))
+        flat = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int32)
+        return datasets.Dataset(table(flat), info=datasets.DatasetInfo(features=features))
+    from datasets.arrow_writer import ArrowWriter
+
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        writer = ArrowWriter(features=features, path=str(tmp))
+        try:
+            for flat in _block_arrays(texts, tokenizer, block_size, chunk_docs, chunk_chars):
+                writer.write_table(table(flat))
+            writer.finalize()
+        finally:
+            writer.close()
+        os.replace(tmp, path)  # whole or absent: a killed run never leaves a half file under the name
+    return datasets.Dataset.from_file(str(path))
 
 
 def mix(blocks: Sequence[Any], weights: Sequence[float], seed: int = 0):
@@ -181,11 +239,18 @@ class PackedData:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def build_data(loaded: Sequence[SourceTexts], tokenizer, block_size: int, seed: int = 0) -> PackedData:
-    """Pack each source, mix the training blocks by weight, pack held-out text the same way."""
+def build_data(loaded: Sequence[SourceTexts], tokenizer, block_size: int, seed: int = 0,
+               cache_dir: str | os.PathLike | None = None) -> PackedData:
+    """Pack each source, mix the training blocks by weight, pack held-out text the same way.
+    With `cache_dir` each source's blocks go to `<cache_dir>/<fingerprint>.arrow` (memory-mapped,
+    reused by a resumed run or by the other processes of a multi-GPU run)."""
+
+    def where(texts):
+        return None if cache_dir is None else Path(cache_dir) / f"{data_fingerprint(texts, tokenizer, block_size)}.arrow"
+
     train_blocks, held_texts, per_source = [], [], []
     for st in loaded:
-        ds = pack(st.train, tokenizer, block_size)
+        ds = pack(st.train, tokenizer, block_size, path=where(st.train))
         if len(ds) == 0:
             raise DataError(f"{st.source.path}: {len(st.train)} documents give fewer than {block_size} tokens; "
                             "add data or lower seq_len")
@@ -194,7 +259,7 @@ def build_data(loaded: Sequence[SourceTexts], tokenizer, block_size: int, seed: 
         per_source.append({"path": str(st.source.path), "weight": st.source.weight, "documents": len(st.train),
                            "heldout_documents": len(st.heldout), "blocks": len(ds)})
     train = mix(train_blocks, [st.source.weight for st in loaded], seed)
-    heldout = pack(held_texts, tokenizer, block_size) if held_texts else None
+    heldout = pack(held_texts, tokenizer, block_size, path=where(held_texts)) if held_texts else None
     if heldout is not None and len(heldout) == 0:  # short held-out text: keep one shorter block
         ids = [t for x in tokenizer(held_texts, add_special_tokens=False)["input_ids"] for t in x + [tokenizer.eos_token_id]]
         import datasets

@@ -199,9 +199,10 @@ def _checker_main(job, ver_fd):
 class Remote:
     """The checker's handle on an object that stays in the program (e.g. an MBPP test's
     `Node(1)` when the program defines Node): it can be called, its attributes read and set,
-    and it can be passed back to the program. Nothing else is forwarded: comparisons,
-    hashing, truth, len and iteration are the handle's own, so an always-equal object in the
-    program can never make a test's `==` true."""
+    iterated (the program lists the items: a returned generator works), measured, indexed, and
+    passed back to the program. What comes back is plain data or another handle. Comparison
+    and hashing are the handle's own (identity), so an always-equal object in the program can
+    never make a test's `==` true."""
 
     __slots__ = ("_ref", "_request")
     encode = None  # set per job by the checker: test values -> wire format
@@ -220,6 +221,15 @@ class Remote:
 
     def __setattr__(self, name, value):
         self._request(["setattr", [self._ref[0], ""], name, Remote.encode(value)])
+
+    def __iter__(self):
+        return iter(self._request(["iter", [self._ref[0], ""]]))
+
+    def __len__(self):
+        return self._request(["len", [self._ref[0], ""]])
+
+    def __getitem__(self, key):
+        return self._request(["getitem", [self._ref[0], ""], Remote.encode(key)])
 
     def __repr__(self):
         return f"<program's {self._ref[1]} object #{self._ref[0]}>"

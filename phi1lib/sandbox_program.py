@@ -108,6 +108,12 @@ def _program_main(job, sock_fd):
                 value = getattr(lookup(msg[1]), msg[2])
             elif op == "setattr":
                 value = setattr(lookup(msg[1]), msg[2], dec(msg[3], lookup))
+            elif op == "iter":  # e.g. a generator the function returned: its items, computed here
+                value = list(lookup(msg[1]))
+            elif op == "len":
+                value = len(lookup(msg[1]))
+            elif op == "getitem":
+                value = lookup(msg[1])[dec(msg[2], lookup)]
             else:  # "names": the program's globals the tests use (plain values or references)
                 value = {n: glb[n] for n in msg[1] if n in glb}
         except BaseException as exc:

@@ -415,7 +415,7 @@ def _train(config, acc, device_type, out, *, ledger, prices, force, resume, loss
     from .packing import build_data, humaneval_eval_set, load_sources
 
     if force and acc.is_main_process:
-        for name in ("checkpoints", "final", "tokenizer", "log.jsonl", runs.RESULT_FILE):
+        for name in ("checkpoints", "final", "tokenizer", "data", "log.jsonl", runs.RESULT_FILE):
             shutil.rmtree(out / name, ignore_errors=True) if (out / name).is_dir() else (out / name).unlink(missing_ok=True)
     acc.wait_for_everyone()
     existing = checkpoints(out)
@@ -446,7 +446,8 @@ def _train(config, acc, device_type, out, *, ledger, prices, force, resume, loss
     loaded = load_sources(config.data or _default_data(config), config.heldout_fraction, config.seed,
                           config.max_source_chars)
     tok = _prepare_tokenizer(config, acc, loaded)
-    data = build_data(loaded, tok, config.seq_len, config.seed)
+    with acc.main_process_first():  # the main process packs; the others memory-map its files
+        data = build_data(loaded, tok, config.seq_len, config.seed, cache_dir=out / "data")
     he_items = humaneval_eval_set(tok, spec.n_ctx, config.humaneval_problems)
     train_ids = data.train.with_format("torch")
     n_blocks = len(train_ids)

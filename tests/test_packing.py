@@ -8,8 +8,8 @@ import json
 import pytest
 
 from phi1lib.errors import ConfigError, DataError
-from phi1lib.packing import (DataSource, build_data, humaneval_eval_set, load_sources, mix, pack, parse_source,
-                             read_texts)
+from phi1lib.packing import (DataSource, build_data, data_fingerprint, humaneval_eval_set, load_sources, mix, pack,
+                             parse_source, read_texts)
 from phi1lib.tokenizer import EOT, train_bpe
 
 
@@ -72,6 +72,32 @@ def test_pack_is_the_eot_joined_stream_cut_into_blocks(tok):
     assert all(len(b) == 64 for b in blocks)
     assert [t for b in blocks for t in b] == stream[: n * 64]
     assert tok.decode([t for b in blocks for t in b]).startswith(docs[0] + EOT + docs[1][:20])
+
+
+def test_pack_to_disk_matches_memory_and_is_reused(tok, tmp_path):
+    docs = _docs()
+    mem = pack(docs, tok, 64)
+    fp = data_fingerprint(docs, tok, 64)
+    path = tmp_path / "data" / f"{fp}.arrow"
+    disk = pack(docs, tok, 64, path=path, chunk_docs=3)  # carries across chunk boundaries
+    assert disk["input_ids"] == mem["input_ids"] and path.is_file()
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
+    assert disk.cache_files and disk.cache_files[0]["filename"] == str(path)  # memory-mapped, not in RAM
+    mtime = path.stat().st_mtime_ns
+    assert pack(docs, tok, 64, path=path)["input_ids"] == mem["input_ids"] and path.stat().st_mtime_ns == mtime
+    # The fingerprint changes with any text, the block size, or the tokenizer.
+    assert data_fingerprint(docs[:-1] + [docs[-1] + " "], tok, 64) != fp
+    assert data_fingerprint(docs, tok, 32) != fp
+    other = train_bpe(docs, 300)
+    assert data_fingerprint(docs, other, 64) != fp
+
+
+def test_build_data_cache_dir_gives_the_same_data(files, tok, tmp_path):
+    loaded = load_sources([str(files[0]), f"{files[1]}:2"], heldout_fraction=0.3, seed=0)
+    mem = build_data(loaded, tok, 64)
+    disk = build_data(loaded, tok, 64, cache_dir=tmp_path / "c")
+    assert disk.train["input_ids"] == mem.train["input_ids"] and disk.heldout["input_ids"] == mem.heldout["input_ids"]
+    assert disk.stats == mem.stats and len(list((tmp_path / "c").glob("*.arrow"))) == 3  # 2 sources + held-out
 
 
 def test_mixture_weights_repeat_and_subsample(tok):

@@ -378,6 +378,17 @@ TREE_PROGRAM = textwrap.dedent("""
         return count
 
     LIMIT = 3
+
+    def levels(node):
+        frontier = [node]
+        while frontier:
+            yield [n.data for n in frontier]
+            frontier = [c for n in frontier for c in (n.left, n.right) if c is not None]
+
+    class Path:
+        def __init__(self, *xs): self.xs = list(xs)
+        def __len__(self): return len(self.xs)
+        def __getitem__(self, i): return self.xs[i]
 """)
 TREE_TESTS = textwrap.dedent("""
     root = Node(1)
@@ -389,11 +400,15 @@ TREE_TESTS = textwrap.dedent("""
     assert same(root) is root and max_height(Node(7)) == 1
     assert max_chain_length([Pair(5, 24), Pair(15, 25), Pair(27, 40), Pair(50, 60)], 4) == LIMIT
     assert math.isclose(max_height(None) + 0.1, 0.1)
+    assert list(levels(root)) == [[1], [2, 3], [5]]  # a generator, iterated by the program
+    p = Path(4, 5, 6)
+    assert len(p) == 3 and p[1] == 5 and p[-1] == 6 and list(p) == [4, 5, 6] and p != Path(4, 5, 6)
 """)
 
 
 def test_tests_use_the_programs_classes_through_references(box):
-    assert S.test_names(TREE_TESTS) == ["LIMIT", "Node", "Pair", "math", "max_chain_length", "max_height", "same"]
+    assert S.test_names(TREE_TESTS) == ["LIMIT", "Node", "Pair", "Path", "levels", "math", "max_chain_length",
+                                        "max_height", "same"]
     ok = box.run_job(S.make_job(TREE_PROGRAM, tests=TREE_TESTS, entry_point="max_height"))
     assert ok.status == "passed", ok
     wrong = TREE_PROGRAM.replace("return 1 + max(", "return 2 + max(")
