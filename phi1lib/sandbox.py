@@ -18,7 +18,8 @@ a socket, receiving only plain builtin data: a program that exits early, patches
 `assert` helpers, returns an always-equal object, or prints a fake "passed" cannot pass. Names the
 tests use but do not define come from the standard library or, else, from the program (MBPP's
 setup code builds trees with the program's `Node` class): objects as references the checker can
-call and read, never compare.
+call and read, never compare. Functions the tests pass in (keys, predicates) run in the checker
+when the program calls them.
 Without `tests=` (whole-program mode) a program passes when it runs to its end without error.
 """
 

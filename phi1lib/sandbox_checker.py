@@ -2,8 +2,9 @@
 
 Forked by the worker per job; forks the program P (`sandbox_program`), runs the benchmark's
 test code and calls P's functions over a socket. P's answers arrive as plain data or as
-`Remote` references, so nothing P defines can take part in a test's comparison; the verdict
-goes to the worker on a pipe P never holds.
+`Remote` references, so nothing P defines can take part in a test's comparison; functions the
+tests pass to P stay here and P calls them back; the verdict goes to the worker on a pipe P
+never holds.
 """
 
 import builtins
@@ -104,16 +105,43 @@ def _checker_main(job, ver_fd):
     remotes = {}  # reference id -> its one Remote, so `is` works on the checker's side
     non_plain = []  # type names of program objects the entry point returned
 
+    callbacks = []  # functions the tests passed to the program; it calls them back by index
+
+    def ref(obj):
+        if type(obj) is Remote:
+            return [obj._ref[0], ""]
+        if callable(obj) and not isinstance(obj, type):  # a key, predicate, ...: runs here when called
+            callbacks.append(obj)
+            return [-len(callbacks), "function"]
+        raise NotPlain(type(obj).__name__)
+
     def to_program(value):
-        def ref(obj):
-            if type(obj) is Remote:
-                return [obj._ref[0], ""]
-            raise NotPlain(type(obj).__name__)
         try:
             return enc(value, ref)
         except NotPlain as exc:
             failure.append(("error", f"the test passes a {exc} argument, which cannot cross to the program"))
             raise ProgramGone()
+
+    def run_callback(reply):
+        """The program calls a function the tests gave it: run it here on what it sent."""
+        k = reply[1]
+        if type(k) is not int or not 0 <= k < len(callbacks):
+            failure.append(("failed", f"protocol violation by the program: no callback {str(k)[:20]}"))
+            raise ProgramGone()
+        try:
+            args, kwargs = dec(reply[2], from_program), dec(reply[3], from_program)
+            if type(args) is not list or type(kwargs) is not dict:
+                raise TypeError("callback arguments")
+        except (NotPlain, ValueError, TypeError, IndexError, RecursionError) as exc:
+            failure.append(("failed", f"malformed callback from the program: {exc}"))
+            raise ProgramGone()
+        try:
+            answer = ["cb_ret", enc(callbacks[k](*args, **kwargs), ref)]
+        except ProgramGone:
+            raise
+        except Exception as exc:  # the test's function raised (or returned what cannot cross)
+            answer = ["cb_raised", type(exc).__name__, str(exc)[:500]]
+        send_frame(fd, answer)
 
     def from_program(ref):
         h = ref[0]
@@ -127,13 +155,17 @@ def _checker_main(job, ver_fd):
         if failure:
             raise ProgramGone()
         send_frame(fd, payload)
-        try:
-            reply = recv_frame(fd)
-        except ValueError as exc:
-            reply = ["bad", f"protocol violation by the program: {exc}"]
-        if reply is None:
-            failure.append(_exit_reason(pid))
-            raise ProgramGone()
+        while True:
+            try:
+                reply = recv_frame(fd)
+            except ValueError as exc:
+                reply = ["bad", f"protocol violation by the program: {exc}"]
+            if reply is None:
+                failure.append(_exit_reason(pid))
+                raise ProgramGone()
+            if not (type(reply) is list and len(reply) == 4 and reply[0] == "callback"):
+                break
+            run_callback(reply)
         if not (type(reply) is list and reply and reply[0] in ("ret", "raised", "bad", "exit", "memory")
                 and len(reply) == {"ret": 2, "raised": 4, "bad": 2, "exit": 2, "memory": 2}[reply[0]]):
             failure.append(("failed", f"protocol violation by the program: {str(reply)[:100]}"))

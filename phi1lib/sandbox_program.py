@@ -89,12 +89,26 @@ def _program_main(job, sock_fd):
         return [h, type(obj).__name__[:80]]
 
     def lookup(ref):
-        return refs[ref[0]]
+        return refs[ref[0]] if ref[0] >= 0 else checker_function(-ref[0] - 1)
 
-    while True:  # requests come from the trusted checker: their shape is known
-        msg = recv_frame(sock_fd)
-        if msg is None:
-            os._exit(0)
+    def checker_function(k):
+        """A function the tests passed in (e.g. a key or predicate): calling it asks the checker to
+        run it there, serving the checker's own requests meanwhile, until its answer comes."""
+        def call_checker(*args, **kwargs):
+            send(["callback", k, enc(list(args), store), enc(kwargs, store)])
+            while True:
+                msg = recv_frame(sock_fd)
+                if msg is None:
+                    os._exit(0)
+                if msg[0] == "cb_ret":
+                    return dec(msg[1], lookup)
+                if msg[0] == "cb_raised":
+                    typ = getattr(builtins, msg[1], None)
+                    raise (typ if isinstance(typ, type) and issubclass(typ, Exception) else RuntimeError)(msg[2])
+                serve(msg)
+        return call_checker
+
+    def serve(msg):
         op = msg[0]
         try:
             if op == "call":
@@ -102,7 +116,7 @@ def _program_main(job, sock_fd):
                 fn = glb.get(target) if type(target) is str else lookup(target)
                 if type(target) is str and not callable(fn):
                     send(["raised", "NameError", f"the program defines no function {target!r}", ""])
-                    continue
+                    return
                 value = fn(*dec(args, lookup), **dec(kwargs, lookup))
             elif op == "getattr":
                 value = getattr(lookup(msg[1]), msg[2])
@@ -119,7 +133,7 @@ def _program_main(job, sock_fd):
         except BaseException as exc:
             flush()
             send(report(exc))
-            continue
+            return
         try:
             reply = ["ret", enc(value, store)]
         except (NotPlain, RecursionError) as exc:
@@ -127,3 +141,9 @@ def _program_main(job, sock_fd):
                             f"that cannot cross to the tests ({exc})"]
         flush()
         send(reply)
+
+    while True:  # requests come from the trusted checker: their shape is known
+        msg = recv_frame(sock_fd)
+        if msg is None:
+            os._exit(0)
+        serve(msg)

@@ -440,3 +440,43 @@ def test_program_cannot_supply_builtins_stdlib_or_equality(box):
         assert r.status == "failed", (test, r)
     r = box.run_job(S.make_job(cheat, tests="assert f(1) == 1", entry_point="f"))
     assert "returned a value of type Node that is not plain data" in r.reason, r
+
+
+def test_tests_may_pass_their_own_functions_to_the_program(box):
+    program = textwrap.dedent("""
+        class Node:
+            def __init__(self, data): self.data = data
+        def apply_all(f, xs):
+            return [f(x) for x in xs]
+        def sort_by(xs, key):
+            return sorted(xs, key=key)
+        def safe(f, x):
+            try:
+                return f(x)
+            except ZeroDivisionError:
+                return "div"
+    """)
+    tests = textwrap.dedent("""
+        assert apply_all(lambda x: x * 2, [1, 2]) == [2, 4]
+        assert sort_by(["bb", "a", "ccc"], key=len) == ["a", "bb", "ccc"]
+        assert safe(lambda x: 1 / x, 0) == "div" and safe(lambda x: 1 / x, 4) == 0.25
+        assert apply_all(lambda n: n.data + 1, [Node(3), Node(5)]) == [4, 6]  # the callback reads the program's objects
+    """)
+    r = box.run_job(S.make_job(program, tests=tests, entry_point="apply_all"))
+    assert r.status == "passed", r
+    wrong = program.replace("return [f(x) for x in xs]", "return [f(x) + 1 for x in xs]")
+    r = box.run_job(S.make_job(wrong, tests=tests, entry_point="apply_all"))
+    assert r.status == "failed" and "line 2" in r.reason, r
+    rogue = textwrap.dedent("""
+        import os, json, struct
+        def apply_all(f, xs):
+            msg = json.dumps(["callback", 7, [], {"D": []}]).encode()
+            for fd in range(3, 20):
+                try:
+                    os.write(fd, struct.pack(">I", len(msg)) + msg)
+                except OSError:
+                    pass
+            return f(xs[0])
+    """)
+    r = box.run_job(S.make_job(rogue, tests=tests, entry_point="apply_all"))
+    assert r.status == "failed" and "no callback 7" in r.reason, r
