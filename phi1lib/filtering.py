@@ -31,7 +31,8 @@ from .presets import get_preset
 STAGE = "filtering"
 OUT_COLUMNS = ["id", "source", "path", "text", "score", "n_tokens"]
 _LEXICAL = re.compile(r"\w+|[^\w\s]")
-# Parameter counts of embedders we know, so the estimate needs no download (others: read config.json).
+
+
 def count_tokens(text: str) -> int:
     """Lexical tokens (identifiers, numbers, punctuation): fast on 35 GB, and tokenizer-independent,
     since the training tokenizer is trained after this stage. BPE counts run ~1.2-1.5x higher."""
@@ -155,20 +156,26 @@ class FilterResult:
 # ---- cost ----------------------------------------------------------------------------------------
 
 def embed_flops_per_token(model: str, seq_len: float) -> float:
-    """Forward FLOPs per embedded token: from the shape of a known embedder (the budget's table),
-    else a local config.json's (2 x 12*L*d^2 body parameters). The embedding table is a lookup
-    and the LM head is never run, so neither counts."""
+    """Forward FLOPs per embedded token (`costs.embed_flops_per_token`) for the shape of a known
+    embedder (the budget's table), else the shape in a local folder's config.json, so the
+    estimate needs no download. The embedding table is a lookup and the LM head is never run,
+    so neither counts."""
     from . import budget, costs
+    from .presets import ModelSpec
 
+    t = int(round(seq_len))
     if model in budget.EXTRA_MODELS:
-        return costs.embed_flops_per_token(budget.EXTRA_MODELS[model], int(round(seq_len)))
+        return costs.embed_flops_per_token(budget.EXTRA_MODELS[model], t)
     cfg = Path(model).expanduser() / "config.json"
     if cfg.is_file():
         c = json.loads(cfg.read_text())
         d = c.get("hidden_size") or c.get("n_embd") or c.get("d_model")
         n_layer = c.get("num_hidden_layers") or c.get("n_layer")
         if d and n_layer:
-            return 2.0 * 12 * n_layer * d * d + 4.0 * n_layer * d * seq_len
+            spec = ModelSpec(n_layer=n_layer, d_model=d, d_mlp=c.get("intermediate_size") or c.get("n_inner") or 4 * d,
+                             n_head=c.get("num_attention_heads") or c.get("n_head") or 1, rotary_dim=0, n_ctx=t,
+                             vocab_size=c.get("vocab_size") or 0)
+            return costs.embed_flops_per_token(spec, t)
     raise ConfigError(f"embedder={model!r}: its shape is unknown for the estimate; use a local folder with a "
                       f"config.json or one of {sorted(budget.EXTRA_MODELS)}")
 

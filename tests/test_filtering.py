@@ -78,7 +78,7 @@ def test_classifier_round_trip(tmp_path):
         filtering.load_classifier(tmp_path / "missing.joblib")
 
 
-def test_estimate_cost():
+def test_estimate_cost(tmp_path_factory):
     from phi1lib import costs
 
     prices = costs.load_prices()
@@ -111,6 +111,12 @@ def test_estimate_cost():
     tiny_embed = next(l for l in tiny.lines if l.item == "embed")
     assert tiny_embed.tokens == 3000 * 64
     assert tiny_embed.flops == pytest.approx((2 * body + 4 * 6 * 384 * 64) * 3000 * 64, rel=0.02)
+    # An embedder given as a local folder is priced from its config.json's shape: the shipped
+    # MiniLM's folder costs what the table's "minilm-local" does.
+    by_folder = filtering.embed_flops_per_token(str(minilm_path()), 64)
+    assert by_folder == pytest.approx(filtering.embed_flops_per_token("minilm-local", 64), rel=1e-6)
+    with pytest.raises(ConfigError, match="config.json"):
+        filtering.embed_flops_per_token(str(tmp_path_factory.mktemp("no-config")), 64)
     # The budget's preset plan prices the same embedding pass as the stage's own estimate.
     from phi1lib.budget import preset_scenario, price_scenario
 
