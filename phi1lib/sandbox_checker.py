@@ -16,7 +16,7 @@ import traceback
 
 from sandbox_confine import CLONE_NEWNS, CLONE_NEWPID, _unshare
 from sandbox_program import _program_main
-from sandbox_protocol import MAX_REFS, NotPlain, dec, enc, recv_frame, send_frame, where
+from sandbox_protocol import MAX_REFS, NotPlain, builtin_exception, dec, enc, recv_frame, send_frame, where
 
 
 class ProgramGone(BaseException):
@@ -148,7 +148,7 @@ def _checker_main(job, ver_fd):
         if type(h) is not int or not 0 <= h < MAX_REFS:
             raise ValueError(f"bad reference {str(ref)[:50]}")
         if h not in remotes:
-            remotes[h] = Remote((h, str(ref[1])[:80]), request)
+            remotes[h] = Remote((h, str(ref[1])[:80]), request, to_program)
         return remotes[h]
 
     def request(payload):
@@ -177,14 +177,10 @@ def _checker_main(job, ver_fd):
                 failure.append(("failed", f"malformed return value from the program: {exc}"))
                 raise ProgramGone()
         if reply[0] == "raised":
-            typ = getattr(builtins, reply[1], None)
-            if isinstance(typ, type) and issubclass(typ, Exception):
-                raise typ(reply[2])
-            raise RuntimeError(f"{reply[1]}: {reply[2]}")
+            raise builtin_exception(reply[1], reply[2])
         failure.append(_translate(reply))
         raise ProgramGone()
 
-    Remote.encode = staticmethod(to_program)
     entry = job["entry_point"]
 
     def candidate(*args, **kwargs):
@@ -236,15 +232,15 @@ class Remote:
     and hashing are the handle's own (identity), so an always-equal object in the program can
     never make a test's `==` true."""
 
-    __slots__ = ("_ref", "_request")
-    encode = None  # set per job by the checker: test values -> wire format
+    __slots__ = ("_ref", "_request", "_encode")
 
-    def __init__(self, ref, request):
-        object.__setattr__(self, "_ref", ref)
-        object.__setattr__(self, "_request", request)
+    def __init__(self, ref, request, encode):
+        object.__setattr__(self, "_ref", ref)  # (id, type name)
+        object.__setattr__(self, "_request", request)  # the checker's round trip to the program
+        object.__setattr__(self, "_encode", encode)  # test values -> wire format
 
     def __call__(self, *args, **kwargs):
-        return self._request(["call", [self._ref[0], ""], Remote.encode(list(args)), Remote.encode(kwargs)])
+        return self._request(["call", [self._ref[0], ""], self._encode(list(args)), self._encode(kwargs)])
 
     def __getattr__(self, name):
         if name.startswith("__"):
@@ -252,7 +248,7 @@ class Remote:
         return self._request(["getattr", [self._ref[0], ""], name])
 
     def __setattr__(self, name, value):
-        self._request(["setattr", [self._ref[0], ""], name, Remote.encode(value)])
+        self._request(["setattr", [self._ref[0], ""], name, self._encode(value)])
 
     def __iter__(self):
         return iter(self._request(["iter", [self._ref[0], ""]]))
@@ -261,7 +257,7 @@ class Remote:
         return self._request(["len", [self._ref[0], ""]])
 
     def __getitem__(self, key):
-        return self._request(["getitem", [self._ref[0], ""], Remote.encode(key)])
+        return self._request(["getitem", [self._ref[0], ""], self._encode(key)])
 
     def __repr__(self):
         return f"<program's {self._ref[1]} object #{self._ref[0]}>"

@@ -15,7 +15,7 @@ import sys
 import tempfile
 
 from sandbox_confine import FILE_LIMIT, PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, _audit_guard, _job_filesystem, _prctl
-from sandbox_protocol import MAX_REFS, NotPlain, dec, enc, recv_frame, send_frame, where
+from sandbox_protocol import MAX_REFS, NotPlain, builtin_exception, dec, enc, recv_frame, send_frame, where
 
 
 def _program_main(job, sock_fd):
@@ -103,8 +103,7 @@ def _program_main(job, sock_fd):
                 if msg[0] == "cb_ret":
                     return dec(msg[1], lookup)
                 if msg[0] == "cb_raised":
-                    typ = getattr(builtins, msg[1], None)
-                    raise (typ if isinstance(typ, type) and issubclass(typ, Exception) else RuntimeError)(msg[2])
+                    raise builtin_exception(msg[1], msg[2])
                 serve(msg)
         return call_checker
 

@@ -7,6 +7,7 @@ program's (classes, patched methods) survives the trip. Anything else may cross 
 the checker gets an opaque handle it can call, read and set attributes on, never compare.
 """
 
+import builtins
 import json
 import math
 import os
@@ -107,6 +108,15 @@ def recv_frame(fd, limit=MAX_FRAME):
     if body is None:
         return None
     return json.loads(body)
+
+
+def builtin_exception(name, message):
+    """The exception the other side reported, rebuilt from its name: a builtin Exception type
+    (never one the sender chose to define), else RuntimeError naming it."""
+    typ = getattr(builtins, name, None)
+    if isinstance(typ, type) and issubclass(typ, Exception):
+        return typ(message)
+    return RuntimeError(f"{name}: {message}")
 
 
 def where(exc, filename, lines=None):
