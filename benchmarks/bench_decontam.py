@@ -20,7 +20,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from phi1lib.decontam_ast import ast_sequence, match_all
+from phi1lib.decontam.ast_match import ast_sequence, match_all
 from phi1lib.problems import load_humaneval
 
 

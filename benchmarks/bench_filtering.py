@@ -29,9 +29,10 @@ def main() -> None:
 
     import torch
 
-    from phi1lib.corpus import read_installed_python
+    from phi1lib.filtering.corpus import read_installed_python
     from phi1lib.embed import Embedder
-    from phi1lib.filtering import save_classifier, score_pool, train_classifier
+    from phi1lib.filtering.classifier import save_classifier, train_classifier
+    from phi1lib.filtering.stage import score_pool
 
     texts = [r["text"] for r in read_installed_python(max(args.sizes), seed=123)]
     print(f"corpus: {len(texts)} installed Python files; embedder {args.embedder}, max_length {args.max_length}, "

@@ -69,7 +69,7 @@ def main() -> int:
     args = ap.parse_args()
     os.environ["PHI1_BENCH_KEY"] = KEY
     os.environ.setdefault("PHI1_OFFLINE", "1")
-    from phi1lib.costs import load_prices
+    from phi1lib.budget import load_prices
 
     prices = load_prices().with_free("test-model")
     server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "llm_server.py"), "--latency", str(args.latency),

@@ -24,7 +24,7 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 from transformers import PreTrainedTokenizerFast
-from phi1lib.packing import pack
+from phi1lib.training.packing import pack
 import datasets, pyarrow, numpy  # noqa: imported before the baseline: both variants need them
 tmp, mode, block = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 texts = json.loads((tmp / "texts.json").read_text())
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=float, default=20e6, help="about how many tokens to pack")
     ap.add_argument("--block", type=int, default=1024)
     args = ap.parse_args(argv)
-    from phi1lib.tokenizer import train_bpe
+    from phi1lib.training.tokenizer import train_bpe
 
     with tempfile.TemporaryDirectory(prefix="bench-packing-") as d:
         tmp = Path(d)

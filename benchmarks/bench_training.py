@@ -28,9 +28,9 @@ def main() -> None:
     import torch
     from accelerate import Accelerator
 
-    from phi1lib.model import build_model
+    from phi1lib.training.model import build_model
     from phi1lib.presets import get_preset
-    from phi1lib.training import TrainConfig, forward_backward, lr_schedule, optimizer_step, param_groups
+    from phi1lib.training.stage import TrainConfig, forward_backward, lr_schedule, optimizer_step, param_groups
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -7,7 +7,8 @@ import importlib
 import pkgutil
 import sys
 
-from . import __version__, commands
+from . import __version__
+from . import commands
 from .errors import Phi1Error
 
 

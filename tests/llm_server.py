@@ -45,10 +45,10 @@ def serve(monkeypatch, **kwargs):
 def priced_book():
     """The real price books plus "test-model" at $1 / $2 per 1K tokens: large enough that a few
     words show up in the ledger."""
-    from phi1lib import costs
-    from phi1lib.pricebook import LLMPrice
+    from phi1lib import budget
+    from phi1lib.budget.pricebook import LLMPrice
 
-    book = costs.load_prices()
+    book = budget.load_prices()
     book.llms["test-model"] = LLMPrice("test-model", 1.0, 2.0, "test fixture", None)
     return book
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from phi1lib import annotate
-from phi1lib.annotate import heuristic_rubric, parse_rating
+from phi1lib.filtering import annotate
+from phi1lib.filtering.annotate import heuristic_rubric, parse_rating
 
 # Answers of the kind chat models really give to "Answer with: Educational value: N".
 GOOD = [

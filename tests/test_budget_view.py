@@ -6,13 +6,13 @@ import re
 
 import pytest
 
-from phi1lib import budget, costs
-from phi1lib.budget_view import BudgetCalculator, plot_stages, stacked_bar_html
+from phi1lib import budget
+from phi1lib.budget.view import BudgetCalculator, plot_stages, stacked_bar_html
 
 
 @pytest.fixture(scope="module")
 def prices():
-    return costs.load_prices()
+    return budget.load_prices()
 
 
 def _shown_total(calc) -> float:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from phi1lib import corpus
-from phi1lib.corpus import CorpusStats
+from phi1lib.filtering import corpus
+from phi1lib.filtering.corpus import CorpusStats
 from phi1lib.errors import ConfigError, DataError
 
 GOOD = '''"""A small module."""

@@ -13,14 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from phi1lib import budget, costs, presets
+from phi1lib import budget, paper, presets
 from phi1lib.errors import ConfigError
 from phi1lib.paths import costs_dir
 
 
 @pytest.fixture(scope="module")
 def prices():
-    return costs.load_prices()
+    return budget.load_prices()
 
 
 # ---- price books --------------------------------------------------------------------------
@@ -55,9 +55,9 @@ def test_unknown_model_lists_known_ones_and_free_is_explicit(prices):
         prices.llm("gpt-5-ultra")
     assert "gpt-5-ultra" in str(err.value) and "gpt-4-32k" in str(err.value)
     with pytest.raises(ConfigError):
-        costs.price_llm_usage("./my-local-model", 10, 10, prices)
-    assert costs.price_llm_usage("./my-local-model", 10, 10, prices.with_free("./my-local-model")) == 0.0
-    assert costs.price_llm_usage("heuristic", 1e6, 1e6, prices) == 0.0  # listed in local.toml
+        budget.price_llm_usage("./my-local-model", 10, 10, prices)
+    assert budget.price_llm_usage("./my-local-model", 10, 10, prices.with_free("./my-local-model")) == 0.0
+    assert budget.price_llm_usage("heuristic", 1e6, 1e6, prices) == 0.0  # listed in local.toml
 
 
 def _write(tmp_path: Path, text: str, name: str = "mine.toml") -> Path:
@@ -82,7 +82,7 @@ def _write(tmp_path: Path, text: str, name: str = "mine.toml") -> Path:
 def test_malformed_price_book_names_file_key_and_type(tmp_path, text, key, expected):
     d = _write(tmp_path, text)
     with pytest.raises(ConfigError) as err:
-        costs.load_prices([d])
+        budget.load_prices([d])
     msg = str(err.value)
     assert "mine.toml" in msg and key in msg and expected in msg, msg
 
@@ -91,10 +91,10 @@ def test_dropped_in_price_book_is_picked_up_and_overrides(tmp_path, prices):
     d = _write(tmp_path, '[llm."my-model"]\ninput_per_1k = 0.001\noutput_per_1k = 0.004\n'
                          'source = "my contract"\nas_of = 2025-02-01\n'
                          '[coffee."grande-cappuccino-redmond"]\nusd = 7.0\nsource = "2025 menu"\nas_of = 2025-03-01\n')
-    book = costs.load_prices([d])
+    book = budget.load_prices([d])
     assert book.llm("my-model").output_per_1k == 0.004
     assert book.coffee("grande-cappuccino-redmond").usd == 7.0  # a later folder overrides
-    assert costs.price_llm_usage("my-model", 1000, 1000, book) == pytest.approx(0.005)
+    assert budget.price_llm_usage("my-model", 1000, 1000, book) == pytest.approx(0.005)
     # A file dropped into the shipped folder itself is found too (via PHI1_COSTS_DIR copy).
     copy = tmp_path / "costs"
     shutil.copytree(costs_dir(), copy)
@@ -103,7 +103,7 @@ def test_dropped_in_price_book_is_picked_up_and_overrides(tmp_path, prices):
     old = os.environ.get("PHI1_COSTS_DIR")
     os.environ["PHI1_COSTS_DIR"] = str(copy)
     try:
-        assert costs.load_prices().llm("my-model").input_per_1k == 0.001
+        assert budget.load_prices().llm("my-model").input_per_1k == 0.001
     finally:
         if old is None:
             os.environ.pop("PHI1_COSTS_DIR")
@@ -117,7 +117,7 @@ def test_duplicate_entry_in_one_folder_is_an_error(tmp_path):
     shutil.copytree(costs_dir() / "prices", copy)
     shutil.copy(d / "mine.toml", copy / "zz.toml")
     with pytest.raises(ConfigError, match="already defined in .*gpus.toml"):
-        costs.load_prices(files=sorted(copy.glob("*.toml")))
+        budget.load_prices(files=sorted(copy.glob("*.toml")))
 
 
 # ---- the seed's spreadsheet ---------------------------------------------------------------
@@ -149,7 +149,7 @@ def test_misread_prices_cannot_give_the_seed_total(prices):
     # The transcript's "0.02"/"0.015" per 1K would make the total ~$29k: that's why they are misread.
     sc = budget.load_scenario("phi1-paper")
     misread = prices.with_free()  # a copy
-    misread.llms["gpt-3.5-turbo-0613"] = costs.LLMPrice("gpt-3.5-turbo-0613", 0.015, 0.02, "misread",
+    misread.llms["gpt-3.5-turbo-0613"] = budget.LLMPrice("gpt-3.5-turbo-0613", 0.015, 0.02, "misread",
                                                          prices.llms["gpt-3.5-turbo-0613"].as_of)
     assert round(budget.price_scenario(sc, misread).total_usd, 2) == 29_311.10  # as the scenario note says
     assert "29,311.10" in sc.note
@@ -161,18 +161,18 @@ def test_flops_per_token_matches_hand_arithmetic_for_phi1():
     spec = presets.get_preset("phi1").model
     n = 1_418_270_720
     attn = 12 * 24 * 32 * 64 * 2048  # 12 * L * H * Q * T
-    assert costs.flops_per_token(spec, 2048) == 6 * n + attn == 9_717_583_872
-    assert costs.flops_per_token(spec, 2048, attention=False) == 6 * n
-    assert costs.flops_per_token(spec, 1024) == 6 * n + attn // 2
-    assert costs.forward_flops_per_token(spec, 2048) == pytest.approx((6 * n + attn) / 3)
+    assert budget.flops_per_token(spec, 2048) == 6 * n + attn == 9_717_583_872
+    assert budget.flops_per_token(spec, 2048, attention=False) == 6 * n
+    assert budget.flops_per_token(spec, 1024) == 6 * n + attn // 2
+    assert budget.forward_flops_per_token(spec, 2048) == pytest.approx((6 * n + attn) / 3)
 
 
 def test_phi1_pretraining_lands_near_770_a100_hours(prices):
     spec = presets.get_preset("phi1").model
     tokens = presets.get_preset("phi1").pretrain.tokens
-    six_n = costs.estimate_training("pretrain", spec, tokens, prices, attention=False, mfu=costs.PAPER_IMPLIED_MFU)
+    six_n = budget.estimate_training("pretrain", spec, tokens, prices, attention=False, mfu=paper.IMPLIED_MFU)
     assert six_n.gpu_hours == pytest.approx(770.0, rel=1e-9)  # the definition of the implied MFU
-    assert costs.PAPER_IMPLIED_MFU == pytest.approx(0.495, abs=0.001)
+    assert paper.IMPLIED_MFU == pytest.approx(0.495, abs=0.001)
     full = budget.estimate_preset("phi1", prices).stage("pretrain")
     assert 0.95 < full.gpu_hours / 770 < 1.20  # with the attention term: ~871 h at MFU 0.5
     assert full.wall_hours == pytest.approx(full.gpu_hours / 8)
@@ -180,14 +180,14 @@ def test_phi1_pretraining_lands_near_770_a100_hours(prices):
 
 
 def test_compute_pays_whole_machines(prices):
-    one = costs.estimate_compute("x", 1e18, prices, gpu="A100", n_gpus=1)
-    eight = costs.estimate_compute("x", 1e18, prices, gpu="A100", n_gpus=8)
+    one = budget.estimate_compute("x", 1e18, prices, gpu="A100", n_gpus=1)
+    eight = budget.estimate_compute("x", 1e18, prices, gpu="A100", n_gpus=8)
     assert one.gpu_hours == pytest.approx(eight.gpu_hours)
     assert one.cost_usd == pytest.approx(8 * eight.cost_usd)
     with pytest.raises(ConfigError, match="H100"):
-        costs.estimate_compute("x", 1e18, prices, gpu="A100", rental="p5.48xlarge")
+        budget.estimate_compute("x", 1e18, prices, gpu="A100", rental="p5.48xlarge")
     with pytest.raises(ConfigError, match="mfu"):
-        costs.estimate_compute("x", 1e18, prices, mfu=1.5)
+        budget.estimate_compute("x", 1e18, prices, mfu=1.5)
 
 
 # ---- monotonicity -------------------------------------------------------------------------
@@ -199,22 +199,22 @@ _tokens = st.floats(min_value=0, max_value=1e12, allow_nan=False)
 @given(a=_tokens, b=_tokens, c=_tokens, batch=st.booleans(),
        model=st.sampled_from(["gpt-3.5-turbo", "gpt-3.5-turbo-0301", "gpt-4", "gpt-4-32k", "gpt-4o-mini"]))
 def test_more_llm_tokens_never_cheaper(a, b, c, batch, model):
-    prices = costs.load_prices()
-    lo = costs.estimate_llm("s", model, a, b, prices, batch=batch).cost_usd
-    assert costs.estimate_llm("s", model, a + c, b, prices, batch=batch).cost_usd >= lo
-    assert costs.estimate_llm("s", model, a, b + c, prices, batch=batch).cost_usd >= lo
-    assert costs.estimate_llm("s", model, a, b, prices, batch=True).cost_usd <= \
-        costs.estimate_llm("s", model, a, b, prices, batch=False).cost_usd
+    prices = budget.load_prices()
+    lo = budget.estimate_llm("s", model, a, b, prices, batch=batch).cost_usd
+    assert budget.estimate_llm("s", model, a + c, b, prices, batch=batch).cost_usd >= lo
+    assert budget.estimate_llm("s", model, a, b + c, prices, batch=batch).cost_usd >= lo
+    assert budget.estimate_llm("s", model, a, b, prices, batch=True).cost_usd <= \
+        budget.estimate_llm("s", model, a, b, prices, batch=False).cost_usd
 
 
 @settings(max_examples=40, deadline=None)
 @given(t1=st.floats(min_value=0, max_value=1e12), dt=st.floats(min_value=0, max_value=1e12),
        gpu=st.sampled_from(["A100", "H100"]), n=st.integers(1, 64))
 def test_more_training_tokens_never_cheaper(t1, dt, gpu, n):
-    prices = costs.load_prices()
+    prices = budget.load_prices()
     spec = presets.get_preset("phi1-small").model
-    a = costs.estimate_training("t", spec, t1, prices, gpu=gpu, n_gpus=n)
-    b = costs.estimate_training("t", spec, t1 + dt, prices, gpu=gpu, n_gpus=n)
+    a = budget.estimate_training("t", spec, t1, prices, gpu=gpu, n_gpus=n)
+    b = budget.estimate_training("t", spec, t1 + dt, prices, gpu=gpu, n_gpus=n)
     assert b.cost_usd >= a.cost_usd and b.gpu_hours >= a.gpu_hours and b.wall_hours >= a.wall_hours
 
 
@@ -240,7 +240,7 @@ def test_preset_stages_are_derived_from_the_config(prices):
     assert [s.stage for s in b.stages] == ["filtering", "synthesis", "pretrain", "finetune", "evaluation", "coffee"]
     pre = b.stage("pretrain")
     assert pre.tokens == p.pretrain.tokens
-    assert pre.flops == pytest.approx(costs.flops_per_token(p.model, p.pretrain.seq_len) * p.pretrain.tokens)
+    assert pre.flops == pytest.approx(budget.flops_per_token(p.model, p.pretrain.seq_len) * p.pretrain.tokens)
     syn = b.stage("synthesis")
     assert syn.tokens == pytest.approx((p.data.textbook_tokens + p.data.exercise_tokens) * (1 + p.data.synth_input_ratio))
     changed = presets.with_overrides(p, pretrain={"steps": p.pretrain.steps * 2})
@@ -276,8 +276,8 @@ def test_malformed_scenario_names_file_and_field(tmp_path):
     assert "bad.toml" in str(err.value) and "tokens_out" in str(err.value) and "number" in str(err.value)
 
 
-def test_costs_imports_no_heavy_modules():
-    code = ("import sys, phi1lib.costs, phi1lib.budget, phi1lib.ledger; "
+def test_budget_imports_no_heavy_modules():
+    code = ("import sys, phi1lib.budget; "
             "print(sorted(m for m in ('ipywidgets','pandas','torch','transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -292,5 +292,5 @@ def test_preset_based_scenario_file_and_params_override(prices):
     # params= replaces N in 6N; the attention term keeps the model's shape.
     sc = budget.preset_scenario("phi1").with_overrides({"pretrain.params": 2 * presets.get_preset("phi1").model.n_params()})
     spec, tokens = presets.get_preset("phi1").model, presets.get_preset("phi1").pretrain.tokens
-    want = (costs.flops_per_token(spec, 2048) + 6 * spec.n_params()) * tokens
+    want = (budget.flops_per_token(spec, 2048) + 6 * spec.n_params()) * tokens
     assert budget.price_scenario(sc, prices).stage("pretrain").flops == pytest.approx(want)

@@ -9,9 +9,9 @@ import textwrap
 
 import pytest
 
-from phi1lib.decontam import (DecontamConfig, ast_matches, benchmark_problems, ngram_overlap, run_decontamination,
+from phi1lib.decontam.stage import (DecontamConfig, ast_matches, benchmark_problems, ngram_overlap, run_decontamination,
                               split_table)
-from phi1lib.decontam_ast import ASTIndex, ast_sequence, match_all, match_rate
+from phi1lib.decontam.ast_match import ASTIndex, ast_sequence, match_all, match_rate
 from phi1lib.errors import ConfigError, DataError
 from phi1lib.jsonl import read_jsonl, write_jsonl
 from phi1lib.problems import load_humaneval
@@ -127,7 +127,7 @@ def test_stage_writes_the_split_contract(tmp_path, contaminated):
 
 @pytest.mark.slow  # loads torch + the MiniLM model
 def test_embedding_distance_finds_a_verbatim_copy(contaminated):
-    from phi1lib.decontam import embedding_neighbours
+    from phi1lib.decontam.stage import embedding_neighbours
 
     problems = [{"task_id": "HumanEval/0", "text": HE["HumanEval/0"]["prompt"] + HE["HumanEval/0"]["canonical_solution"]},
                 {"task_id": "HumanEval/2", "text": HE["HumanEval/2"]["prompt"] + HE["HumanEval/2"]["canonical_solution"]}]

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from phi1lib.dedup import dedup_records, deduplicate, exact_duplicates, jaccard, shingles
+from phi1lib.synthesis.dedup import dedup_records, deduplicate, exact_duplicates, jaccard, shingles
 from phi1lib.errors import ConfigError
 
 BASE = inspect.getsource(textwrap.dedent)  # a real ~50-line function

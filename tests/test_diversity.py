@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from phi1lib.diversity import (coverage, distinct_n, diversity_report, embedding_spread, opening,
+from phi1lib.synthesis.diversity import (coverage, distinct_n, diversity_report, embedding_spread, opening,
                                repeated_openings)
 
 

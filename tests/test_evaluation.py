@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from phi1lib import evaluation as E
+from phi1lib.evaluation import stage as E
 from phi1lib.errors import ConfigError, DataError
 from phi1lib.problems import load_humaneval
 
@@ -33,7 +33,7 @@ def tiny_model(tmp_path_factory, humaneval):
     import torch
     from transformers import PhiConfig, PhiForCausalLM
 
-    from phi1lib.tokenizer import train_bpe
+    from phi1lib.training.tokenizer import train_bpe
 
     out = tmp_path_factory.mktemp("tiny-model")
     tok = train_bpe([p["prompt"] + p["canonical_solution"] for p in humaneval], 400, out)
@@ -171,7 +171,7 @@ def test_contamination_table(tmp_path):
 
 # ---- models --------------------------------------------------------------------------------------
 def test_generate_local_greedy_and_stops(tiny_model, humaneval):
-    from phi1lib.eval_generate import generate_local
+    from phi1lib.evaluation.generate import generate_local
 
     recs = generate_local(humaneval[:3], tiny_model, max_new_tokens=24, batch_size=2, progress=False, threads=1)
     assert [r["task_id"] for r in recs] == [p["task_id"] for p in humaneval[:3]]
@@ -192,7 +192,7 @@ def test_canonical_loss_matches_manual(tiny_model, humaneval):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from phi1lib.eval_generate import canonical_loss
+    from phi1lib.evaluation.generate import canonical_loss
 
     out = canonical_loss(humaneval[:3], tiny_model, threads=1)
     assert set(out["per_task"]) == {p["task_id"] for p in humaneval[:3]}

@@ -8,7 +8,8 @@ import sysconfig
 import numpy as np
 import pytest
 
-from phi1lib import filtering, runs
+from phi1lib import runs
+from phi1lib.filtering import stage as filtering
 from phi1lib.errors import ConfigError
 from phi1lib.filtering import FilterConfig, choose_threshold
 
@@ -79,14 +80,14 @@ def test_classifier_round_trip(tmp_path):
 
 
 def test_estimate_cost(tmp_path_factory):
-    from phi1lib import costs
+    from phi1lib import budget
 
-    prices = costs.load_prices()
+    prices = budget.load_prices()
     tiny = filtering.estimate_cost(FilterConfig.for_preset("tiny"), prices)
     assert tiny.cost_usd == 0.0 and tiny.tokens > 0 and tiny.flops > 0  # stand-in + own laptop: free, not zero work
     paper_cfg = FilterConfig.for_preset("phi1")
     paper = filtering.estimate_cost(paper_cfg, prices)
-    llm = costs.price_llm_usage("gpt-4", 100_000 * 100, 100_000 * 10, prices)
+    llm = budget.price_llm_usage("gpt-4", 100_000 * 100, 100_000 * 10, prices)
     annotate_usd = sum(l.cost_usd for l in paper.lines if l.item.startswith("annotate"))
     assert annotate_usd == pytest.approx(llm)
     # Embedding 20M samples x 512 tokens through CodeGen-350M: per token, 2 FLOPs per weight it

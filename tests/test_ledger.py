@@ -9,9 +9,9 @@ import warnings
 
 import pytest
 
-from phi1lib import costs
+from phi1lib import budget
 from phi1lib.errors import BudgetExceeded, ConfigError
-from phi1lib.ledger import Ledger
+from phi1lib.budget import Ledger
 
 
 def test_cap_raises_before_the_spend_that_would_cross_it(tmp_path):
@@ -58,12 +58,12 @@ def test_records_survive_reload_and_a_torn_line_is_skipped(tmp_path):
 
 
 def test_summary_compares_estimate_and_measured(tmp_path):
-    prices = costs.load_prices()
+    prices = budget.load_prices()
     led = Ledger(tmp_path / "l.jsonl")
-    est = costs.estimate_llm("synthesis", "gpt-4o-mini", 1000, 4000, prices)
+    est = budget.estimate_llm("synthesis", "gpt-4o-mini", 1000, 4000, prices)
     led.record_estimate(est)
     for _ in range(3):
-        led.record("synthesis", usd=costs.price_llm_usage("gpt-4o-mini", 300, 1200, prices), tokens_in=300,
+        led.record("synthesis", usd=budget.price_llm_usage("gpt-4o-mini", 300, 1200, prices), tokens_in=300,
                    tokens_out=1200)
     led.record("pretrain", gpu_seconds=3600 * 2, estimate_usd=0.0)
     df = led.summary()

@@ -13,13 +13,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from llm_server import KEY_ENV, priced_book, serve  # noqa: E402
 
-from phi1lib import costs  # noqa: E402
+from phi1lib import budget  # noqa: E402
 from phi1lib.errors import BudgetExceeded, ConfigError, DataError  # noqa: E402
-from phi1lib.ledger import Ledger  # noqa: E402
+from phi1lib.budget import Ledger  # noqa: E402
 from phi1lib.llm import Backoff, FunctionProvider, LLMClient, OpenAIProvider, Request  # noqa: E402
-from phi1lib.llm_limits import TokenBucket, parse_retry_after  # noqa: E402
-from phi1lib.llm_store import ResultStore  # noqa: E402
-from phi1lib.llm_tokens import TokenCounter  # noqa: E402
+from phi1lib.llm.limits import TokenBucket, parse_retry_after  # noqa: E402
+from phi1lib.llm.store import ResultStore  # noqa: E402
+from phi1lib.llm.tokens import TokenCounter  # noqa: E402
 
 FAST = Backoff(max_attempts=4, base_s=0.02, max_s=0.1, seed=0)
 
@@ -46,7 +46,7 @@ def chat(text, **kw):
 
 
 def expected_usd(text, answer, prices):
-    return costs.price_llm_usage("test-model", len(text.split()), len(answer.split()), prices)
+    return budget.price_llm_usage("test-model", len(text.split()), len(answer.split()), prices)
 
 
 # -- requests and keys -------------------------------------------------------------------------
@@ -302,7 +302,7 @@ def test_dry_run_prices_only_missing_requests_and_calls_nothing(server, tmp_path
     assert len(server.log) == n_sent
     counter = client.counter
     tokens_in = sum(counter.count_request(r) for r in reqs[2:])
-    ref = costs.estimate_llm("llm", "test-model", tokens_in, 4 * 30, prices)
+    ref = budget.estimate_llm("llm", "test-model", tokens_in, 4 * 30, prices)
     assert est.cost_usd == pytest.approx(ref.cost_usd) and est.tokens == pytest.approx(ref.tokens)
     note = est.lines[-1].detail
     assert "4 requests to send (2 already stored)" in note and counter.method in note
@@ -337,7 +337,7 @@ def test_cli_dry_run_and_stats(server, tmp_path, prices, capsys):
     counter = TokenCounter(model="gpt-3.5-turbo")
     reqs = [Request(prompt="write a function " * 5, max_tokens=100),
             Request(messages=[{"role": "user", "content": "explain recursion"}], max_tokens=512)]
-    ref = costs.estimate_llm("dry-run", "gpt-3.5-turbo", sum(map(counter.count_request, reqs)), 612, costs.load_prices())
+    ref = budget.estimate_llm("dry-run", "gpt-3.5-turbo", sum(map(counter.count_request, reqs)), 612, budget.load_prices())
     assert est["cost_usd"] == pytest.approx(ref.cost_usd) and est["cost_usd"] > 0
     write_jsonl(path, [{"prompt": 3}])
     assert main(["llm", "dry-run", str(path), "--model", "gpt-3.5-turbo"]) == 2

@@ -10,11 +10,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from llm_server import KEY_ENV, priced_book, serve  # noqa: E402
 
-from phi1lib import costs  # noqa: E402
+from phi1lib import budget  # noqa: E402
 from phi1lib.errors import BudgetExceeded  # noqa: E402
-from phi1lib.ledger import Ledger  # noqa: E402
+from phi1lib.budget import Ledger  # noqa: E402
 from phi1lib.llm import LLMClient, OpenAIProvider, Request  # noqa: E402
-from phi1lib.llm_batch import BatchRunner  # noqa: E402
+from phi1lib.llm.batch import BatchRunner  # noqa: E402
 
 
 
@@ -46,7 +46,7 @@ def test_batch_flow_merges_into_store_at_the_discount(server, tmp_path, prices):
     discount = prices.batch_discount
     assert 0 < discount < 1
     for r in results:
-        full = costs.price_llm_usage("test-model", r.prompt_tokens, r.completion_tokens, prices)
+        full = budget.price_llm_usage("test-model", r.prompt_tokens, r.completion_tokens, prices)
         assert r.ok and not r.cached and r.usd == pytest.approx(full * (1 - discount))
     assert client.ledger.spent_usd == pytest.approx(sum(r.usd for r in results))
     assert not any(e["path"].endswith("completions") for e in server.log)  # nothing went through the live API

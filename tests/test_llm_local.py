@@ -6,7 +6,7 @@ import pytest
 
 from phi1lib.errors import ConfigError
 from phi1lib.llm import LLMClient, Request, TransformersProvider
-from phi1lib.llm_tokens import TokenCounter
+from phi1lib.llm.tokens import TokenCounter
 
 # Loading torch + transformers dominates (~20 s on a busy 2-core box).
 pytestmark = pytest.mark.slow

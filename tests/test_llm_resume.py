@@ -15,17 +15,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from llm_server import ScriptedLLMServer  # noqa: E402
 
-from phi1lib.ledger import Ledger  # noqa: E402
+from phi1lib.budget import Ledger  # noqa: E402
 
 N = 40
 CONCURRENCY = 4
 
 CLIENT = """
 import sys
-from phi1lib.costs import load_prices
-from phi1lib.ledger import Ledger
+from phi1lib.budget import load_prices
+from phi1lib.budget import Ledger
 from phi1lib.llm import LLMClient, OpenAIProvider, Request
-from phi1lib.pricebook import LLMPrice
+from phi1lib.budget.pricebook import LLMPrice
 
 url, store, ledger, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 prices = load_prices()

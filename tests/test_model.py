@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from phi1lib import costs
-from phi1lib.model import build_model, count_params, model_info, phi_config, pick_attention
+from phi1lib import budget
+from phi1lib.training.model import build_model, count_params, model_info, phi_config, pick_attention
 from phi1lib.presets import PRESET_NAMES, get_preset
 
 
@@ -53,7 +53,7 @@ def test_tiny_trains_in_train_mode_with_dropout_and_is_deterministic_in_eval():
 
 
 def test_attention_choice(monkeypatch):
-    import phi1lib.model as m
+    import phi1lib.training.model as m
 
     impl, why = pick_attention("cpu")
     assert impl == "sdpa" and "CUDA" in why
@@ -72,7 +72,7 @@ def test_model_info_reports_flops_and_gpu_hours():
     info = model_info("phi1")
     spec = get_preset("phi1").model
     assert info["params"] == 1_418_270_720 == info["params_formula"]
-    assert info["pretrain"]["flops_per_token"] == costs.flops_per_token(spec, 2048)
+    assert info["pretrain"]["flops_per_token"] == budget.flops_per_token(spec, 2048)
     # Paper: ~770 GPU-hours at ~49% MFU; the preset assumes 50% -> same order of magnitude.
     assert 600 < info["pretrain"]["gpu_hours"] < 1000
 

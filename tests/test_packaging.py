@@ -37,8 +37,8 @@ def installed(tmp_path_factory):
 
 def test_installed_package_prices_the_seed_from_anywhere(installed, tmp_path):
     code = (
-        "import json, phi1lib, phi1lib.paths as p, phi1lib.budget as b, phi1lib.costs as c\n"
-        "book = c.load_prices()\n"
+        "import json, phi1lib, phi1lib.paths as p, phi1lib.budget as b\n"
+        "book = b.load_prices()\n"
         "r = b.price_scenario(b.load_scenario('phi1-paper'), book)\n"
         "print(json.dumps({'pkg': phi1lib.__file__, 'costs': str(p.costs_dir()), 'total': r.total_usd,"
         " 'files': len(book.files), 'scenarios': sorted(b.list_scenarios()),"

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from phi1lib.errors import ConfigError, DataError
-from phi1lib.packing import (DataSource, build_data, data_fingerprint, humaneval_eval_set, load_sources, mix, pack,
+from phi1lib.training.packing import (DataSource, build_data, data_fingerprint, humaneval_eval_set, load_sources, mix, pack,
                              parse_source, read_texts)
-from phi1lib.tokenizer import EOT, train_bpe
+from phi1lib.training.tokenizer import EOT, train_bpe
 
 
 def _docs() -> list[str]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from phi1lib.errors import ConfigError
-from phi1lib.pipeline import ABLATION_VARIANTS, PAPER_ABLATION, STAGES, RunConfig, report_markdown
+from phi1lib.paper import ABLATION_PASS_AT_1 as PAPER_ABLATION
+from phi1lib.pipeline import ABLATION_VARIANTS, STAGES, RunConfig, report_markdown
 
 
 def test_unknown_stage_and_preset_are_named(tmp_path):

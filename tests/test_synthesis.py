@@ -12,12 +12,12 @@ import textwrap
 import pandas as pd
 import pytest
 
-from phi1lib import costs
+from phi1lib import budget
 from phi1lib.errors import BudgetExceeded, ConfigError, DataError
 from phi1lib.jsonl import read_jsonl
-from phi1lib.synth_extractive import assign_units, extract_units, units_from_source
-from phi1lib.synth_prompts import exercise_prompts, load_list, textbook_prompts
-from phi1lib.synth_quality import check_textbook, code_blocks, parse_exercise, sandbox_available
+from phi1lib.synthesis.extractive import assign_units, extract_units, units_from_source
+from phi1lib.synthesis.prompts import exercise_prompts, load_list, textbook_prompts
+from phi1lib.synthesis.quality import check_textbook, code_blocks, parse_exercise, sandbox_available
 from phi1lib.synthesis import SynthesisConfig, estimate_cost, run_synthesis
 
 GOOD_EXERCISE = '''Here is the exercise:
@@ -194,7 +194,7 @@ def test_rejected_bookkeeping_with_a_scripted_provider(tmp_path, monkeypatch):
     """Each failure mode lands in rejected.jsonl with its reason, and the counts add up."""
     from phi1lib.llm import FunctionProvider
 
-    monkeypatch.setattr("phi1lib.synth_generate.sandbox_available", lambda: False)
+    monkeypatch.setattr("phi1lib.synthesis.generate.sandbox_available", lambda: False)
     calls = []
 
     def fake(request):
@@ -264,10 +264,10 @@ def test_config_validation():
 
 
 def test_estimate_matches_the_price_book():
-    prices = costs.load_prices()
+    prices = budget.load_prices()
     cfg = SynthesisConfig.for_preset("phi1-small", n_textbooks=1000, n_exercises=2000)
     est = estimate_cost(cfg, prices)
-    pin, pout, _ = costs.llm_unit_prices("gpt-3.5-turbo", prices)
+    pin, pout, _ = budget.llm_unit_prices("gpt-3.5-turbo", prices)
     tokens_out = 1000 * cfg.tokens_per_textbook + 2000 * cfg.tokens_per_exercise
     tokens_in = sum(sum(len(m["content"]) for m in p.messages) for k in ("textbook", "exercise")
                     for p in cfg.prompts(k)) / 4.0  # n < 2000: every prompt is measured
@@ -351,7 +351,7 @@ def test_llm_run_produces_caches_and_resumes(tmp_path, synth_server):
     # 1) a cap too small for the whole run: BudgetExceeded before crossing it; finished answers are kept.
     # The client reserves a request's worst case (prompt + max_tokens) before sending it: this cap
     # admits the first textbook section but not all sixteen requests.
-    worst_textbook = costs.price_llm_usage("gpt-3.5-turbo-0613", 400, 2048, costs.load_prices())
+    worst_textbook = budget.price_llm_usage("gpt-3.5-turbo-0613", 400, 2048, budget.load_prices())
     with pytest.raises(BudgetExceeded):
         run_synthesis(SynthesisConfig.for_preset("tiny", cap_usd=worst_textbook * 1.1, **base), out, progress=False)
     paid_before = len(server.paid())
@@ -366,8 +366,8 @@ def test_llm_run_produces_caches_and_resumes(tmp_path, synth_server):
     assert res.counts["exercise"]["accepted"] == 10 and res.counts["textbook"]["accepted"] == 6
     ex = res.records("exercise")
     assert all(r["entry_point"].startswith(r["name_prefix"]) and r["name_prefix_ok"] for r in ex)
-    expected = costs.price_llm_usage("gpt-3.5-turbo-0613", res.usage["prompt_tokens"], res.usage["completion_tokens"],
-                                     costs.load_prices())
+    expected = budget.price_llm_usage("gpt-3.5-turbo-0613", res.usage["prompt_tokens"], res.usage["completion_tokens"],
+                                     budget.load_prices())
     assert res.usage["usd"] == pytest.approx(expected)
 
     # 3) a forced rerun is served entirely from the store: no new request, no new spend.

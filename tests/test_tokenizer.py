@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from phi1lib.errors import ConfigError, DataError
-from phi1lib.tokenizer import EOT, build_tokenizer, check_vocab_fits, load_tokenizer, train_bpe
+from phi1lib.training.tokenizer import EOT, build_tokenizer, check_vocab_fits, load_tokenizer, train_bpe
 
 
 def _stdlib_sources() -> list[str]:

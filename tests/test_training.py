@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from phi1lib import costs
+from phi1lib import budget
 from phi1lib.errors import ConfigError
 from phi1lib.presets import get_preset
 from phi1lib.training import (NonFiniteLoss, TrainConfig, checkpoints, estimate_cost, lr_schedule, param_groups,
@@ -75,7 +75,7 @@ def test_lr_schedule_linear_warmup_then_linear_decay_to_decay_steps():
 
 
 def test_no_weight_decay_on_biases_and_layernorm():
-    from phi1lib.model import build_model
+    from phi1lib.training.model import build_model
 
     model = build_model(get_preset("tiny").model)
     decay, no_decay = param_groups(model, 0.1)
@@ -90,9 +90,9 @@ def test_no_weight_decay_on_biases_and_layernorm():
 
 def test_estimate_uses_the_budget_model():
     cfg = TrainConfig.for_preset("phi1", out_dir="/tmp/unused-phi1")
-    prices = costs.load_prices()
+    prices = budget.load_prices()
     est = estimate_cost(cfg, prices)
-    ref = costs.estimate_training("pretrain", get_preset("phi1").model, cfg.tokens, prices, gpu="A100", n_gpus=8,
+    ref = budget.estimate_training("pretrain", get_preset("phi1").model, cfg.tokens, prices, gpu="A100", n_gpus=8,
                                   mfu=0.5, seq_len=2048)
     assert est.cost_usd == ref.cost_usd > 1000 and est.gpu_hours == ref.gpu_hours
 
@@ -100,7 +100,7 @@ def test_estimate_uses_the_budget_model():
 def test_run_writes_the_output_contract_and_is_not_redone(tmp_path, code_jsonl):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from phi1lib.ledger import Ledger
+    from phi1lib.budget import Ledger
 
     out = tmp_path / "pre"
     ledger = Ledger(tmp_path / "ledger.jsonl")

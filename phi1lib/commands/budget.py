@@ -31,9 +31,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def build(args: argparse.Namespace):
     """The priced Budget for parsed arguments (shared by the CLI and tests)."""
-    from .. import budget, costs
+    from .. import budget
 
-    prices = costs.load_prices(args.prices)
+    prices = budget.load_prices(args.prices)
     if args.preset:
         scenario = budget.preset_scenario(args.preset)
     else:

@@ -26,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..decontam import DecontamConfig, run_decontamination
+    from ..decontam.stage import DecontamConfig, run_decontamination
     from ..errors import ConfigError
 
     try:

@@ -65,7 +65,7 @@ def run_generate(args) -> int:
     from pathlib import Path
 
     from ..errors import ConfigError
-    from ..eval_generate import generate_api, generate_local
+    from ..evaluation.generate import generate_api, generate_local
     from ..jsonl import append_jsonl, iter_jsonl
     from ..problems import load_benchmark
 
@@ -95,7 +95,7 @@ def run_generate(args) -> int:
 
 
 def run_score(args) -> int:
-    from ..evaluation import score_file
+    from ..evaluation.stage import score_file
 
     result = score_file(args.samples, benchmark=args.benchmark, problems_file=args.problems,
                         mbpp_style=args.mbpp_style, ks=args.k, timeout_s=args.timeout, memory_mb=args.memory_mb,

@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import runs
     from ..errors import ConfigError
-    from ..filtering import STAGE, FilterConfig, estimate_cost, run_filtering
-    from ..ledger import Ledger
+    from ..filtering.stage import STAGE, FilterConfig, estimate_cost, run_filtering
+    from ..budget import Ledger
 
     keys = ("corpus", "granularity", "annotate_samples", "annotator", "base_url", "embedder", "pooling", "max_length",
             "device", "threshold", "keep_fraction", "num_proc", "cap_usd", "seed")

@@ -72,7 +72,7 @@ def _read_requests(path: str, max_tokens: int):
 
 def run_stats(args) -> int:
     from ..errors import DataError
-    from ..llm_store import ResultStore
+    from ..llm.store import ResultStore
     from pathlib import Path
 
     if not Path(args.store).exists():
@@ -83,7 +83,7 @@ def run_stats(args) -> int:
 
 
 def run_dry_run(args) -> int:
-    from ..costs import load_prices
+    from ..budget import load_prices
     from ..llm import LLMClient
     from ..paths import cache_dir
 
@@ -102,9 +102,9 @@ def run_dry_run(args) -> int:
 
 
 def run_batch_status(args) -> int:
-    from ..costs import load_prices
+    from ..budget import load_prices
     from ..llm import LLMClient, OpenAIProvider
-    from ..llm_batch import BatchRunner
+    from ..llm.batch import BatchRunner
 
     prices = load_prices(args.prices)
     if args.free:

@@ -19,7 +19,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..model import model_info
+    from ..training.model import model_info
 
     info = model_info(args.preset)
     if args.json:

