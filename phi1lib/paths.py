@@ -1,10 +1,12 @@
-"""Where things live: the price books, the packaged data files, the on-disk cache."""
+"""Where things live (the price books, the packaged data files, the on-disk cache) and how a file is written safely."""
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Iterator
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Present in a source checkout (editable install, notebooks, CI); absent in a wheel install.
@@ -36,3 +38,22 @@ def cache_dir(sub: str = "") -> Path:
     path = root / sub if sub else root
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path` (".name.tmp.ext"); on success it replaces `path` in one rename.
+
+    A reader never sees a half-written file and a crash leaves the old file (or none) in place;
+    on error the temporary file is removed and the error propagates. The extension stays last,
+    for writers that insist on one (numpy's savez).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -2,7 +2,7 @@
 
 Pure data, no torch import: the budget model prices a preset from these numbers, and each
 stage builds its own config from them (`<Stage>Config.for_preset(name)`). Numbers for the
-GPU presets come from the paper (../shared/PAPER.md); `tiny` is sized for a 2-core CPU.
+GPU presets come from the paper (§2.3; quoted numbers are in phi1lib.paper); `tiny` is sized for a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -77,6 +77,22 @@ class DataPlan:
     synth_input_ratio: float  # prompt tokens per generated token
     filtered_tokens: float  # tokens kept by the filter
     embed_max_length: int = 512  # tokens of each sample the filter's embedder reads (its head)
+    tokens_per_textbook: float = 1500.0  # expected generated tokens per textbook section (paper: <1B tokens in all)
+    tokens_per_exercise: float = 205.0  # expected generated tokens per exercise (paper: 180M / 879.5K)
+
+    @property
+    def n_textbooks(self) -> int:
+        """Textbook sections to request: the planned tokens over the tokens per section."""
+        return int(round(self.textbook_tokens / self.tokens_per_textbook))
+
+    @property
+    def n_exercises(self) -> int:
+        return int(round(self.exercise_tokens / self.tokens_per_exercise))
+
+    @property
+    def tokens_per_sample(self) -> float:
+        """Mean tokens of one corpus sample."""
+        return self.corpus_tokens / max(self.corpus_samples, 1)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,16 @@ from pathlib import Path
 from .errors import ConfigError, DataError, MissingDependency
 
 REQUIRED_FIELDS = ("task_id", "prompt", "test", "entry_point")
+N_PROBLEMS = {"humaneval": 164, "mbpp": 500}  # HumanEval; MBPP's test split (task ids 11-510)
+# Prompt tokens per problem for estimates: a HumanEval prompt (signature + docstring) is ~130
+# tokens, an MBPP docstring prompt about as long, the 3-shot prompt with its examples ~700.
+PROMPT_TOKENS = {"humaneval": 150, "mbpp": 150, "mbpp-3shot": 700}
+
+
+def prompt_tokens(benchmark: str, mbpp_style: str = "docstring") -> int:
+    """Planned prompt tokens per problem of `benchmark` (estimates only)."""
+    return PROMPT_TOKENS["mbpp-3shot"] if benchmark == "mbpp" and mbpp_style == "3shot" else \
+        PROMPT_TOKENS.get(benchmark, PROMPT_TOKENS["humaneval"])
 
 
 def humaneval_path() -> Path:

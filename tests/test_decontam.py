@@ -9,12 +9,15 @@ import textwrap
 
 import pytest
 
-from phi1lib.decontam.stage import (DecontamConfig, ast_matches, benchmark_problems, ngram_overlap, run_decontamination,
-                              split_table)
+from phi1lib import decontam
+from phi1lib.decontam import DecontamConfig
 from phi1lib.decontam.ast_match import ASTIndex, ast_sequence, match_all, match_rate
+from phi1lib.decontam.stage import ast_matches, benchmark_problems, ngram_overlap, split_table
 from phi1lib.errors import ConfigError, DataError
 from phi1lib.jsonl import read_jsonl, write_jsonl
 from phi1lib.problems import load_humaneval
+from phi1lib.runs import RunDir
+from phi1lib.stage import StaleResult
 
 HE = {p["task_id"]: p for p in load_humaneval()}
 UNRELATED = inspect.getsource(textwrap.dedent)
@@ -95,21 +98,26 @@ def test_split_table_shape_and_monotonicity():
     assert split["0.8"]["removed"] == 3  # r2 counted once although it matches two problems
 
 
-@pytest.fixture(scope="module")
-def contaminated(tmp_path_factory):
-    d = tmp_path_factory.mktemp("synth")
+def _synthesis(folder, exercises, textbooks=None):
+    write_jsonl(folder / "synthesis" / "exercises.jsonl", exercises)
+    if textbooks is not None:
+        write_jsonl(folder / "synthesis" / "textbooks.jsonl", textbooks)
+    return RunDir(folder)
+
+
+@pytest.fixture
+def contaminated(tmp_path):
+    """A run folder whose synthesis stage wrote a renamed HumanEval/0, two unrelated functions and a textbook."""
     recs = [{"id": "ex-copy", "kind": "exercise", "text": renamed_copy("HumanEval/0")},
             {"id": "ex-unrelated", "kind": "exercise", "text": UNRELATED},
             {"id": "ex-indent", "kind": "exercise", "text": inspect.getsource(textwrap.indent)}]
-    write_jsonl(d / "exercises.jsonl", recs)
-    write_jsonl(d / "textbooks.jsonl", [{"id": "tb-1", "kind": "textbook", "text": "Check if in given list of numbers, "
-                                         "are any two numbers closer to each other than given threshold."}])
-    return d
+    return _synthesis(tmp_path / "run", recs, [{"id": "tb-1", "kind": "textbook", "text": "Check if in given list of "
+                                                "numbers, are any two numbers closer to each other than given threshold."}])
 
 
-def test_stage_writes_the_split_contract(tmp_path, contaminated):
-    out = tmp_path / "decontam"
-    res = run_decontamination(DecontamConfig(embedder=None, progress=False), contaminated, out)
+def test_stage_writes_the_split_contract(contaminated):
+    res = decontam.run(DecontamConfig(embedder=None), contaminated, progress=False)
+    out = contaminated.path("decontam")
     split = json.loads((out / "humaneval_split.json").read_text())
     assert list(split) == ["0.95", "0.9", "0.85", "0.8"]
     for tau, s in split.items():
@@ -121,18 +129,41 @@ def test_stage_writes_the_split_contract(tmp_path, contaminated):
     assert res.ngram_hits == 1  # the textbook sentence copied from HumanEval/0's docstring
     assert [r["similar"] for r in res.table] == [1, 1, 1, 1] and res.table[0]["paper_similar"] == 71
     assert (out / "result.json").exists() and (out / "table3.csv").exists()
-    again = run_decontamination(DecontamConfig(embedder=None, progress=False), contaminated, out)
-    assert again.table == res.table
+    assert res.usage.wall_s > 0 and set(res.seconds) >= {"read", "ngram", "ast", "total"}
+    again = decontam.run(DecontamConfig(embedder=None), contaminated, progress=False)
+    assert again.table == res.table and again.finished_at == res.finished_at  # stored, not redone
+
+
+def test_a_stored_result_is_reused_only_for_the_same_config_and_inputs(contaminated):
+    first = decontam.run(DecontamConfig(embedder=None), contaminated, progress=False)
+    with pytest.raises(StaleResult, match=r"taus \[0.95, 0.9, 0.85, 0.8\] -> now \[0.9\].*--force"):
+        decontam.run(DecontamConfig(embedder=None, taus=(0.9,)), contaminated, progress=False)
+    redone = decontam.run(DecontamConfig(embedder=None, taus=(0.9,)), contaminated, progress=False, force=True)
+    assert [r["tau"] for r in redone.table] == [0.9] and redone.fingerprint != first.fingerprint
+    # New exercises (the synthesis stage was redone) make the stored result stale too.
+    exercises = contaminated.path("synthesis", "exercises.jsonl")
+    write_jsonl(exercises, read_jsonl(exercises)[:2])
+    with pytest.raises(StaleResult, match="exercises changed"):
+        decontam.run(DecontamConfig(embedder=None, taus=(0.9,)), contaminated, progress=False)
+
+
+def test_estimate_is_the_cpu_plan_for_the_planned_exercises():
+    tiny = DecontamConfig.for_preset("tiny")
+    est = decontam.estimate(tiny)
+    assert est.cost_usd == 0.0 and est.stage == "decontam"
+    doubled = decontam.estimate(DecontamConfig.for_preset("tiny", planned_records=2 * tiny.planned_records))
+    assert doubled.cpu_hours == pytest.approx(2 * est.cpu_hours)
+    assert DecontamConfig.for_preset("phi1").planned_records == round(180e6 / 205)  # the paper's ~880k exercises
 
 
 @pytest.mark.slow  # loads torch + the MiniLM model
-def test_embedding_distance_finds_a_verbatim_copy(contaminated):
+def test_embedding_distance_finds_a_verbatim_copy():
     from phi1lib.decontam.stage import embedding_neighbours
 
     problems = [{"task_id": "HumanEval/0", "text": HE["HumanEval/0"]["prompt"] + HE["HumanEval/0"]["canonical_solution"]},
                 {"task_id": "HumanEval/2", "text": HE["HumanEval/2"]["prompt"] + HE["HumanEval/2"]["canonical_solution"]}]
     records = [{"id": "verbatim", "text": problems[1]["text"]}, {"id": "other", "text": UNRELATED}]
-    nn = embedding_neighbours(records, problems, DecontamConfig(progress=False))
+    nn = embedding_neighbours(records, problems, DecontamConfig(), progress=False)
     assert nn[1]["record_id"] == "verbatim" and nn[1]["l2"] < 1e-3 and nn[1]["flagged"]
     assert nn[0]["l2"] > 0.3
 
@@ -140,25 +171,38 @@ def test_embedding_distance_finds_a_verbatim_copy(contaminated):
 def test_mbpp_file_and_bad_inputs(tmp_path, contaminated):
     mbpp = tmp_path / "mbpp.jsonl"
     write_jsonl(mbpp, [{"task_id": 11, "code": UNRELATED}, {"task_id": 12, "code": "def f(x):\n    return x * 2\n"}])
-    cfg = DecontamConfig(embedder=None, mbpp_path=str(mbpp), progress=False)
+    cfg = DecontamConfig(embedder=None, mbpp_path=str(mbpp))
     assert [p["task_id"] for p in benchmark_problems(cfg)["mbpp"]] == [11, 12]
-    res = run_decontamination(cfg, contaminated, tmp_path / "dc")
-    mb = json.loads((tmp_path / "dc" / "mbpp_split.json").read_text())
+    res = decontam.run(cfg, contaminated, progress=False)
+    mb = json.loads((contaminated.path("decontam") / "mbpp_split.json").read_text())
     assert mb["0.95"]["similar"] == [11]  # ex-unrelated is textwrap.dedent itself
     assert res.extra_splits["mbpp"].endswith("mbpp_split.json")
-    with pytest.raises(DataError, match="exercises.jsonl"):
-        run_decontamination(DecontamConfig(embedder=None), tmp_path / "empty", tmp_path / "dc2")
+    with pytest.raises(DataError, match="synthesis stage has not run"):
+        decontam.run(DecontamConfig(embedder=None), RunDir(tmp_path / "empty"))
+    with pytest.raises(DataError, match="no exercises"):
+        decontam.run(DecontamConfig(embedder=None), _synthesis(tmp_path / "none", []))
+    with pytest.raises(DataError, match="appears more than once"):
+        decontam.run(DecontamConfig(embedder=None), _synthesis(tmp_path / "dup", [{"id": "a", "text": "x"}] * 2))
+    with pytest.raises(DataError, match="record 1 needs `id` and a string `text`"):
+        decontam.run(DecontamConfig(embedder=None), _synthesis(tmp_path / "tb", [{"id": "a", "text": "x"}], [{"id": 1}]))
     with pytest.raises(ConfigError, match="taus"):
         DecontamConfig(taus=(1.5,))
 
 
-def test_cli(tmp_path, contaminated, capsys):
+def test_cli(contaminated, capsys):
     from phi1lib.cli import main
 
-    rc = main(["decontaminate", "--data", str(contaminated), "--out", str(tmp_path / "cli"), "--embedder", "none"])
-    out = capsys.readouterr().out
-    assert rc == 0 and "0.95" in out and "(71/93)" in out
-    assert main(["decontaminate", "--data", str(contaminated), "--out", str(tmp_path / "x"), "--taus", "a,b"]) == 2
+    out = str(contaminated.root)
+    rc = main(["decontaminate", "--out", out, "--embedder", "none"])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "0.95" in printed and "(71/93)" in printed and "estimate" in printed
+    assert (contaminated.path("decontam") / "result.json").exists()
+    with pytest.raises(SystemExit):  # argparse rejects it before any work
+        main(["decontaminate", "--out", out, "--taus", "a,b"])
+    assert main(["decontaminate", "--out", out, "--taus", "1.5", "--embedder", "none"]) == 2
+    assert "--taus 1.5: expected match rates in (0, 1]" in capsys.readouterr().err
+    assert main(["decontaminate", "--out", out, "--set", "ngram=x"]) == 2
+    assert "--set ngram: expected an integer, got 'x'" in capsys.readouterr().err
 
 
 def test_ast_matches_reports_unparsable(contaminated):

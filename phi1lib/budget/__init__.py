@@ -14,4 +14,4 @@ from .ledger import Ledger
 from .pricebook import GPU, Coffee, LLMPrice, PriceBook, Rental, load_prices, parse_date, price_files
 from .scenario import (BENCHMARK_PROBLEMS, DEFAULTS, EXTRA_MODELS, FIELDS, Budget, Scenario, estimate_preset,
                        list_scenarios, load_scenario, model_spec, parse_sets, preset_scenario, price_line,
-                       price_scenario, scenario_dirs, scenario_from_dict, usd)
+                       price_lines, price_scenario, scenario_dirs, scenario_from_dict, usd)

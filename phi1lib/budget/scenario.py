@@ -394,6 +394,25 @@ def price_line(line: dict, defaults: dict, prices: PriceBook) -> estimates.Stage
                                 coffee=coffee)
 
 
+def price_lines(stage: str, lines: Iterable[Mapping[str, Any]], defaults: Mapping[str, Any],
+                prices: PriceBook | None = None) -> estimates.StageEstimate:
+    """One stage's estimate from its plan lines, priced exactly as `price_scenario` prices a plan.
+
+    Stages describe their work as these lines (`<stage>.budget_lines(config)`), so a stage's own
+    estimate and the preset plan the calculator and `phi1 budget` show cannot disagree.
+    """
+    book = prices or load_prices()
+    seen: set = set()
+    checked = [_validate_line(dict(line), i, f"stage {stage!r}", seen) for i, line in enumerate(lines)]
+    priced = []
+    for line in checked:
+        try:
+            priced.append(price_line(line, dict(defaults), book))
+        except ConfigError as exc:
+            raise ConfigError(f"stage {stage!r}, line {line['item']!r}: {exc}") from None
+    return estimates.combine(stage, priced, book, defaults.get("coffee", estimates.DEFAULT_COFFEE))
+
+
 def price_scenario(scenario: Scenario, prices: PriceBook | None = None) -> Budget:
     """Price every line at the scenario's date and group the lines into stages (file order)."""
     book = (prices or load_prices()).at(scenario.as_of)

@@ -4,6 +4,19 @@ from __future__ import annotations
 
 import argparse
 
+from .. import decontam
+from . import _common as C
+
+def _taus(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(sorted((float(t) for t in text.split(",") if t.strip()), reverse=True))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers in (0, 1], e.g. 0.95,0.9") from None
+
+
+FLAGS = {"taus": "--taus", "embedder": "--embedder", "mbpp_path": "--mbpp", "exercises_file": "--exercises",
+         "textbooks_file": "--textbooks"}
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -11,33 +24,35 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="stage 2b: check synthetic exercises against HumanEval (and MBPP), prune at AST match-rate taus",
         description="Measure overlap between synthetic exercises and benchmark problems (13-gram, embedding "
                     "distance, AST match rate with normalized identifiers) and write the similar/non-similar "
-                    "HumanEval split (Table 3 of the paper) and pruned exercise files.",
-        epilog="example: phi1 decontaminate --data runs/tiny/synthesis --out runs/tiny/decontam",
+                    "HumanEval split (Table 3 of the paper) and pruned exercise files into OUT/decontam/.",
+        epilog="examples: phi1 decontaminate --out runs/tiny | "
+               "phi1 decontaminate --out runs/x --exercises my_exercises.jsonl --embedder none --taus 0.95,0.9",
     )
-    p.add_argument("--data", metavar="DIR", help="synthesis folder with exercises.jsonl (default: the run's)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: $PHI1_RUN_DIR/decontam)")
-    p.add_argument("--preset", default="tiny", help="preset (chooses the embedder; default tiny)")
-    p.add_argument("--taus", default="0.95,0.9,0.85,0.8", help="comma-separated AST match-rate thresholds")
-    p.add_argument("--embedder", help="transformers model id/folder for the embedding distance ('none' to skip)")
+    p.add_argument("--exercises", metavar="JSONL", help="exercises to check (default: OUT/synthesis/exercises.jsonl)")
+    p.add_argument("--textbooks", metavar="JSONL", help="textbooks to check for n-gram overlap "
+                                                        "(default: OUT/synthesis/textbooks.jsonl when present)")
+    p.add_argument("--taus", type=_taus, metavar="T1,T2,...", help="AST match-rate thresholds, highest first (default 0.95,0.9,0.85,0.8)")
+    p.add_argument("--embedder", metavar="ID|DIR|none", help="transformers model for the embedding distance "
+                                                              "('none' skips it; default: the preset's)")
     p.add_argument("--mbpp", metavar="JSONL", help="MBPP problems (task_id + code) to check as well")
-    p.add_argument("--force", action="store_true", help="redo even if the folder holds a finished result")
+    C.add_stage_args(p, "DecontamConfig")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..decontam.stage import DecontamConfig, run_decontamination
-    from ..errors import ConfigError
-
-    try:
-        taus = tuple(float(t) for t in args.taus.split(",") if t.strip())
-    except ValueError:
-        raise ConfigError(f"--taus {args.taus!r}: expected comma-separated numbers in (0, 1], e.g. 0.95,0.9") from None
-    kw: dict = {"taus": taus, "mbpp_path": args.mbpp}
-    if args.embedder:
-        kw["embedder"] = None if args.embedder.lower() == "none" else args.embedder
-    config = DecontamConfig.for_preset(args.preset, **kw)
-    res = run_decontamination(config, args.data, args.out, force=args.force)
+    extra: dict = {}
+    if args.embedder is not None and args.embedder.lower() == "none":
+        extra["embedder"], args.embedder = None, None
+    config = C.stage_config(decontam.DecontamConfig, args, FLAGS, extra)
+    where, prices = C.run_dir(args), C.load_prices(args)
+    if C.show_estimate(args, decontam.STAGE, decontam.estimate(config, prices)):
+        return 0
+    res = decontam.run(config, where, ledger=C.ledger(args, where), prices=prices, force=args.force,
+                       progress=not args.json)
+    if args.json:
+        C.print_json(res.to_dict())
+        return 0
     print(f"{res.n_records} exercises checked; {res.ngram_hits} (problem, record) pairs share a {config.ngram}-gram")
     if not res.embedding.get("skipped"):
         print(f"embedding: nearest-record L2 min {res.embedding.get('min_l2', float('nan')):.3f}, "

@@ -1,3 +1,9 @@
-"""Stage 2b, decontamination: n-gram, embedding and AST-match overlap of exercises with the benchmarks; pruning."""
+"""Stage 2b, decontamination (paper §5): n-gram, embedding and AST-match overlap of the exercises with the benchmarks.
 
-from .stage import (DecontamConfig, DecontamResult, TAUS, ast_matches, benchmark_problems, embedding_neighbours, estimate_cost, ngram_overlap, ngrams, run_decontamination, split_table, table3)
+`stage` (DecontamConfig, budget_lines, estimate, run, DecontamResult; the three measures) and
+`ast_match` (the AST match rate with normalized identifiers, exact candidate pruning).
+"""
+
+from .stage import STAGE, TAUS, DecontamConfig, DecontamResult, budget_lines, estimate, run
+
+__all__ = ["STAGE", "TAUS", "DecontamConfig", "DecontamResult", "budget_lines", "estimate", "run"]

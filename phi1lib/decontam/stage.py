@@ -12,74 +12,83 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
-from .. import paper, runs
-from ..errors import ConfigError, DataError
+import numpy as np
+
+from .. import budget, paper, runs
+from ..embed import Embedder
+from ..errors import DataError
 from ..jsonl import read_jsonl, write_jsonl
-from ..presets import get_preset
+from ..presets import Preset
+from ..problems import N_PROBLEMS, load_humaneval
+from ..runs import RunDir
+from ..stage import StageConfig, StageResult, Timer, Usage, common_fields, load_stored
+from .ast_match import ast_sequence, match_all
 
+STAGE = "decontam"
 TAUS = paper.DECONTAM_TAUS
+# Throughput for the estimate, from benchmarks/bench_decontam.py on a busy 2-core machine:
+# AST (record, problem) pairs per second after exact candidate filtering (2-3e6 measured), and
+# texts per second through the MiniLM embedder on CPU.
+AST_PAIRS_PER_S = 1e6
+EMBED_TEXTS_PER_S = 50.0
 _WORD = re.compile(r"\w+")
 
 
 @dataclass
-class DecontamConfig:
-    preset: str = "tiny"
-    taus: tuple[float, ...] = TAUS  # AST match-rate thresholds for pruning (paper: 0.95, 0.9, 0.85, 0.8)
-    ngram: int = 13  # n for the n-gram overlap (word tokens)
-    embedder: str | None = "minilm-local"  # transformers id/folder; None = skip the embedding measure
-    embed_max_length: int = 256  # tokens per text for the embedder
-    embed_flag_l2: float = 0.35  # unit-vector L2 below which a pair is flagged close (cosine > ~0.94)
-    mbpp_path: str | None = None  # optional MBPP JSONL (fields task_id and code, or prompt+canonical_solution)
-    textbooks: bool = True  # also check textbooks for 13-gram overlap
-    progress: bool = True
+class DecontamConfig(StageConfig):
+    """What the decontamination stage compares and how; `DecontamConfig.for_preset(name, **overrides)`."""
 
-    def __post_init__(self):
-        get_preset(self.preset)
-        self.taus = tuple(sorted((float(t) for t in self.taus), reverse=True))
-        if not self.taus or not all(0.0 < t <= 1.0 for t in self.taus):
-            raise ConfigError(f"DecontamConfig.taus must be match rates in (0, 1], got {self.taus}")
-        if not isinstance(self.ngram, int) or self.ngram < 1:
-            raise ConfigError(f"DecontamConfig.ngram must be an integer >= 1, got {self.ngram!r}")
+    STAGE: ClassVar[str] = STAGE
+    NOT_FINGERPRINTED: ClassVar[tuple[str, ...]] = ("planned_records",)
+
+    preset: str = "tiny"  # preset the defaults came from
+    taus: tuple[float, ...] = TAUS  # AST match-rate thresholds for pruning, highest first (paper: 0.95 ... 0.8)
+    ngram: int = 13  # n of the word n-gram overlap (paper: 13)
+    embedder: str | None = "minilm-local"  # transformers id/folder for the embedding distance; None = skip it
+    embed_max_length: int = 256  # tokens of each text the embedder reads
+    embed_flag_l2: float = 0.35  # unit-vector L2 below which a pair is flagged close (cosine > ~0.94)
+    mbpp_path: str | None = None  # MBPP JSONL (task_id and code, or prompt + canonical_solution) to check too
+    textbooks: bool = True  # also check textbooks for n-gram overlap
+    exercises_file: str | None = None  # exercises to check; None = the run's synthesis/exercises.jsonl
+    textbooks_file: str | None = None  # None = the run's synthesis/textbooks.jsonl (when it exists)
+    planned_records: int = 2000  # exercises the estimate plans for (the preset's data plan)
+
+    def validate(self) -> None:
+        self.need(bool(self.taus) and all(0.0 < t <= 1.0 for t in self.taus), "taus", "match rates in (0, 1]")
+        self.need(list(self.taus) == sorted(self.taus, reverse=True), "taus", "thresholds from highest to lowest")
+        self.need_ints("ngram", "embed_max_length")
+        self.need_ints("planned_records", minimum=0)
+        self.need(self.embed_flag_l2 > 0, "embed_flag_l2", "a distance > 0")
 
     @classmethod
-    def for_preset(cls, name: str = "tiny", **overrides) -> "DecontamConfig":
-        p = get_preset(name)
-        kw: dict[str, Any] = {"preset": p.name, "embedder": p.embedder}
-        if p.offline:
-            kw["embed_max_length"] = 128  # CPU budget: signature + docstring + the start of the body
-        kw.update(overrides)
-        return cls(**kw)
+    def _from_preset(cls, p: Preset) -> dict[str, Any]:
+        # Offline, 128 tokens (signature + docstring + the start of the body) keeps CPU time low.
+        return dict(preset=p.name, embedder=p.embedder, embed_max_length=128 if p.offline else 256,
+                    planned_records=p.data.n_exercises)
 
 
-def estimate_cost(config: DecontamConfig, prices=None, n_records: int | None = None):
-    """CPU work only (no API spend). n_records defaults to the preset's exercise count.
+def budget_lines(config: DecontamConfig) -> list[dict[str, Any]]:
+    """CPU work only, no API spend: AST matching against every benchmark problem, plus embedding the exercises."""
+    n = config.planned_records
+    problems = N_PROBLEMS["humaneval"] + (N_PROBLEMS["mbpp"] if config.mbpp_path else 0)
+    embed_s = n / EMBED_TEXTS_PER_S if config.embedder else 0.0
+    return [dict(stage=STAGE, item="decontam", kind="cpu", cpu_hours=(n * problems / AST_PAIRS_PER_S + embed_s) / 3600,
+                 note=f"{n:,} exercises x {problems} problems at {AST_PAIRS_PER_S:g} AST pairs/s"
+                      + (f", embedded at {EMBED_TEXTS_PER_S:g} texts/s" if config.embedder else ""))]
 
-    Rates from benchmarks/bench_decontam.py on a busy 2-core machine: ~1e6 AST (record, problem)
-    pairs/s effective after candidate filtering (2-3e6 measured), ~50 texts/s through MiniLM.
-    """
-    from ..budget import estimate_cpu, load_prices
 
-    if n_records is None:
-        from ..synthesis.stage import SynthesisConfig
-
-        n_records = SynthesisConfig.for_preset(config.preset).n_exercises
-    prices = prices or load_prices()
-    embed_s = n_records / 50 if config.embedder else 0.0
-    hours = (n_records * 164 / 1e6 + embed_s) / 3600.0
-    return estimate_cpu("decontam", hours, prices)
+def estimate(config: DecontamConfig, prices: budget.PriceBook | None = None) -> budget.StageEstimate:
+    return budget.price_lines(STAGE, budget_lines(config), {}, prices)
 
 
 # ---- benchmark problems -----------------------------------------------------------------------
 
 def benchmark_problems(config: DecontamConfig) -> dict[str, list[dict]]:
     """{"humaneval": [{task_id, text}], "mbpp": [...]}: the code each training record is compared with."""
-    from ..problems import load_humaneval
-
     out = {"humaneval": [{"task_id": p["task_id"], "text": p["prompt"] + p.get("canonical_solution", "")}
                          for p in load_humaneval()]}
     if config.mbpp_path:
@@ -117,15 +126,12 @@ def ngram_overlap(records: Sequence[dict], problems: Sequence[dict], n: int = 13
              "shared": len(gs), "example": " ".join(gs[0])} for (j, i), gs in sorted(hits.items())]
 
 
-def embedding_neighbours(records: Sequence[dict], problems: Sequence[dict], config: DecontamConfig) -> list[dict]:
+def embedding_neighbours(records: Sequence[dict], problems: Sequence[dict], config: DecontamConfig,
+                         progress: bool = True) -> list[dict]:
     """For each problem, its nearest record by L2 distance between unit-normalized embeddings."""
-    import numpy as np
-
-    from ..embed import Embedder
-
     if not records:
         return []
-    emb = Embedder(config.embedder, max_length=config.embed_max_length, progress=config.progress)
+    emb = Embedder(config.embedder, max_length=config.embed_max_length, progress=progress)
     r = emb.embed([x["text"] for x in records], desc="embed exercises")
     p = emb.embed([x["text"] for x in problems], desc="embed problems")
     r /= np.linalg.norm(r, axis=1, keepdims=True) + 1e-12
@@ -140,13 +146,12 @@ def embedding_neighbours(records: Sequence[dict], problems: Sequence[dict], conf
 
 def ast_matches(records: Sequence[dict], problems: Sequence[dict], tau_min: float, progress: bool = False):
     """Pairs with AST match rate >= tau_min, as dicts, plus pruning statistics."""
-    from .ast_match import ast_sequence, match_all
-
     q = [ast_sequence(r["text"]) for r in records]
     ref = [ast_sequence(p["text"]) for p in problems]
-    t = time.perf_counter()
-    matches, stats = match_all(q, ref, tau_min, progress=progress)
-    stats.update(seconds=time.perf_counter() - t, unparsable_records=sum(s is None for s in q))
+    timer = Timer()
+    with timer("match"):
+        matches, stats = match_all(q, ref, tau_min, progress=progress)
+    stats.update(seconds=timer.seconds["match"], unparsable_records=sum(s is None for s in q))
     rows = [{"task_id": problems[m.ref]["task_id"], "record_id": records[m.query]["id"], "rate": m.rate}
             for m in matches]
     return rows, stats
@@ -185,27 +190,16 @@ def table3(split: dict[str, dict], n_records: int):
 
 # ---- the stage ----------------------------------------------------------------------------------
 
-@dataclass
-class DecontamResult:
-    out_dir: str
-    split_path: str  # humaneval_split.json
-    pruned: dict[str, str]  # tau -> pruned exercises JSONL
+@dataclass(kw_only=True)
+class DecontamResult(StageResult):
+    split_path: str  # humaneval_split.json (read by the evaluation stage)
+    pruned: dict[str, str]  # tau -> exercises JSONL pruned at that tau
     table: list[dict]  # Table 3 rows
-    n_records: int
-    ngram_hits: int  # (task, record) pairs sharing a 13-gram
-    embedding: dict[str, Any]  # summary of nearest-neighbour distances
-    ast_stats: dict[str, Any]
-    seconds: dict[str, float]
-    usage: dict[str, float] = field(default_factory=lambda: {"usd": 0.0})
-    extra_splits: dict[str, str] = field(default_factory=dict)  # e.g. mbpp -> mbpp_split.json
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DecontamResult":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    n_records: int  # exercises checked
+    ngram_hits: int  # (problem, record) pairs sharing an n-gram
+    embedding: dict[str, Any]  # summary of the nearest-neighbour distances
+    ast_stats: dict[str, Any]  # candidate pruning statistics of the AST match
+    extra_splits: dict[str, str] = field(default_factory=dict)  # other benchmarks: name -> <name>_split.json
 
     def table_df(self):
         """Table 3 as a DataFrame, columns in reading order."""
@@ -215,66 +209,69 @@ class DecontamResult:
         return pd.DataFrame(self.table)[cols]
 
     def split(self) -> dict:
-        return json.loads(Path(self.split_path).read_text())
+        return json.loads(Path(self.split_path).read_text(encoding="utf-8"))
 
 
-def _load_data(data_dir: Path, textbooks: bool) -> tuple[list[dict], list[dict]]:
-    ex = data_dir / "exercises.jsonl"
-    if not ex.exists():
-        raise DataError(f"{ex}: no exercises to decontaminate; point --data at a synthesis folder "
-                        "(with exercises.jsonl from `phi1 synth exercises`)")
-    exercises = read_jsonl(ex)
-    for i, r in enumerate(exercises, 1):
+def _read_records(path: Path, what: str) -> list[dict]:
+    records = read_jsonl(path, strict=True)
+    for i, r in enumerate(records, 1):
         if "id" not in r or not isinstance(r.get("text"), str):
-            raise DataError(f"{ex}:{i}: record needs `id` and a string `text` field")
-    tb = data_dir / "textbooks.jsonl"
-    books = read_jsonl(tb) if textbooks and tb.exists() else []
+            raise DataError(f"{path}: record {i} needs `id` and a string `text` field ({what})")
+    ids = [r["id"] for r in records]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise DataError(f"{path}: id {dup!r} appears more than once; record ids must be unique")
+    return records
+
+
+def inputs_of(config: DecontamConfig, run_dir: RunDir) -> dict[str, Path]:
+    """The files this stage reads: the exercises (required) and the textbooks (when checked and present)."""
+    found = {"exercises": Path(config.exercises_file) if config.exercises_file else
+             run_dir.input("synthesis", "exercises.jsonl")}
+    if config.textbooks:
+        tb = Path(config.textbooks_file) if config.textbooks_file else run_dir.path("synthesis", "textbooks.jsonl")
+        if config.textbooks_file or tb.exists():
+            found["textbooks"] = tb
+    for name, path in found.items():
+        if not path.is_file():
+            raise DataError(f"{path}: {name} file not found; give a JSONL with `id` and `text` per line")
+    return found
+
+
+def read(paths: dict[str, Path]) -> tuple[list[dict], list[dict]]:
+    exercises = _read_records(paths["exercises"], "an exercise")
+    if not exercises:
+        raise DataError(f"{paths['exercises']}: no exercises to check; run synthesis first (phi1 synth exercises)")
+    books = _read_records(paths["textbooks"], "a textbook section") if "textbooks" in paths else []
     return exercises, books
 
 
-def run_decontamination(config: DecontamConfig, data_dir=None, out_dir=None, *, force: bool = False) -> DecontamResult:
-    """Measure overlap, prune exercises at each tau, write the splits; a finished run is returned as stored."""
-    data_dir = Path(data_dir) if data_dir is not None else runs.stage_dir("synthesis", preset=config.preset)
-    out = Path(out_dir) if out_dir is not None else runs.stage_dir("decontam", preset=config.preset)
-    out.mkdir(parents=True, exist_ok=True)
-    stored = runs.load_result(out)
-    if stored is not None and not force:
-        return DecontamResult.from_dict(stored)
-    exercises, books = _load_data(data_dir, config.textbooks)
-    seconds: dict[str, float] = {}
-    benches = benchmark_problems(config)
-    he = benches["humaneval"]
-
-    t = time.perf_counter()
-    hits = ngram_overlap(exercises + books, he, config.ngram)
-    write_jsonl(out / "ngram_hits.jsonl", hits)
-    seconds["ngram"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    emb_summary: dict[str, Any] = {"embedder": config.embedder, "skipped": config.embedder is None}
-    if config.embedder is not None and exercises:
-        nn = embedding_neighbours(exercises, he, config)
+def measure_embedding(exercises: list[dict], problems: list[dict], config: DecontamConfig, out: Path,
+                      progress: bool) -> dict[str, Any]:
+    summary: dict[str, Any] = {"embedder": config.embedder, "skipped": config.embedder is None}
+    if config.embedder is not None:
+        nn = embedding_neighbours(exercises, problems, config, progress=progress)
         write_jsonl(out / "embedding_nn.jsonl", nn)
         d = sorted(x["l2"] for x in nn)
-        emb_summary.update(min_l2=d[0], median_l2=d[len(d) // 2], flagged=sum(x["flagged"] for x in nn),
-                           flag_l2=config.embed_flag_l2)
-    seconds["embedding"] = time.perf_counter() - t
+        summary.update(min_l2=d[0], median_l2=d[len(d) // 2], flagged=sum(x["flagged"] for x in nn),
+                       flag_l2=config.embed_flag_l2)
+    return summary
 
-    t = time.perf_counter()
-    matches, ast_stats = ast_matches(exercises, he, min(config.taus), progress=config.progress)
+
+def split_and_prune(exercises: list[dict], benches: dict[str, list[dict]], config: DecontamConfig, out: Path,
+                    progress: bool) -> dict[str, Any]:
+    """AST matches against each benchmark, the similar/non-similar split per tau, exercises pruned per tau."""
+    matches, stats = ast_matches(exercises, benches["humaneval"], min(config.taus), progress=progress)
     write_jsonl(out / "ast_matches.jsonl", matches)
-    split = split_table(matches, he, exercises, config.taus)
+    split = split_table(matches, benches["humaneval"], exercises, config.taus)
     (out / "humaneval_split.json").write_text(json.dumps(split, indent=1), encoding="utf-8")
     extra = {}
     for name, probs in benches.items():
-        if name == "humaneval":
-            continue
-        m2, _ = ast_matches(exercises, probs, min(config.taus))
-        path = out / f"{name}_split.json"
-        path.write_text(json.dumps(split_table(m2, probs, exercises, config.taus), indent=1), encoding="utf-8")
-        extra[name] = str(path)
-    seconds["ast"] = time.perf_counter() - t
-
+        if name != "humaneval":
+            other, _ = ast_matches(exercises, probs, min(config.taus))
+            path = out / f"{name}_split.json"
+            path.write_text(json.dumps(split_table(other, probs, exercises, config.taus), indent=1), encoding="utf-8")
+            extra[name] = str(path)
     best: dict[str, float] = {}
     for m in matches:
         best[m["record_id"]] = max(best.get(m["record_id"], 0.0), m["rate"])
@@ -283,10 +280,41 @@ def run_decontamination(config: DecontamConfig, data_dir=None, out_dir=None, *, 
         path = out / f"exercises_pruned_tau{tau:g}.jsonl"
         write_jsonl(path, (r for r in exercises if best.get(r["id"], 0.0) < tau - 1e-9))
         pruned[f"{tau:g}"] = str(path)
-    table = table3(split, len(exercises))
+    return {"split": split, "stats": stats, "extra": extra, "pruned": pruned}
+
+
+def run(config: DecontamConfig, run_dir: RunDir, *, ledger: budget.Ledger | None = None,
+        prices: budget.PriceBook | None = None, force: bool = False, progress: bool = True) -> DecontamResult:
+    """Measure overlap (n-gram, embedding, AST), split HumanEval, prune the exercises per tau; result.json last."""
+    out = run_dir.stage(STAGE)
+    paths = inputs_of(config, run_dir)
+    inputs = {name: runs.identity(path) for name, path in paths.items()}
+    if (done := load_stored(DecontamResult, out, config, root=run_dir.root, inputs=inputs, force=force)) is not None:
+        return done
+    est = estimate(config, prices)
+    t = Timer()
+    with t("read"):
+        exercises, books = read(paths)
+        benches = benchmark_problems(config)
+    with t("ngram"):
+        hits = ngram_overlap(exercises + books, benches["humaneval"], config.ngram)
+        write_jsonl(out / "ngram_hits.jsonl", hits)
+    with t("embedding"):
+        emb = measure_embedding(exercises, benches["humaneval"], config, out, progress)
+    with t("ast"):
+        ast = split_and_prune(exercises, benches, config, out, progress)
+    table = table3(ast["split"], len(exercises))
     table.to_csv(out / "table3.csv", index=False)
-    result = DecontamResult(out_dir=str(out), split_path=str(out / "humaneval_split.json"), pruned=pruned,
-                            table=table.to_dict(orient="records"), n_records=len(exercises), ngram_hits=len(hits),
-                            embedding=emb_summary, ast_stats=ast_stats, seconds=seconds, extra_splits=extra)
-    runs.save_result(out, result.to_dict())
-    return result
+    usage = Usage(cpu_s=t.cpu_s, wall_s=t.wall_s)
+    if ledger is not None:
+        ledger.record(STAGE, usd=0.0, cpu_seconds=usage.cpu_s, estimate_usd=est.cost_usd, preset=config.preset)
+    files = {"split": str(out / "humaneval_split.json"), "table3": str(out / "table3.csv"),
+             "ngram_hits": str(out / "ngram_hits.jsonl"), "ast_matches": str(out / "ast_matches.jsonl"),
+             **{f"pruned_tau{k}": v for k, v in ast["pruned"].items()}}
+    metrics = {"records": len(exercises), "textbooks": len(books), "ngram_hits": len(hits),
+               "similar": {r["tau"]: r["similar"] for r in table.to_dict(orient="records")}}
+    return DecontamResult(
+        **common_fields(config, out, run_dir, inputs, est), files=files, metrics=metrics, usage=usage,
+        seconds=t.finish(), split_path=files["split"], pruned=ast["pruned"], table=table.to_dict(orient="records"),
+        n_records=len(exercises), ngram_hits=len(hits), embedding=emb, ast_stats=ast["stats"],
+        extra_splits=ast["extra"]).save()

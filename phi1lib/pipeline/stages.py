@@ -33,11 +33,13 @@ def synthesis(p: "Pipeline") -> StagePair:
 
 
 def decontam(p: "Pipeline") -> StagePair:
-    from ..decontam.stage import DecontamConfig, estimate_cost, run_decontamination
+    from .. import decontam as stage
+    from ..runs import RunDir
 
-    cfg = DecontamConfig.for_preset(p.preset.name, progress=False)
-    return (lambda: estimate_cost(cfg, p.prices),
-            lambda out, force: run_decontamination(cfg, p.root / "synthesis", out, force=force))
+    cfg = stage.DecontamConfig.for_preset(p.preset.name)
+    return (lambda: stage.estimate(cfg, p.prices),
+            lambda out, force: stage.run(cfg, RunDir(p.root), ledger=p.ledger, prices=p.prices, force=force,
+                                         progress=False))
 
 
 def _train(p: "Pipeline", stage: str, out: Path, **overrides: Any):
