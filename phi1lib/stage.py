@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Iterator, TypeVar
 
 from . import runs
 from .errors import ConfigError, DataError
-from .presets import Preset, get_preset
+from .presets import Hardware, Preset, get_preset
 
 R = TypeVar("R", bound="StageResult")
 
@@ -225,6 +225,12 @@ class StageConfig:
     def fingerprint(self, root: str | os.PathLike | None = None, inputs: dict[str, str] | None = None) -> str:
         doc = {"stage": self.stage_name, "config": self.fingerprint_dict(root), "inputs": dict(sorted((inputs or {}).items()))}
         return hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def plan_defaults(hardware: Hardware, **extra: Any) -> dict[str, Any]:
+    """The defaults a stage's plan lines are priced with (`budget.price_lines`): the hardware, plus `extra`.
+    The pipeline prices a whole preset with the same defaults, so both add up to the same dollars."""
+    return {"gpu": hardware.gpu, "n_gpus": hardware.n_gpus, "mfu": hardware.mfu, **extra}
 
 
 # ---- usage and timing ------------------------------------------------------------------------------
