@@ -16,6 +16,11 @@ import time
 
 import numpy as np
 
+from phi1lib.embed import Embedder
+from phi1lib.filtering import score_pool
+from phi1lib.filtering.classifier import save_classifier, train_classifier
+from phi1lib.filtering.corpus import read_installed_python
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,11 +33,6 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import torch
-
-    from phi1lib.filtering.corpus import read_installed_python
-    from phi1lib.embed import Embedder
-    from phi1lib.filtering.classifier import save_classifier, train_classifier
-    from phi1lib.filtering.stage import score_pool
 
     texts = [r["text"] for r in read_installed_python(max(args.sizes), seed=123)]
     print(f"corpus: {len(texts)} installed Python files; embedder {args.embedder}, max_length {args.max_length}, "

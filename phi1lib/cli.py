@@ -15,7 +15,10 @@ from .errors import Phi1Error
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="phi1",
-        description="The phi-1 recipe: budget, filtering, synthesis, training, evaluation.",
+        description="The phi-1 recipe: budget, filtering, synthesis, training, evaluation. Every stage command "
+                    "takes --preset, --out RUN_FOLDER, --set FIELD=VALUE, --prices DIR, --force and --json.",
+        epilog="examples: phi1 budget --scenario phi1-paper | phi1 run --preset tiny --out runs/tiny | "
+               "phi1 run --preset phi1 --dry-run | phi1 eval score --samples samples.jsonl",
     )
     parser.add_argument("--version", action="version", version=f"phi1 {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -105,13 +105,3 @@ def load_result(folder: str | os.PathLike) -> dict[str, Any] | None:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: unreadable stage result ({exc}); delete it or rerun the stage with --force") from None
 
-
-# TEMPORARY (removed when every stage takes a RunDir): the old helpers the unconverted stages still call.
-def run_dir(preset: str = "tiny") -> Path:
-    path = RunDir.for_preset(preset).root
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def stage_dir(stage: str, root: str | os.PathLike | None = None, preset: str = "tiny") -> Path:
-    return RunDir(Path(root) if root is not None else run_dir(preset)).stage(stage)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from phi1lib import llm
 from phi1lib.filtering import annotate
 from phi1lib.filtering.annotate import heuristic_rubric, parse_rating
 
@@ -94,8 +95,6 @@ def test_prompt_carries_the_code_and_stand_in_reads_it_back():
     assert "educational value" in prompt.lower() and "basic coding concepts" in prompt
     assert "def binary_search" in prompt
 
-    from phi1lib import llm
-
     req = llm.Request(messages=[{"role": "user", "content": prompt}])
     assert annotate.heuristic_answer(req) == f"Educational value: {heuristic_rubric(DOCUMENTED)['rating']}"
     long = annotate.build_prompt("x = 1\n" * 2000, max_chars=100)
@@ -120,8 +119,6 @@ def test_stand_in_through_llm_layer_matches_rubric(tmp_path):
 
 
 def test_unparseable_answers_are_retried_then_dropped(tmp_path):
-    from phi1lib import llm
-
     def flaky(request):
         code = annotate._code_from_prompt(request.messages[0]["content"])
         if "binary_search" in code:  # always evasive: dropped after the retry

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from phi1lib import budget
+from phi1lib import budget, pipeline
 from phi1lib.budget.view import BudgetCalculator, plot_stages, stacked_bar_html
 
 
@@ -22,7 +22,7 @@ def _shown_total(calc) -> float:
 
 
 def test_starts_on_the_seed_and_shows_every_line(prices):
-    calc = BudgetCalculator(prices=prices)
+    calc = BudgetCalculator(pipeline.plans(), prices=prices)
     assert _shown_total(calc) == 6478.10
     assert calc.table.value.count('class="phi1-line"') == 8
     for item in ("textbooks output", "annotate input", "gpus", "cappuccino"):
@@ -31,7 +31,7 @@ def test_starts_on_the_seed_and_shows_every_line(prices):
 
 
 def test_token_price_and_coffee_knobs_change_the_total(prices):
-    calc = BudgetCalculator(prices=prices)
+    calc = BudgetCalculator(pipeline.plans(), prices=prices)
     calc.knobs["textbooks.tokens_out"].widget.value = 2000  # millions: 2B instead of 1B
     # +1B out at $0.002/1K and +0.1B in at $0.0015/1K (input follows the 1:10 ratio)
     assert calc.state()["total_usd"] == pytest.approx(6478.104 + 2000 + 150)
@@ -48,8 +48,8 @@ def test_token_price_and_coffee_knobs_change_the_total(prices):
 
 
 def test_preset_gpu_count_mfu_and_model_size(prices):
-    calc = BudgetCalculator("preset: phi1", prices=prices)
-    base = budget.estimate_preset("phi1", prices)
+    calc = BudgetCalculator(pipeline.plans(), "preset: phi1", prices=prices)
+    base = pipeline.estimate_preset("phi1", prices)
     assert calc.state()["total_usd"] == pytest.approx(base.total_usd)
     pre = lambda: next(s for s in calc.state()["stages"] if s["stage"] == "pretrain")  # noqa: E731
     a100_hours = pre()["gpu_hours"]
@@ -68,7 +68,7 @@ def test_preset_gpu_count_mfu_and_model_size(prices):
 
 
 def test_price_date_and_plan_dropdowns(prices):
-    calc = BudgetCalculator(prices=prices)
+    calc = BudgetCalculator(pipeline.plans(), prices=prices)
     calc.as_of.value = "latest"  # gpt-3.5-turbo now resolves to the 2024 snapshot
     assert calc.state()["total_usd"] < 6478.10
     assert "gpt-3.5-turbo-0125" in calc.table.value
@@ -78,7 +78,7 @@ def test_price_date_and_plan_dropdowns(prices):
 
 
 def test_bad_input_shows_an_error_not_a_traceback(prices):
-    calc = BudgetCalculator("preset: phi1", prices=prices)
+    calc = BudgetCalculator(pipeline.plans(), "preset: phi1", prices=prices)
     calc.knobs["gpu"].widget.value = "cpu"
     before = calc.state()["total_usd"]
     calc.knobs["n_gpus"].widget.value = 0
@@ -96,12 +96,12 @@ def test_stacked_bar_and_plot(prices):
     import matplotlib
 
     matplotlib.use("Agg")
-    ax = plot_stages({"seed": seed, "phi1": budget.estimate_preset("phi1", prices)})
+    ax = plot_stages({"seed": seed, "phi1": pipeline.estimate_preset("phi1", prices)})
     assert len(ax.patches) >= 4
 
 
 def test_llm_price_knobs_follow_the_model_and_accept_user_prices(prices):
-    calc = BudgetCalculator(prices=prices)
+    calc = BudgetCalculator(pipeline.plans(), prices=prices)
     kin, kout = calc.knobs["price.textbooks.in"].widget, calc.knobs["price.textbooks.out"].widget
     assert (kin.value, kout.value) == (0.0015, 0.002)  # gpt-3.5-turbo as of June 2023
     # The transcript's misread prices typed in by hand: +$1,350 input and +$18,000 output on textbooks.

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from phi1lib import budget, paper, presets
+from phi1lib import budget, paper, pipeline, presets
 from phi1lib.errors import ConfigError
 from phi1lib.paths import costs_dir
 
@@ -173,7 +173,7 @@ def test_phi1_pretraining_lands_near_770_a100_hours(prices):
     six_n = budget.estimate_training("pretrain", spec, tokens, prices, attention=False, mfu=paper.IMPLIED_MFU)
     assert six_n.gpu_hours == pytest.approx(770.0, rel=1e-9)  # the definition of the implied MFU
     assert paper.IMPLIED_MFU == pytest.approx(0.495, abs=0.001)
-    full = budget.estimate_preset("phi1", prices).stage("pretrain")
+    full = pipeline.estimate_preset("phi1", prices).stage("pretrain")
     assert 0.95 < full.gpu_hours / 770 < 1.20  # with the attention term: ~871 h at MFU 0.5
     assert full.wall_hours == pytest.approx(full.gpu_hours / 8)
     assert full.wall_hours < 4 * 24 + 24  # "under 4 days" give or take the attention term
@@ -220,10 +220,10 @@ def test_more_training_tokens_never_cheaper(t1, dt, gpu, n):
 
 @settings(max_examples=25, deadline=None)
 @given(scale=st.floats(min_value=1.0, max_value=100.0),
-       key=st.sampled_from(["textbooks.tokens_out", "exercises.tokens_out", "pretrain.steps", "annotate.samples",
-                            "finetune.batch_seqs"]))
+       key=st.sampled_from(["textbooks.samples", "exercises.out_per_sample", "pretrain.steps", "annotate.samples",
+                            "finetune.batch_seqs", "embed.tokens", "generate.tokens"]))
 def test_preset_total_grows_with_any_token_knob(scale, key):
-    base = budget.preset_scenario("phi1")
+    base = pipeline.preset_scenario("phi1")
     value = base.get(key) * scale
     if key.endswith(("steps", "batch_seqs")):
         value = int(math.ceil(value))
@@ -236,28 +236,32 @@ def test_preset_total_grows_with_any_token_knob(scale, key):
 
 def test_preset_stages_are_derived_from_the_config(prices):
     p = presets.get_preset("phi1-small")
-    b = budget.estimate_preset(p, prices)
-    assert [s.stage for s in b.stages] == ["filtering", "synthesis", "pretrain", "finetune", "evaluation", "coffee"]
+    b = pipeline.estimate_preset(p, prices)
+    # What `phi1 run` runs on a GPU preset, in order; the ablation is opt-in there.
+    assert [s.stage for s in b.stages] == ["filtering", "synthesis", "decontam", "pretrain", "finetune", "evaluation"]
     pre = b.stage("pretrain")
     assert pre.tokens == p.pretrain.tokens
     assert pre.flops == pytest.approx(budget.flops_per_token(p.model, p.pretrain.seq_len) * p.pretrain.tokens)
     syn = b.stage("synthesis")
-    assert syn.tokens == pytest.approx((p.data.textbook_tokens + p.data.exercise_tokens) * (1 + p.data.synth_input_ratio))
-    changed = presets.with_overrides(p, pretrain={"steps": p.pretrain.steps * 2})
-    assert budget.estimate_preset(changed, prices).stage("pretrain").gpu_hours == pytest.approx(2 * pre.gpu_hours)
+    out_tokens = p.data.n_textbooks * p.data.tokens_per_textbook + p.data.n_exercises * p.data.tokens_per_exercise
+    assert out_tokens == pytest.approx(p.data.textbook_tokens + p.data.exercise_tokens, rel=1e-3)
+    assert syn.tokens > out_tokens  # plus the prompts, measured from the real prompt templates
+    changed = presets.with_overrides(p, pretrain={"steps": p.pretrain.steps * 2, "decay_steps": p.pretrain.decay_steps * 2})
+    assert pipeline.estimate_preset(changed, prices).stage("pretrain").gpu_hours == pytest.approx(2 * pre.gpu_hours)
 
 
 def test_tiny_preset_is_free_but_not_silent(prices):
-    b = budget.estimate_preset("tiny", prices)
-    assert b.total_usd == pytest.approx(5.65)  # only the coffee; stand-ins and the laptop cost $0
+    b = pipeline.estimate_preset("tiny", prices)
+    assert b.total_usd == 0.0  # offline stand-ins and your own laptop cost nothing
     assert b.stage("pretrain").wall_hours > 0 and b.stage("filtering").tokens > 0
+    assert b.stage("ablation").wall_hours > b.stage("pretrain").wall_hours  # tiny runs the ablation by default
 
 
 def test_overrides_and_errors(prices):
     sc = budget.load_scenario("phi1-paper")
     assert budget.price_scenario(sc.with_overrides(["textbooks.batch=true", "as_of=latest"]), prices).total_usd < 6478
-    h100 = budget.estimate_preset("phi1", prices, ["gpu=H100", "rental=p5.48xlarge"]).stage("pretrain")
-    a100 = budget.estimate_preset("phi1", prices).stage("pretrain")
+    h100 = pipeline.estimate_preset("phi1", prices, ["gpu=H100", "rental=p5.48xlarge"]).stage("pretrain")
+    a100 = pipeline.estimate_preset("phi1", prices).stage("pretrain")
     assert h100.gpu_hours == pytest.approx(a100.gpu_hours * 312 / 989)
     for bad, needle in [(["nope=1"], "unknown key"), (["textbooks.colour=red"], "tokens_out"),
                         (["ghost.tokens_out=1"], "textbooks"), (["mfu=fast"], "expected a number"),
@@ -284,13 +288,13 @@ def test_budget_imports_no_heavy_modules():
 
 
 def test_preset_based_scenario_file_and_params_override(prices):
-    today = budget.price_scenario(budget.load_scenario("phi1-2025"), prices)
-    a100 = budget.estimate_preset("phi1", prices)
+    today = budget.price_scenario(pipeline.load_scenario("phi1-2025"), prices)
+    a100 = pipeline.estimate_preset("phi1", prices)
     assert today.scenario.defaults["gpu"] == "H100" and today.scenario.as_of is None
     assert today.stage("pretrain").gpu_hours == pytest.approx(a100.stage("pretrain").gpu_hours * 312 / 989)
     assert today.stage("synthesis").cost_usd == pytest.approx(a100.stage("synthesis").cost_usd / 2)  # Batch API
     # params= replaces N in 6N; the attention term keeps the model's shape.
-    sc = budget.preset_scenario("phi1").with_overrides({"pretrain.params": 2 * presets.get_preset("phi1").model.n_params()})
+    sc = pipeline.preset_scenario("phi1").with_overrides({"pretrain.params": 2 * presets.get_preset("phi1").model.n_params()})
     spec, tokens = presets.get_preset("phi1").model, presets.get_preset("phi1").pretrain.tokens
     want = (budget.flops_per_token(spec, 2048) + 6 * spec.n_params()) * tokens
     assert budget.price_scenario(sc, prices).stage("pretrain").flops == pytest.approx(want)

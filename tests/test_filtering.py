@@ -1,17 +1,25 @@
-"""Filtering stage: threshold logic, config validation, classifier round trip, cost estimate, and end-to-end runs."""
+"""Filtering stage: threshold logic, config validation, classifier round trip, estimate, and end-to-end runs."""
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import sysconfig
 
 import numpy as np
 import pytest
 
-from phi1lib import runs
-from phi1lib.filtering import stage as filtering
-from phi1lib.errors import ConfigError
+from phi1lib import budget, filtering, runs
+from phi1lib.cli import main
+from phi1lib.embed import Embedder, minilm_path
+from phi1lib.errors import ConfigError, DataError
 from phi1lib.filtering import FilterConfig, choose_threshold
+from phi1lib.filtering import stage as filtering_stage
+from phi1lib.filtering.classifier import binary_metrics, load_classifier, save_classifier, train_classifier
+from phi1lib.presets import get_preset
+from phi1lib.runs import RunDir
+from phi1lib.stage import StaleResult
 
 
 def test_threshold_by_keep_fraction():
@@ -42,24 +50,47 @@ def test_config_for_presets():
     assert (tiny.corpus, tiny.annotator, tiny.embedder) == ("installed", "heuristic", "minilm-local")
     assert tiny.corpus_samples == 3000 and tiny.annotate_samples == 600
     assert tiny.keep_fraction == pytest.approx(1 / 3)
+    assert tiny.tokens_per_sample == 1000.0 and tiny.hardware == get_preset("tiny").hardware
+    assert FilterConfig() == tiny  # the dataclass defaults are the tiny preset
     paper = FilterConfig.for_preset("phi1")
     assert paper.corpus == "the-stack-python" and paper.annotator == "gpt-4" and paper.device == "cuda"
     assert paper.keep_fraction == pytest.approx(6 / 35)
+    assert paper.tokens_per_sample == 1750.0 and paper.hardware.gpu == "A100" and paper.hardware.n_gpus == 8
     by_threshold = FilterConfig.for_preset("tiny", threshold=0.6)
     assert by_threshold.keep_fraction is None and by_threshold.threshold == 0.6
-    assert FilterConfig.for_preset("tiny", corpus_samples=50).annotate_samples == 50
+    both = FilterConfig.for_preset("tiny", threshold=0.6, keep_fraction=0.5)
+    assert both.keep_fraction == 0.5  # given explicitly: kept (the threshold still wins when choosing)
+    # No silent clamping: a pool smaller than the annotated subset is an error naming the field.
+    with pytest.raises(ConfigError, match=r"annotate_samples=600: expected at most the corpus samples \(50\)"):
+        FilterConfig.for_preset("tiny", corpus_samples=50)
+    assert FilterConfig.for_preset("tiny", corpus_samples=50, annotate_samples=50).annotate_samples == 50
 
 
 @pytest.mark.parametrize("bad", [dict(threshold=1.5), dict(keep_fraction=0.0), dict(keep_fraction=None),
                                  dict(pooling="max"), dict(granularity="line"), dict(corpus_samples=0),
-                                 dict(positive_min=7), dict(test_fraction=0.9), dict(preset="huge"), dict(nope=1)])
+                                 dict(positive_min=7), dict(test_fraction=0.9), dict(preset="huge"), dict(nope=1),
+                                 dict(annotate_samples=3001), dict(seed=-1), dict(n_estimators=1.5),
+                                 dict(tokens_per_sample=0.0), dict(hardware="A100")])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ConfigError):
         FilterConfig.for_preset(bad.pop("preset", "tiny"), **bad)
 
 
+def test_fingerprint_ignores_how_it_runs():
+    base = FilterConfig.for_preset("tiny")
+    same = [dict(num_proc=4), dict(device="cuda"), dict(batch_size=8), dict(score_batch_size=16), dict(cap_usd=1.0),
+            dict(base_url="http://localhost:8000/v1"), dict(annotate_tokens_in=1), dict(tokens_per_sample=5.0),
+            dict(hardware=get_preset("phi1").hardware)]
+    for change in same:
+        assert FilterConfig.for_preset("tiny", **change).fingerprint() == base.fingerprint(), change
+    for change in (dict(seed=1), dict(annotator="gpt-4"), dict(n_estimators=10), dict(max_length=32),
+                   dict(keep_fraction=0.5), dict(corpus="the-stack-python"),
+                   dict(annotate_tokens_out=100)):  # it caps the annotator's answer too
+        assert FilterConfig.for_preset("tiny", **change).fingerprint() != base.fingerprint(), change
+
+
 def test_metrics_on_a_known_case():
-    m = filtering.binary_metrics([0, 0, 1, 1, 1], [0.1, 0.6, 0.7, 0.8, 0.3])
+    m = binary_metrics([0, 0, 1, 1, 1], [0.1, 0.6, 0.7, 0.8, 0.3])
     assert m["confusion_matrix"] == [[1, 1], [1, 2]]
     assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
     assert m["roc_auc"] == pytest.approx(5 / 6)  # 5 of the 6 (positive, negative) pairs are ordered right
@@ -69,24 +100,24 @@ def test_classifier_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(80, 6))
     y = (X[:, 0] + 0.3 * rng.normal(size=80) > 0).astype(int)
-    clf = filtering.train_classifier(X, y, n_estimators=30, seed=0)
-    path = filtering.save_classifier(clf, tmp_path / "c.joblib", {"embedder": "minilm-local"})
-    again, meta = filtering.load_classifier(path)
+    clf = train_classifier(X, y, n_estimators=30, seed=0)
+    path = save_classifier(clf, tmp_path / "c.joblib", {"embedder": "minilm-local"})
+    again, meta = load_classifier(path)
     np.testing.assert_array_equal(clf.predict_proba(X), again.predict_proba(X))
     assert meta["embedder"] == "minilm-local"
-    assert filtering.binary_metrics(y, again.predict_proba(X)[:, 1])["roc_auc"] > 0.9
+    assert binary_metrics(y, again.predict_proba(X)[:, 1])["roc_auc"] > 0.9
     with pytest.raises(Exception, match="no saved classifier"):
-        filtering.load_classifier(tmp_path / "missing.joblib")
+        load_classifier(tmp_path / "missing.joblib")
 
 
-def test_estimate_cost(tmp_path_factory):
-    from phi1lib import budget
-
+def test_estimate(tmp_path_factory):
     prices = budget.load_prices()
-    tiny = filtering.estimate_cost(FilterConfig.for_preset("tiny"), prices)
+    tiny = filtering.estimate(FilterConfig.for_preset("tiny"), prices)
     assert tiny.cost_usd == 0.0 and tiny.tokens > 0 and tiny.flops > 0  # stand-in + own laptop: free, not zero work
+    assert [l["item"] for l in filtering.budget_lines(FilterConfig.for_preset("tiny"))] == ["annotate", "embed",
+                                                                                          "classify"]
     paper_cfg = FilterConfig.for_preset("phi1")
-    paper = filtering.estimate_cost(paper_cfg, prices)
+    paper = filtering.estimate(paper_cfg, prices)
     llm = budget.price_llm_usage("gpt-4", 100_000 * 100, 100_000 * 10, prices)
     annotate_usd = sum(l.cost_usd for l in paper.lines if l.item.startswith("annotate"))
     assert annotate_usd == pytest.approx(llm)
@@ -95,8 +126,6 @@ def test_estimate_cost(tmp_path_factory):
     # head) + the attention scores 4*L*d*T.
     import torch
     from transformers import AutoModel, CodeGenConfig, CodeGenForCausalLM
-
-    from phi1lib.embed import minilm_path
 
     with torch.device("meta"):
         codegen = CodeGenForCausalLM(CodeGenConfig(n_layer=20, n_embd=1024, n_head=16, rotary_dim=32,
@@ -114,16 +143,33 @@ def test_estimate_cost(tmp_path_factory):
     assert tiny_embed.flops == pytest.approx((2 * body + 4 * 6 * 384 * 64) * 3000 * 64, rel=0.02)
     # An embedder given as a local folder is priced from its config.json's shape: the shipped
     # MiniLM's folder costs what the table's "minilm-local" does.
-    by_folder = filtering.embed_flops_per_token(str(minilm_path()), 64)
-    assert by_folder == pytest.approx(filtering.embed_flops_per_token("minilm-local", 64), rel=1e-6)
+    by_folder = filtering_stage.embed_flops_per_token(str(minilm_path()), 64)
+    assert by_folder == pytest.approx(filtering_stage.embed_flops_per_token("minilm-local", 64), rel=1e-6)
+    folder_est = filtering.estimate(FilterConfig.for_preset("tiny", embedder=str(minilm_path())), prices)
+    assert next(l for l in folder_est.lines if l.item == "embed").flops == pytest.approx(tiny_embed.flops, rel=1e-6)
     with pytest.raises(ConfigError, match="config.json"):
-        filtering.embed_flops_per_token(str(tmp_path_factory.mktemp("no-config")), 64)
-    # The budget's preset plan prices the same embedding pass as the stage's own estimate.
-    from phi1lib.budget import preset_scenario, price_scenario
+        filtering_stage.embed_flops_per_token(str(tmp_path_factory.mktemp("no-config")), 64)
 
-    for name, stage_est in (("tiny", tiny), ("phi1", paper)):
-        planned = next(l for l in price_scenario(preset_scenario(name), prices).lines if l.item == "embed")
-        assert planned.flops == pytest.approx(next(l for l in stage_est.lines if l.item == "embed").flops, rel=1e-3)
+
+def test_estimate_is_the_preset_plan_for_phi1():
+    """The phi1 preset's filtering lines, priced as the budget priced its own preset plan before the stages
+    described their work (annotate, embed, classify; numbers computed from the pre-refactor plan)."""
+    prices = budget.load_prices()
+    config = FilterConfig.for_preset("phi1")
+    est = filtering.estimate(config, prices)
+    assert [l.item for l in est.lines] == ["annotate input", "annotate output", "embed", "classify"]
+    hw = get_preset("phi1").hardware
+    spec = budget.EXTRA_MODELS["Salesforce/codegen-350M-mono"]
+    tokens = 20_000_000 * 512  # every sample's first 512 tokens (max_length < the 1,750 planned per sample)
+    flops = (2 * budget.body_params(spec) + 4 * spec.n_layer * spec.d_model * 512) * tokens
+    assert flops == pytest.approx(5.58811316224e18, rel=1e-12)
+    embed = budget.estimate_compute("filtering", flops, prices, gpu=hw.gpu, n_gpus=hw.n_gpus, mfu=hw.mfu, tokens=tokens)
+    classify = budget.estimate_cpu("filtering", 20_000_000 * 1e-4 / 3600, prices)
+    annotate = budget.price_llm_usage("gpt-4", 100_000 * 100, 100_000 * 10, prices)
+    assert est.cost_usd == pytest.approx(annotate + embed.cost_usd + classify.cost_usd, rel=1e-12)
+    assert est.flops == pytest.approx(flops, rel=1e-12) and est.gpu_hours == pytest.approx(embed.gpu_hours, rel=1e-12)
+    assert est.tokens == pytest.approx(100_000 * 110 + tokens, rel=1e-12) and est.tokens == 10_251_000_000
+    assert est.cpu_hours == pytest.approx(20_000_000 * 1e-4 / 3600, rel=1e-12)
 
 
 def test_count_tokens():
@@ -135,11 +181,16 @@ def test_count_tokens():
 STDLIB = sysconfig.get_paths()["stdlib"]
 
 
+def _small_config(**overrides) -> FilterConfig:
+    return FilterConfig.for_preset("tiny", **{**dict(corpus=STDLIB, corpus_samples=60, annotate_samples=48,
+                                                     n_estimators=50), **overrides})
+
+
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("filter-run") / "filtering"
-    cfg = FilterConfig.for_preset("tiny", corpus=STDLIB, corpus_samples=60, annotate_samples=48, n_estimators=50)
-    return cfg, filtering.run_filtering(cfg, out, progress=False)
+    run_dir = RunDir(tmp_path_factory.mktemp("filter-run"))
+    cfg = _small_config()
+    return cfg, filtering.run(cfg, run_dir, progress=False)
 
 
 @pytest.mark.slow
@@ -164,17 +215,24 @@ def test_run_writes_the_contracted_files(small_run):
     assert stored["stand_in"] == res.stand_in and stored["files"]["pool"].endswith("pool.parquet")
     for name in ("random_forest", "logreg_embeddings", "length_only", "heuristic_alone", "majority_class"):
         assert set(res.metrics[name]) >= {"precision", "recall", "f1", "roc_auc", "confusion_matrix"}
-    assert res.usage["usd"] == 0.0 and res.estimate["cost_usd"] == 0.0
+    assert res.usage.usd == 0.0 and res.estimate["cost_usd"] == 0.0
+    # The stage contract: one Usage, named steps, the corpus as an input, the annotator's store in the stage folder.
+    assert res.usage.tokens_in == res.annotation["prompt_tokens"] > 0 and res.usage.requests == 48
+    assert res.usage.wall_s > 0 and res.usage.cpu_s > 0 and res.usage.gpu_s == 0.0
+    assert set(res.seconds) >= {"read", "annotate", "embed_labelled", "train", "score", "total"}
+    assert res.stage == "filtering" and res.inputs["corpus"].startswith("file:") and res.fingerprint
+    assert (res.kept_path.parent / "annotations.sqlite").is_file()
+    assert res.kept_path.parent.name == "filtering"
+    assert filtering.load_pool(RunDir(res.kept_path.parent.parent))["id"].tolist() == pool["id"].tolist()
+    assert filtering.load_pool(res.out_dir)["id"].tolist() == pool["id"].tolist()
 
 
 @pytest.mark.slow
 def test_saved_classifier_reproduces_pool_scores(small_run):
     import pandas as pd
 
-    from phi1lib.embed import Embedder
-
     cfg, res = small_run
-    clf, meta = filtering.load_classifier(res.files["classifier"])
+    clf, meta = load_classifier(res.files["classifier"])
     pool = pd.read_parquet(res.files["pool"]).head(10)
     emb = Embedder(meta["embedder"], pooling=meta["pooling"], max_length=meta["max_length"], progress=False)
     np.testing.assert_allclose(clf.predict_proba(emb.embed(pool["text"].tolist()))[:, 1], pool["score"], atol=1e-9)
@@ -188,25 +246,94 @@ def test_rerun_returns_stored_result(small_run, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a finished stage must not read the corpus again")
 
-    monkeypatch.setattr(filtering, "load_corpus", boom)
-    again = filtering.run_filtering(cfg, res.out_dir, progress=False)
-    assert again.counts == res.counts and again.threshold == res.threshold
+    monkeypatch.setattr(filtering_stage, "load_corpus", boom)
+    run_dir = RunDir(res.kept_path.parent.parent)
+    again = filtering.run(cfg, run_dir, progress=False)
+    assert again.counts == res.counts and again.threshold == res.threshold and again.finished_at == res.finished_at
+    # Settings that only change how the work runs (or what the estimate plans) reuse the stored result too.
+    same = filtering.run(_small_config(num_proc=2, batch_size=8, device="cuda", tokens_per_sample=3.0), run_dir,
+                         progress=False)
+    assert same.finished_at == res.finished_at
+    # A setting that changes the result does not: the stage stops and says what changed and how to redo it.
+    with pytest.raises(StaleResult, match=r"n_estimators 50 -> now 20.*--force"):
+        filtering.run(_small_config(n_estimators=20), run_dir, progress=False)
+
+
+@pytest.mark.slow
+def test_force_redoes_and_a_changed_corpus_is_stale(small_run, tmp_path):
+    import pandas as pd
+
+    cfg, res = small_run
+    run_dir = RunDir(tmp_path / "run")
+    shutil.copytree(res.kept_path.parent, run_dir.path("filtering"))
+    # The same 60 texts as files of a folder of our own (so the embeddings are all cache hits).
+    code = tmp_path / "code"
+    code.mkdir()
+    for i, text in enumerate(pd.read_parquet(res.files["pool"])["text"]):
+        (code / f"m{i:02d}.py").write_text(text, encoding="utf-8")
+    config = _small_config(corpus=str(code), keep_fraction=0.5)
+    with pytest.raises(StaleResult, match="corpus"):
+        filtering.run(config, run_dir, progress=False)
+    redone = filtering.run(config, run_dir, progress=False, force=True)
+    assert redone.finished_at != res.finished_at and redone.fingerprint != res.fingerprint
+    assert redone.counts["pool_samples"] == 60 and redone.counts["kept_samples"] >= 30
+    assert redone.counts["embedded_by_model"] == 0  # every text was a cache hit of the first run
+    assert filtering.run(config, run_dir, progress=False).finished_at == redone.finished_at
+    # The folder changed since (a file added): another input, so the stored result is stale, named.
+    (code / "new.py").write_text("def added():\n    return 1\n", encoding="utf-8")
+    with pytest.raises(StaleResult, match=r"from other inputs \(corpus changed"):
+        filtering.run(config, run_dir, progress=False)
+
+
+def test_missing_inputs_name_what_to_do(tmp_path):
+    with pytest.raises(DataError, match="the filtering stage has not run"):
+        filtering.load_pool(RunDir(tmp_path / "empty"))
+    with pytest.raises(DataError, match="phi1 filter"):
+        filtering.load_pool(tmp_path)
+    with pytest.raises(ConfigError, match="corpus='/no/such/code'"):
+        filtering.run(FilterConfig.for_preset("tiny", corpus="/no/such/code"), RunDir(tmp_path / "run"))
+    assert not (tmp_path / "run" / "filtering" / "result.json").exists()
+
+
+def test_cli_bad_flags_name_the_flag(tmp_path, capsys):
+    out = str(tmp_path)
+    assert main(["filter", "--out", out, "--keep-fraction", "1.5"]) == 2
+    assert "--keep-fraction 1.5: expected a share in (0, 1]" in capsys.readouterr().err
+    assert main(["filter", "--out", out, "--limit", "0"]) == 2
+    assert "--limit 0: expected an integer >= 1" in capsys.readouterr().err
+    assert main(["filter", "--out", out, "--limit", "40", "--annotate", "100"]) == 2
+    assert "--annotate 100: expected at most the corpus samples (40)" in capsys.readouterr().err
+    assert main(["filter", "--out", out, "--set", "positive_min=x"]) == 2
+    assert "--set positive_min: expected an integer, got 'x'" in capsys.readouterr().err
+    assert main(["filter", "--out", out, "--preset", "phi1", "--estimate-only"]) == 0
+    assert "[filtering] estimate: $" in capsys.readouterr().out
+    # --limit below the preset's annotation size shrinks the annotated subset, and says so.
+    assert main(["filter", "--out", out, "--limit", "40", "--estimate-only"]) == 0
+    assert "--limit 40: annotating all 40 samples" in capsys.readouterr().out
+    assert not (tmp_path / "filtering").exists()  # nothing ran, nothing was created
 
 
 @pytest.mark.slow
 def test_cli_filter(tmp_path, capsys):
-    from phi1lib.cli import main
-
     args = ["filter", "--out", str(tmp_path), "--corpus", STDLIB, "--limit", "40", "--annotate", "30",
             "--threshold", "0.5"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "estimate: $0.0000" in out and "heuristic-stand-in" in out and "STAND-IN" in out
-    res = json.loads((tmp_path / "filtering" / "result.json").read_text())
+    assert out.count("heuristic-stand-in") == 1 and out.count("STAND-IN") == 1  # said once
+    aucs = re.findall(r"ROC-AUC (\S+)", out)  # formatted: 3 decimals
+    assert len(aucs) == 2 and all(re.fullmatch(r"(\d\.\d{3}|n/a);?", a) for a in aucs), aucs
+    res = json.loads((tmp_path / "filtering" / "result.json").read_text())  # --out is the run folder
     assert res["threshold"] == 0.5 and res["counts"]["pool_samples"] == 40
     assert (tmp_path / "ledger.jsonl").is_file()
-    assert main(["filter", "--preset", "nope", "--out", str(tmp_path)]) == 2
-    assert "unknown preset" in capsys.readouterr().err
+    assert main(args + ["--json"]) == 0  # stored: printed as JSON, not redone
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["finished_at"] == res["finished_at"] and printed["stage"] == "filtering"
+    assert main(args[:-1] + ["0.6"]) == 2
+    assert "threshold 0.5 -> now 0.6" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse rejects an unknown preset before any work
+        main(["filter", "--preset", "nope", "--out", str(tmp_path)])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
 
 
 @pytest.mark.slow

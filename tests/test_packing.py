@@ -35,13 +35,19 @@ def files(tmp_path):
     return jl, pq
 
 
-def test_parse_source():
+def test_parse_source(tmp_path):
     assert parse_source("x/kept.parquet") == DataSource(parse_source("x/kept.parquet").path, 1.0)
     s = parse_source("x/textbooks.jsonl:2.5")
     assert str(s.path) == "x/textbooks.jsonl" and s.weight == 2.5
     assert parse_source("C:data.jsonl").weight == 1.0  # suffix not a number: part of the path
     with pytest.raises(ConfigError, match="weight"):
         parse_source("a.jsonl:-1")
+    # A tail that is neither a number nor a path was meant as a weight: say so, not "file not found".
+    with pytest.raises(ConfigError, match="weight 'abc' after ':' is not a number"):
+        parse_source("f.jsonl:abc")
+    odd = tmp_path / "data:abc"  # unless a file of that very name exists
+    odd.write_text("")
+    assert parse_source(str(odd)) == DataSource(odd, 1.0)
 
 
 def test_read_texts_formats_and_errors(files, tmp_path):

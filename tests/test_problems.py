@@ -79,7 +79,7 @@ def test_mbpp_3shot_style(mbpp_file):
 
 @pytest.mark.parametrize("style", ["docstring", "3shot"])
 def test_mbpp_canonical_programs_pass_and_empty_fails(mbpp_file, style):
-    from phi1lib.evaluation.score import score_samples
+    from phi1lib.evaluation.scoring import score_samples
 
     probs = P.load_mbpp(mbpp_file, style)
     samples = [{"task_id": p["task_id"], "completion": c} for p in probs for c in (p["canonical_solution"], "")]

@@ -8,17 +8,21 @@ import inspect
 import json
 import statistics
 import textwrap
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 
-from phi1lib import budget
+from phi1lib import budget, runs, synthesis
 from phi1lib.errors import BudgetExceeded, ConfigError, DataError
 from phi1lib.jsonl import read_jsonl
+from phi1lib.presets import get_preset
+from phi1lib.runs import RunDir
+from phi1lib.stage import FieldError, StaleResult
+from phi1lib.synthesis import STAND_IN_NOTE, SynthesisConfig, kind_config, reason_category
 from phi1lib.synthesis.extractive import assign_units, extract_units, units_from_source
 from phi1lib.synthesis.prompts import exercise_prompts, load_list, textbook_prompts
 from phi1lib.synthesis.quality import check_textbook, code_blocks, parse_exercise, sandbox_available
-from phi1lib.synthesis import SynthesisConfig, estimate_cost, run_synthesis
 
 GOOD_EXERCISE = '''Here is the exercise:
 
@@ -162,12 +166,23 @@ def test_stand_in_assignment_prefers_topic_and_name_prefix():
 
 # ---- the stage ----------------------------------------------------------------------------------
 
+def _fast(**kw):
+    """A small offline config: no doctest runs (the sandbox path has its own test)."""
+    return SynthesisConfig.for_preset("tiny", **{"n_textbooks": 4, "n_exercises": 12, "sandbox": False, **kw})
+
+
+def _stamp(run_dir: RunDir) -> int:
+    """When result.json was last written (a reused result is not rewritten)."""
+    return run_dir.path("synthesis", "result.json").stat().st_mtime_ns
+
+
 def test_offline_run_writes_contract_files_and_is_resumable(tmp_path):
     src = _stdlib_parquet(tmp_path)
     cfg = SynthesisConfig.for_preset("tiny", n_textbooks=8, n_exercises=40, source=str(src))
-    out = tmp_path / "synthesis"
-    res = run_synthesis(cfg, out, progress=False)
-    assert res.stand_in and res.generator == "extractive-stand-in"
+    run_dir = RunDir(tmp_path / "run")
+    res = synthesis.run(cfg, run_dir, progress=False)
+    out = run_dir.path("synthesis")
+    assert res.stand_in == STAND_IN_NOTE and res.generator == "extractive-stand-in"
     assert (out / "result.json").exists() and (out / "rejected.jsonl").exists()
     books, exercises = read_jsonl(out / "textbooks.jsonl"), read_jsonl(out / "exercises.jsonl")
     assert books and exercises
@@ -183,11 +198,88 @@ def test_offline_run_writes_contract_files_and_is_resumable(tmp_path):
     assert c["requested"] == c["no_source"] + c["generated"] + c["llm_errors"]
     assert c["generated"] == c["accepted"] + c["failed_checks"] + c["failed_sandbox"] + c["duplicates"]
     assert len([r for r in rejected if r["kind"] == "exercise"]) == c["failed_checks"] + c["failed_sandbox"] + c["duplicates"]
-    assert res.usage["usd"] == 0.0
+    assert res.usage.usd == 0.0 and res.usage.requests == sum(k["requested"] - k["no_source"] for k in res.counts.values())
+    assert res.usage.wall_s > 0 and {"extract", "generate_textbook", "dedup_exercise", "write", "total"} <= set(res.seconds)
+    assert set(res.counts_table().index) == {"textbook", "exercise"}
+    assert res.inputs == {"source": runs.identity(src)} and res.fingerprint
     mtime = (out / "exercises.jsonl").stat().st_mtime_ns
-    again = run_synthesis(cfg, out, progress=False)  # finished: returned as stored, nothing rewritten
+    again = synthesis.run(cfg, run_dir, progress=False)  # finished: returned as stored, nothing rewritten
     assert again.counts == json.loads((out / "result.json").read_text())["counts"]
+    assert again.finished_at == res.finished_at and again.fingerprint == res.fingerprint
     assert (out / "exercises.jsonl").stat().st_mtime_ns == mtime
+
+
+def test_reads_the_runs_filtering_output_and_never_runs_filtering(tmp_path):
+    with pytest.raises(DataError, match="filtering stage has not run"):
+        synthesis.run(_fast(), RunDir(tmp_path / "empty"), progress=False)
+    assert not (tmp_path / "empty" / "filtering").exists()
+    _stdlib_parquet(tmp_path, modules=(textwrap,))  # <tmp_path>/filtering/kept.parquet
+    res = synthesis.run(_fast(), RunDir(tmp_path), progress=False)
+    assert res.counts["exercise"]["accepted"] > 0 and res.out_dir == str(tmp_path / "synthesis")
+    assert res.inputs["source"] == runs.identity(tmp_path / "filtering" / "kept.parquet")
+
+
+def test_stale_result_and_force(tmp_path):
+    _stdlib_parquet(tmp_path, modules=(textwrap,))
+    run_dir = RunDir(tmp_path)
+    first = synthesis.run(_fast(), run_dir, progress=False)
+    stamp = _stamp(run_dir)
+    # How the work runs (workers, concurrency, the cap) is not fingerprinted: the stored result is reused.
+    same = synthesis.run(_fast(workers=1, concurrency=2, cap_usd=5.0), run_dir, progress=False)
+    assert same.finished_at == first.finished_at and _stamp(run_dir) == stamp
+    with pytest.raises(StaleResult, match=r"synthesis: .* holds exercises made with other settings "
+                                          r"\(n_exercises 12 -> now 6\); pass --force"):
+        synthesis.run(_fast(n_exercises=6), run_dir, progress=False)
+    with pytest.raises(StaleResult, match=r"textbooks made with other settings \(seed 0 -> now 1\); and exercises"):
+        synthesis.run(_fast(seed=1), run_dir, progress=False)
+    redone = synthesis.run(_fast(n_exercises=6), run_dir, progress=False, force=True)
+    assert redone.counts["exercise"]["requested"] == 6 and _stamp(run_dir) != stamp
+    assert redone.fingerprint != first.fingerprint
+    # A redone filtering stage (another kept.parquet) makes both kinds stale.
+    _stdlib_parquet(tmp_path, modules=(textwrap, statistics))
+    with pytest.raises(StaleResult, match=r"from other inputs \(source changed since"):
+        synthesis.run(_fast(n_exercises=6), run_dir, progress=False)
+
+
+def test_kinds_share_one_folder(tmp_path):
+    """textbooks, then exercises, into one run folder: both kept, each fingerprinted on its own settings."""
+    _stdlib_parquet(tmp_path, modules=(textwrap, statistics))
+    run_dir, out = RunDir(tmp_path), tmp_path / "synthesis"
+    books = synthesis.run(_fast(kinds=("textbook",)), run_dir, progress=False)
+    assert set(books.files) == {"textbook"} and set(books.made) == {"textbook"}
+    book_lines = (out / "textbooks.jsonl").read_bytes()
+    # The exercises' own settings do not touch the stored textbooks.
+    both = synthesis.run(_fast(kinds=("exercise",), n_exercises=10, n_textbooks=99), run_dir, progress=False)
+    assert set(both.files) == {"textbook", "exercise"} and set(both.counts) == {"textbook", "exercise"}
+    assert (out / "textbooks.jsonl").read_bytes() == book_lines
+    assert both.fingerprint != books.fingerprint and both.made["textbook"] == books.made["textbook"]
+    assert {r["kind"] for r in both.rejected()} <= {"textbook", "exercise"}
+    assert both.metrics["generated_now"] == ["exercise"]
+    # Asking for both with the settings they were made with: nothing is redone.
+    stamp = _stamp(run_dir)
+    again = synthesis.run(_fast(n_exercises=10), run_dir, progress=False)
+    assert again.finished_at == both.finished_at and _stamp(run_dir) == stamp
+    # A changed textbook setting is stale for textbooks only; redoing them keeps the exercises.
+    with pytest.raises(StaleResult, match=r"holds textbooks made with other settings \(n_textbooks 4 -> now 3\)"):
+        synthesis.run(_fast(kinds=("textbook",), n_textbooks=3), run_dir, progress=False)
+    ex_lines = (out / "exercises.jsonl").read_bytes()
+    redone = synthesis.run(_fast(kinds=("textbook",), n_textbooks=3), run_dir, progress=False, force=True)
+    assert redone.counts["textbook"]["requested"] == 3 and redone.counts["exercise"] == both.counts["exercise"]
+    assert (out / "exercises.jsonl").read_bytes() == ex_lines
+    assert redone.made["exercise"] == both.made["exercise"] and redone.fingerprint != both.fingerprint
+    assert sum(r["kind"] == "exercise" for r in redone.rejected()) == sum(r["kind"] == "exercise" for r in both.rejected())
+
+
+def test_each_kind_is_fingerprinted_on_its_own_settings():
+    base = SynthesisConfig.for_preset("tiny")
+    fp = lambda cfg, kind: kind_config(cfg, kind).fingerprint("/run", {"source": "x"})  # noqa: E731
+    for change, textbook, exercise in [(dict(n_exercises=5), False, True), (dict(sandbox=False), False, True),
+                                       (dict(n_textbooks=5), True, False), (dict(styles_file="s.txt"), True, False),
+                                       (dict(seed=3), True, True), (dict(model="extractive", temperature=0.5), True, True),
+                                       (dict(kinds=("exercise",)), False, False), (dict(workers=9), False, False)]:
+        other = replace(base, **change)
+        assert (fp(other, "textbook") != fp(base, "textbook")) == textbook, change
+        assert (fp(other, "exercise") != fp(base, "exercise")) == exercise, change
 
 
 def test_rejected_bookkeeping_with_a_scripted_provider(tmp_path, monkeypatch):
@@ -212,7 +304,8 @@ def test_rejected_bookkeeping_with_a_scripted_provider(tmp_path, monkeypatch):
         return "```python\ndef g(x):\n    return x\n```"
 
     cfg = SynthesisConfig.for_preset("tiny", kinds=("exercise",), n_exercises=20, concurrency=1)
-    res = run_synthesis(cfg, tmp_path / "synthesis", provider=FunctionProvider(fake, "scripted"), progress=False)
+    provider = FunctionProvider(fake, "scripted")
+    res = synthesis.run(cfg, RunDir(tmp_path), provider=provider, progress=False)
     c = res.counts["exercise"]
     assert c == {**c, "requested": 20, "llm_errors": 4, "generated": 16, "failed_checks": 8, "duplicates": 3,
                  "accepted": 5}
@@ -221,8 +314,12 @@ def test_rejected_bookkeeping_with_a_scripted_provider(tmp_path, monkeypatch):
     assert sum("does not parse" in r for r in reasons) == 4
     assert sum("no docstring" in r for r in reasons) == 4
     assert sum(r.startswith("exact duplicate of exercise-") for r in reasons) == 3
+    cats = res.reasons["exercise"]
+    assert cats["llm error"] == 4 and cats["does not parse"] == 4 and sum(cats.values()) == 15
     assert res.checked == "parse-only (phi1lib.sandbox unavailable)"
-    assert res.generator == "scripted" and not res.stand_in
+    assert res.generator == "scripted" and res.stand_in is None
+    assert res.inputs == {"provider": "function:scripted"}  # no kept.parquet read: the provider answers
+    assert not (tmp_path / "filtering").exists()
 
 
 @pytest.mark.skipif(not sandbox_available(), reason="phi1lib.sandbox not importable")
@@ -236,11 +333,12 @@ def test_sandbox_rejects_a_wrong_solution(tmp_path):
 
     cfg = SynthesisConfig.for_preset("tiny", kinds=("exercise",), n_exercises=2, topics_file=str(_list(tmp_path, "a b")),
                                      names_file=str(_list(tmp_path, "count_")))
-    res = run_synthesis(cfg, tmp_path / "synthesis", provider=FunctionProvider(fake, "scripted2"), progress=False)
+    res = synthesis.run(cfg, RunDir(tmp_path / "run"), provider=FunctionProvider(fake, "scripted2"), progress=False)
     assert res.checked == "sandbox doctests"
     assert res.counts["exercise"]["failed_sandbox"] == 1 and res.counts["exercise"]["accepted"] == 1
     (rej,) = res.rejected()
     assert rej["topic"] == "b" and rej["reason"].startswith("sandbox failed") and "doctest" in rej["reason"]
+    assert reason_category(rej["reason"]) == "sandbox failed"
     (ok,) = res.records("exercise")
     assert ok["checked"] == "sandbox doctests passed"
 
@@ -258,42 +356,108 @@ def test_config_validation():
         SynthesisConfig(n_exercises=-1)
     with pytest.raises(ConfigError, match="stand-in"):
         SynthesisConfig(provider="extractive", model="gpt-4")
+    with pytest.raises(FieldError, match="model"):
+        SynthesisConfig(provider="openai")  # a real provider needs a real model
+    with pytest.raises(FieldError, match="kinds"):
+        SynthesisConfig(kinds=("poem",))
+    with pytest.raises(FieldError, match="dedup_threshold"):
+        SynthesisConfig(dedup_threshold=0.0)
+    with pytest.raises(FieldError, match="cap_usd"):
+        SynthesisConfig(cap_usd=-1.0)
+    with pytest.raises(FieldError, match="n_textbooks"):
+        SynthesisConfig(n_textbooks=2.5)
+    with pytest.raises(ConfigError, match="has no field"):
+        SynthesisConfig.for_preset("tiny", out_dir="x")
+    tiny = SynthesisConfig.for_preset("tiny")
+    assert (tiny.n_textbooks, tiny.n_exercises) == (200, 488)  # the tiny data plan, as before
+    assert tiny.hardware == get_preset("tiny").hardware and tiny.provider == "extractive"
     small = SynthesisConfig.for_preset("phi1")
     assert small.provider == "openai" and small.model == "gpt-3.5-turbo"
+    assert (small.workers, small.concurrency) == (16, 64)
     assert small.n_exercises == pytest.approx(180e6 / 205, rel=1e-3)
+    assert small.n_textbooks == get_preset("phi1").data.n_textbooks
 
 
 def test_estimate_matches_the_price_book():
     prices = budget.load_prices()
     cfg = SynthesisConfig.for_preset("phi1-small", n_textbooks=1000, n_exercises=2000)
-    est = estimate_cost(cfg, prices)
+    est = synthesis.estimate(cfg, prices)
     pin, pout, _ = budget.llm_unit_prices("gpt-3.5-turbo", prices)
     tokens_out = 1000 * cfg.tokens_per_textbook + 2000 * cfg.tokens_per_exercise
     tokens_in = sum(sum(len(m["content"]) for m in p.messages) for k in ("textbook", "exercise")
                     for p in cfg.prompts(k)) / 4.0  # n < 2000: every prompt is measured
     assert est.cost_usd == pytest.approx((tokens_in * pin + tokens_out * pout) / 1000, rel=1e-9)
     assert est.tokens == pytest.approx(tokens_in + tokens_out)
-    assert estimate_cost(SynthesisConfig.for_preset("tiny", n_textbooks=5, n_exercises=5), prices).cost_usd == 0.0
-    paper = estimate_cost(SynthesisConfig.for_preset("phi1"), prices)  # ~1.18B output tokens, sampled prompts
+    assert synthesis.estimate(SynthesisConfig.for_preset("tiny", n_textbooks=5, n_exercises=5), prices).cost_usd == 0.0
+    paper = synthesis.estimate(SynthesisConfig.for_preset("phi1"), prices)  # ~1.18B output tokens, sampled prompts
     assert paper.cost_usd == pytest.approx(1.18e9 * pout / 1000, rel=0.15)
+    batch = synthesis.estimate(SynthesisConfig.for_preset("phi1", batch=True), prices)
+    assert batch.cost_usd == pytest.approx(paper.cost_usd / 2)  # the Batch API, through the plan defaults
+
+
+# What the pre-refactor estimate_cost gave (tokens per plan line, total tokens and dollars, current price books).
+OLD_ESTIMATES = {
+    "tiny": ([32391.25, 300000.0, 61603.5, 100040.0], 494034.75, 0.0),
+    "phi1": ([107936803.968375, 1000000500.0, 110843039.905875, 180000045.0], 1398780388.87425, 1879.390739437125),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(OLD_ESTIMATES))
+def test_estimate_is_unchanged_by_the_stage_contract(preset):
+    lines_tokens, tokens, usd = OLD_ESTIMATES[preset]
+    cfg = SynthesisConfig.for_preset(preset)
+    est = synthesis.estimate(cfg, budget.load_prices())
+    assert [l.tokens for l in est.lines] == pytest.approx(lines_tokens, rel=1e-12)
+    assert est.tokens == pytest.approx(tokens, rel=1e-12) and est.cost_usd == pytest.approx(usd, rel=1e-12)
+    lines = synthesis.budget_lines(cfg)
+    assert [l["item"] for l in lines] == ["textbooks", "exercises"] and {l["kind"] for l in lines} == {"llm"}
+    assert [l["samples"] for l in lines] == [cfg.n_textbooks, cfg.n_exercises]
+    assert [l["out_per_sample"] for l in lines] == [cfg.tokens_per_textbook, cfg.tokens_per_exercise]
+    assert {l["model"] for l in lines} == {cfg.model}
+    only = synthesis.budget_lines(SynthesisConfig.for_preset(preset, kinds=("exercise",)))
+    assert [l["item"] for l in only] == ["exercises"]
 
 
 def test_missing_source_is_a_clear_error(tmp_path):
     cfg = SynthesisConfig.for_preset("tiny", n_textbooks=2, n_exercises=2, source=str(tmp_path / "none.parquet"))
     with pytest.raises(DataError, match="none.parquet"):
-        run_synthesis(cfg, tmp_path / "synthesis", progress=False)
+        synthesis.run(cfg, RunDir(tmp_path), progress=False)
+
+
+def test_generate_does_not_import_the_stage():
+    from phi1lib.synthesis import generate
+
+    tree = ast.parse(inspect.getsource(generate))
+    relative = {(n.level, n.module) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert (1, "stage") not in relative and (2, "stage") in relative  # phi1lib.stage (Timer, Usage), not synthesis.stage
 
 
 def test_cli_offline(tmp_path, capsys):
     from phi1lib.cli import main
 
-    src = _stdlib_parquet(tmp_path, modules=(textwrap,))
-    out = tmp_path / "cli-synth"
-    rc = main(["synth", "exercises", "--out", str(out), "--source", str(src), "--n", "6", "--no-sandbox"])
+    _stdlib_parquet(tmp_path, modules=(textwrap,))
+    out = str(tmp_path)  # --out is the RUN folder: the stage reads OUT/filtering, writes OUT/synthesis
+    rc = main(["synth", "exercises", "--out", out, "--count", "6", "--no-sandbox"])
     text = capsys.readouterr().out
-    assert rc == 0 and "STAND-IN" in text and "accepted of 6 requested" in text
-    assert read_jsonl(out / "exercises.jsonl")
-    assert main(["synth", "textbooks", "--provider", "openai", "--out", str(out)]) == 2  # needs --model
+    assert rc == 0 and "STAND-IN" in text and "accepted of 6 requested" in text and "estimate" in text
+    assert read_jsonl(tmp_path / "synthesis" / "exercises.jsonl")
+    assert main(["synth", "textbooks", "--out", out, "--count", "3", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed["files"]) == {"textbook", "exercise"} and printed["counts"]["textbook"]["requested"] == 3
+    assert main(["synth", "textbooks", "--provider", "openai", "--out", out]) == 2  # needs --model
+    assert "--provider openai needs --model" in capsys.readouterr().err
+    assert main(["synth", "exercises", "--out", out, "--count", "-1"]) == 2
+    assert "--count -1: expected an integer >= 0" in capsys.readouterr().err
+    assert main(["synth", "exercises", "--out", out, "--set", "temperature=x"]) == 2
+    assert "--set temperature: expected a number, got 'x'" in capsys.readouterr().err
+    assert main(["synth", "exercises", "--out", out, "--cap-usd", "-2"]) == 2
+    assert "--cap-usd -2.0: expected USD >= 0" in capsys.readouterr().err
+    assert main(["synth", "exercises", "--out", out, "--count", "7", "--no-sandbox"]) == 2  # stored with 6
+    assert "exercises made with other settings (n_exercises 6 -> now 7)" in capsys.readouterr().err
+    assert main(["synth", "all", "--preset", "phi1", "--estimate-only", "--json", "--out", out]) == 0
+    est = json.loads(capsys.readouterr().out)
+    assert est["stage"] == "synthesis" and est["cost_usd"] > 1000
+    assert not (tmp_path / "synthesis" / "llm_store.sqlite-journal").exists()
 
 
 # ---- a real LLM run against a local OpenAI-compatible server ------------------------------------
@@ -344,7 +508,8 @@ def synth_server(monkeypatch):
 
 def test_llm_run_produces_caches_and_resumes(tmp_path, synth_server):
     server, url = synth_server
-    out = tmp_path / "synthesis"
+    run_dir = RunDir(tmp_path)
+    out = run_dir.path("synthesis")
     base = dict(provider="openai", model="gpt-3.5-turbo-0613", base_url=url, api_key_env="PHI1_TEST_LLM_KEY",
                 n_textbooks=6, n_exercises=10, temperature=0.8, concurrency=4)
 
@@ -353,26 +518,26 @@ def test_llm_run_produces_caches_and_resumes(tmp_path, synth_server):
     # admits the first textbook section but not all sixteen requests.
     worst_textbook = budget.price_llm_usage("gpt-3.5-turbo-0613", 400, 2048, budget.load_prices())
     with pytest.raises(BudgetExceeded):
-        run_synthesis(SynthesisConfig.for_preset("tiny", cap_usd=worst_textbook * 1.1, **base), out, progress=False)
+        synthesis.run(SynthesisConfig.for_preset("tiny", cap_usd=worst_textbook * 1.1, **base), run_dir, progress=False)
     paid_before = len(server.paid())
     assert 0 < paid_before < 16
     assert not (out / "result.json").exists()
 
     # 2) resume without the cap: only the missing answers are paid for.
-    res = run_synthesis(SynthesisConfig.for_preset("tiny", **base), out, progress=False)
+    res = synthesis.run(SynthesisConfig.for_preset("tiny", **base), run_dir, progress=False)
     assert len(server.paid()) == 16 and len(set(server.paid())) == 16
-    assert res.usage["cached"] == paid_before and res.usage["usd"] > 0
-    assert res.generator == "gpt-3.5-turbo-0613" and not res.stand_in
+    assert res.metrics["cached"] == paid_before and res.usage.usd > 0 and res.usage.requests == 16
+    assert res.generator == "gpt-3.5-turbo-0613" and res.stand_in is None and res.inputs == {}  # no kept.parquet needed
     assert res.counts["exercise"]["accepted"] == 10 and res.counts["textbook"]["accepted"] == 6
     ex = res.records("exercise")
     assert all(r["entry_point"].startswith(r["name_prefix"]) and r["name_prefix_ok"] for r in ex)
-    expected = budget.price_llm_usage("gpt-3.5-turbo-0613", res.usage["prompt_tokens"], res.usage["completion_tokens"],
+    expected = budget.price_llm_usage("gpt-3.5-turbo-0613", res.usage.tokens_in, res.usage.tokens_out,
                                      budget.load_prices())
-    assert res.usage["usd"] == pytest.approx(expected)
+    assert res.usage.usd == pytest.approx(expected)
 
     # 3) a forced rerun is served entirely from the store: no new request, no new spend.
-    again = run_synthesis(SynthesisConfig.for_preset("tiny", **base), out, progress=False, force=True)
+    again = synthesis.run(SynthesisConfig.for_preset("tiny", **base), run_dir, progress=False, force=True)
     assert len(server.paid()) == 16
-    assert again.usage["cached"] == 16 and again.usage["usd"] == 0.0
+    assert again.metrics["cached"] == 16 and again.usage.usd == 0.0 and again.usage.tokens_in == 0
     assert [r["text"] for r in again.records("exercise")] == [r["text"] for r in ex]
     assert "sk-test" not in (out / "result.json").read_text()  # the key is never stored

@@ -1,4 +1,5 @@
-"""Training: schedule, weight-decay groups, output contract, resume equivalence, NaN stop, 2-process path."""
+"""Training: config, schedule, weight-decay groups, estimate, output contract, stored-result rule, resume,
+NaN stop, CLI, 2-process path."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import sys
 
 import pytest
 
-from phi1lib import budget
-from phi1lib.errors import ConfigError
-from phi1lib.presets import get_preset
-from phi1lib.training import (NonFiniteLoss, TrainConfig, checkpoints, estimate_cost, lr_schedule, param_groups,
-                              read_log, run_training)
+from phi1lib import budget, training
+from phi1lib.errors import ConfigError, DataError
+from phi1lib.presets import PRESET_NAMES, get_preset
+from phi1lib.runs import RunDir
+from phi1lib.stage import FieldError, StaleResult
+from phi1lib.training import (BlockOrder, Callback, NonFiniteLoss, TrainConfig, checkpoints, lr_schedule, param_groups,
+                              read_log)
 
 
 @pytest.fixture(scope="module")
@@ -28,40 +31,78 @@ def code_jsonl(tmp_path_factory):
     return path
 
 
-def _cfg(out, data, **kw):
-    base = dict(out_dir=out, data=(str(data),), steps=8, batch_seqs=4, micro_batch=2, seq_len=32, warmup_steps=2,
+def _cfg(data, stage="pretrain", **kw):
+    base = dict(data=(str(data),), steps=8, batch_seqs=4, micro_batch=2, seq_len=32, warmup_steps=2,
                 checkpoint_every=4, humaneval_problems=3, eval_blocks=2, heldout_fraction=0.1, threads=1)
     base.update(kw)
-    return TrainConfig.for_preset("tiny", **base)
+    return TrainConfig.for_preset("tiny", stage, **base)
 
 
-def _losses(out):
-    df = read_log(out)
+def _losses(stage_dir):
+    df = read_log(stage_dir)
     return df[df.kind == "train"].set_index("step")["loss"]
 
 
+class LossAt(Callback):
+    """Replace the loss of one step (a fault) or raise there (a kill)."""
+
+    def __init__(self, step, fn):
+        self.step, self.fn = step, fn
+
+    def on_loss(self, step, loss):
+        return self.fn(loss) if step == self.step else loss
+
+
 def test_for_preset_uses_the_paper_schedule():
-    c = TrainConfig.for_preset("phi1", out_dir="/tmp/unused-phi1")
+    c = TrainConfig.for_preset("phi1")
     assert (c.steps, c.batch_seqs, c.seq_len, c.peak_lr, c.warmup_steps, c.decay_steps, c.weight_decay) == \
         (24_000, 1024, 2048, 1e-3, 750, 36_000, 0.1)
-    f = TrainConfig.for_preset("phi1", "finetune", out_dir="/tmp/unused-phi1")
+    assert c.stage_name == "pretrain" and c.model == get_preset("phi1").model and c.hardware.n_gpus == 8
+    assert c.tokenizer == get_preset("phi1").tokenizer and c.threads is None and c.eval_blocks == 256
+    f = TrainConfig.for_preset("phi1", "finetune")
     assert (f.steps, f.batch_seqs, f.peak_lr, f.warmup_steps, f.weight_decay) == (6000, 256, 1e-4, 50, 0.01)
-    t = TrainConfig.for_preset("tiny", out_dir="/tmp/unused-tiny")
+    assert f.stage_name == "finetune" and f.tokenizer is None  # the init_from model's tokenizer
+    t = TrainConfig.for_preset("tiny")
     assert t.tokens == get_preset("tiny").pretrain.tokens
-    with pytest.raises(ConfigError, match="unknown TrainConfig field"):
-        TrainConfig.for_preset("tiny", out_dir="/tmp/x", lr=1)
+    assert (t.steps, t.micro_batch, t.checkpoint_every, t.eval_blocks, t.humaneval_problems, t.threads,
+            t.max_source_chars, t.tokenizer_train_chars) == (100, 8, 25, 16, 48, 0, 100 * 8 * 128 * 12, 1_000_000)
+    assert TrainConfig.for_preset("tiny", "finetune").steps == 40
+    with pytest.raises(ConfigError, match="has no field"):
+        TrainConfig.for_preset("tiny", lr=1)
     with pytest.raises(ConfigError, match="seq_len"):
-        TrainConfig.for_preset("tiny", out_dir="/tmp/x", seq_len=4096)
+        TrainConfig.for_preset("tiny", seq_len=4096)
     with pytest.raises(ConfigError, match="precision"):
-        TrainConfig.for_preset("tiny", out_dir="/tmp/x", precision="fp8")
+        TrainConfig.for_preset("tiny", precision="fp8")
     with pytest.raises(ConfigError, match="multiple of micro_batch"):
-        TrainConfig.for_preset("tiny", out_dir="/tmp/x", batch_seqs=6, micro_batch=4)
+        TrainConfig.for_preset("tiny", batch_seqs=6, micro_batch=4)
+    # No silent clamping: a micro-batch larger than the batch is an error naming both.
+    with pytest.raises(FieldError, match=r"micro_batch=16: expected at most batch_seqs=8") as err:
+        TrainConfig.for_preset("tiny", micro_batch=16)
+    assert err.value.field == "micro_batch"
+    with pytest.raises(FieldError, match="init_from"):
+        TrainConfig.for_preset("tiny", init_from="/some/model")  # pretraining starts from a fresh model
+    with pytest.raises(FieldError, match="weight 'abc' after ':' is not a number"):
+        TrainConfig.for_preset("tiny", data=("f.jsonl:abc",))
+    with pytest.raises(FieldError, match="compile"):
+        TrainConfig.for_preset("tiny", compile="maybe")
+    assert TrainConfig.parse_sets({"compile": "true", "adam_betas": "0.9,0.99"}) == \
+        {"compile": True, "adam_betas": (0.9, 0.99)}
+
+
+def test_fingerprint_leaves_out_how_the_run_is_carried_out():
+    a = TrainConfig.for_preset("tiny")
+    same = TrainConfig.for_preset("tiny", threads=2, device="cpu", compile=True, checkpoint_every=5,
+                                  keep_checkpoints=4, gpu="cpu")
+    assert a.fingerprint() == same.fingerprint()
+    for change in ({"seed": 1}, {"precision": "fp32"}, {"attn_implementation": "eager"}, {"steps": 200}):
+        assert TrainConfig.for_preset("tiny", **change).fingerprint() != a.fingerprint(), change
+    assert TrainConfig.for_preset("tiny", "finetune").fingerprint() != a.fingerprint()
 
 
 def test_lr_schedule_linear_warmup_then_linear_decay_to_decay_steps():
     import torch
 
-    cfg = TrainConfig.for_preset("phi1", out_dir="/tmp/unused-phi1")
+    cfg = TrainConfig.for_preset("phi1")
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.peak_lr)
     sched = lr_schedule(opt, cfg)
     lrs = {s: cfg.peak_lr * sched.lr_lambdas[0](s) for s in range(cfg.steps + 1)}  # LR used at optimizer step s+1
@@ -88,23 +129,39 @@ def test_no_weight_decay_on_biases_and_layernorm():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
-def test_estimate_uses_the_budget_model():
-    cfg = TrainConfig.for_preset("phi1", out_dir="/tmp/unused-phi1")
+def test_block_order_is_a_seeded_permutation_per_epoch():
+    order = BlockOrder(5, seed=3)
+    first, second = [order[g] for g in range(5)], [order[g] for g in range(5, 10)]
+    assert sorted(first) == sorted(second) == list(range(5)) and first != second
+    assert [BlockOrder(5, seed=3)[g] for g in range(10)] == first + second
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_estimate_is_the_budget_model_for_each_preset(preset):
+    """One training line priced with the preset's hardware equals what the stage estimated before
+    (budget.estimate_training on the preset's shape, tokens and hardware)."""
     prices = budget.load_prices()
-    est = estimate_cost(cfg, prices)
-    ref = budget.estimate_training("pretrain", get_preset("phi1").model, cfg.tokens, prices, gpu="A100", n_gpus=8,
-                                  mfu=0.5, seq_len=2048)
-    assert est.cost_usd == ref.cost_usd > 1000 and est.gpu_hours == ref.gpu_hours
+    p = get_preset(preset)
+    for stage in training.STAGES:
+        cfg = TrainConfig.for_preset(preset, stage)
+        (line,) = training.budget_lines(cfg)
+        assert (line["kind"], line["item"], line["model"], line["steps"], line["batch_seqs"], line["seq_len"]) == \
+            ("training", stage, preset, cfg.steps, cfg.batch_seqs, cfg.seq_len)
+        est = training.estimate(cfg, prices)
+        ref = budget.estimate_training(stage, p.model, cfg.tokens, prices, gpu=p.hardware.gpu,
+                                       n_gpus=p.hardware.n_gpus, mfu=p.hardware.mfu, seq_len=cfg.seq_len)
+        assert est.to_dict() == ref.to_dict()
+    assert training.estimate(TrainConfig.for_preset("phi1"), prices).cost_usd > 1000
 
 
 def test_run_writes_the_output_contract_and_is_not_redone(tmp_path, code_jsonl):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from phi1lib.budget import Ledger
-
-    out = tmp_path / "pre"
-    ledger = Ledger(tmp_path / "ledger.jsonl")
-    res = run_training(_cfg(out, code_jsonl), ledger=ledger, progress=False)
+    run_dir = RunDir(tmp_path / "run")
+    out = run_dir.path("pretrain")
+    ledger = budget.Ledger(run_dir.ledger_path)
+    res = training.run(_cfg(code_jsonl), run_dir, ledger=ledger, progress=False)
+    assert res.out_dir == str(out) and res.final_dir == str(out / "final")
     assert (out / "result.json").exists() and (out / "final" / "config.json").exists()
     model = AutoModelForCausalLM.from_pretrained(out / "final")
     tok = AutoTokenizer.from_pretrained(out / "final")
@@ -121,57 +178,101 @@ def test_run_writes_the_output_contract_and_is_not_redone(tmp_path, code_jsonl):
     evals = df[df.kind == "eval"]
     assert list(evals.step) == [0, 8] and evals.humaneval_loss.notna().all()
     assert res.humaneval_loss < res.humaneval_loss_initial  # it learned something about Python
+    assert res.metrics["humaneval_loss"] == res.humaneval_loss and res.mfu > 0 and res.tokens_per_s > 0
     assert [p.name for p in checkpoints(out)] == ["step_000004", "step_000008"]
+    assert res.usage.tokens_in == res.tokens == 8 * 4 * 32 and res.usage.cpu_s > 0 and res.usage.wall_s > 0
+    assert res.usage.gpu_s == 0 and res.usage.usd == 0 and {"setup", "train", "save", "total"} <= set(res.seconds)
+    assert res.estimate["tokens"] == res.tokens and res.config["steps"] == 8
+    assert set(res.inputs) == {"data:code.jsonl"} and res.fingerprint
     rec = [r for r in ledger.records if r["stage"] == "pretrain"][-1]
-    assert rec["cpu_seconds"] > 0 and rec["usd"] == 0 and rec["estimate_usd"] == 0
-    # Rerun: the stored result comes back, nothing is retrained.
+    assert rec["cpu_seconds"] > 0 and rec["usd"] == 0 and rec["estimate_usd"] == 0 and rec["tokens_in"] == res.tokens
+    # Rerun: the stored result comes back, nothing is retrained; a how-it-runs field may differ.
     mtime = (out / "log.jsonl").stat().st_mtime_ns
-    again = run_training(_cfg(out, code_jsonl), progress=False)
+    again = training.run(_cfg(code_jsonl, threads=2, checkpoint_every=2), run_dir, progress=False)
     assert again.to_dict() == json.loads((out / "result.json").read_text())
     assert (out / "log.jsonl").stat().st_mtime_ns == mtime
-    # Finetune from it: starts from the pretrained weights and tokenizer.
-    ft = run_training(_cfg(tmp_path / "ft", code_jsonl, stage="finetune", init_from=str(out / "final"), steps=2,
-                           peak_lr=1e-3, warmup_steps=1), progress=False)
+    # A setting that changes the result: stopped, with the way out named.
+    with pytest.raises(StaleResult, match=r"seed 0 -> now 1.*--force"):
+        training.run(_cfg(code_jsonl, seed=1), run_dir, progress=False)
+    # Finetune from it: the run's pretrain/final by default, its weights and tokenizer.
+    ft = training.run(_cfg(code_jsonl, "finetune", steps=2, peak_lr=1e-3, warmup_steps=1), run_dir, progress=False)
+    assert ft.out_dir == str(run_dir.path("finetune")) and ft.inputs["init_from"] == f"pretrain:{res.fingerprint}"
     assert math.isclose(ft.humaneval_loss_initial, res.humaneval_loss, rel_tol=1e-4)
-    assert AutoTokenizer.from_pretrained(tmp_path / "ft" / "final").get_vocab() == tok.get_vocab()
+    assert AutoTokenizer.from_pretrained(run_dir.path("finetune") / "final").get_vocab() == tok.get_vocab()
+    # force=True redoes the stage: a new result, the log rewritten from step 1.
+    redone = training.run(_cfg(code_jsonl, "finetune", steps=2, peak_lr=1e-3, warmup_steps=1), run_dir, force=True,
+                          progress=False)
+    assert redone.finished_at >= ft.finished_at and list(_losses(run_dir.path("finetune")).index) == [1, 2]
+    assert redone.train_loss == pytest.approx(ft.train_loss, rel=1e-5)
+
+
+def test_missing_inputs_name_the_stage_to_run(tmp_path, code_jsonl):
+    empty = RunDir(tmp_path / "empty")
+    with pytest.raises(DataError, match="filtering stage has not run"):
+        training.run(TrainConfig.for_preset("tiny"), empty, progress=False)
+    with pytest.raises(DataError, match="synthesis stage has not run"):
+        training.run(TrainConfig.for_preset("tiny", "finetune"), empty, progress=False)
+    with pytest.raises(DataError, match="pretrain stage has not run"):
+        training.run(_cfg(code_jsonl, "finetune"), empty, progress=False)
+    with pytest.raises(DataError, match="no saved model"):
+        training.run(_cfg(code_jsonl, "finetune", init_from=str(tmp_path)), empty, progress=False)
+    with pytest.raises(DataError, match="missing.jsonl: training data file not found"):
+        training.run(_cfg(tmp_path / "missing.jsonl"), empty, progress=False)
+    assert not empty.root.exists()  # nothing created before the inputs were found
 
 
 def test_resume_after_a_kill_continues_the_same_run(tmp_path, code_jsonl):
-    a = tmp_path / "a"
-    run_training(_cfg(a, code_jsonl), progress=False)
+    a = RunDir(tmp_path / "a")
+    training.run(_cfg(code_jsonl), a, progress=False)
 
     class Killed(KeyboardInterrupt):
         pass
 
-    def kill_at_6(step, loss):
-        if step == 6:
-            raise Killed
-        return loss
+    def kill(loss):
+        raise Killed
 
-    b = tmp_path / "b"
+    b = RunDir(tmp_path / "b")
+    out = b.path("pretrain")
     with pytest.raises(Killed):
-        run_training(_cfg(b, code_jsonl), loss_hook=kill_at_6, progress=False)
-    assert [p.name for p in checkpoints(b)] == ["step_000004"] and not (b / "result.json").exists()
+        training.run(_cfg(code_jsonl), b, callbacks=[LossAt(6, kill)], progress=False)
+    assert [p.name for p in checkpoints(out)] == ["step_000004"] and not (out / "result.json").exists()
     with pytest.raises(ConfigError, match="--resume"):
-        run_training(_cfg(b, code_jsonl), resume=False, progress=False)
+        training.run(_cfg(code_jsonl), b, resume=False, progress=False)
     with pytest.raises(ConfigError, match="different run.*seed"):
-        run_training(_cfg(b, code_jsonl, seed=1), progress=False)
-    run_training(_cfg(b, code_jsonl), resume=True, progress=False)
-    la, lb = _losses(a), _losses(b)
+        training.run(_cfg(code_jsonl, seed=1), b, progress=False)
+    training.run(_cfg(code_jsonl), b, resume=True, progress=False)
+    la, lb = _losses(a.path("pretrain")), _losses(out)
     assert list(lb.index) == list(range(1, 9))  # the log was truncated to the checkpoint, then continued
     assert la.to_numpy() == pytest.approx(lb.to_numpy(), rel=1e-5, abs=1e-6)
     assert la.iloc[-1] != la.iloc[3]  # the run did move
 
 
+def test_a_finished_run_trains_longer_only_with_resume(tmp_path, code_jsonl):
+    run_dir = RunDir(tmp_path / "run")
+    out = run_dir.path("pretrain")
+    first = training.run(_cfg(code_jsonl, steps=4, checkpoint_every=2), run_dir, progress=False)
+    with pytest.raises(StaleResult, match=r"steps 4 -> now 6.*--resume to continue from its newest checkpoint"):
+        training.run(_cfg(code_jsonl, steps=6, checkpoint_every=2), run_dir, resume=False, progress=False)
+    longer = training.run(_cfg(code_jsonl, steps=6, checkpoint_every=2), run_dir, resume=True, progress=False)
+    assert longer.steps == 6 and longer.fingerprint != first.fingerprint and longer.info["resumed_from"] == "step_000004"
+    assert longer.humaneval_loss_initial == first.humaneval_loss_initial  # read back from the log
+    assert list(_losses(out).index) == [1, 2, 3, 4, 5, 6]
+    assert json.loads((out / "result.json").read_text())["steps"] == 6
+    # Back to 4 steps: the newest checkpoint is past it, so --resume cannot help; --force is the way.
+    with pytest.raises(StaleResult, match="--resume cannot continue it"):
+        training.run(_cfg(code_jsonl, steps=4, checkpoint_every=2), run_dir, progress=False)
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, code_jsonl):
     import torch
 
-    out = tmp_path / "nan"
+    run_dir = RunDir(tmp_path / "run")
+    out = run_dir.path("pretrain")
     torch.set_grad_enabled(False)  # as another stage (the embedder) may leave it; training must still learn
     try:
         with pytest.raises(NonFiniteLoss, match=r"step 6.*step_000004"):
-            run_training(_cfg(out, code_jsonl),
-                         loss_hook=lambda s, l: l * torch.tensor(float("nan")) if s == 6 else l, progress=False)
+            training.run(_cfg(code_jsonl), run_dir, progress=False,
+                         callbacks=[LossAt(6, lambda loss: loss * torch.tensor(float("nan")))])
     finally:
         torch.set_grad_enabled(True)
     assert [p.name for p in checkpoints(out)] == ["step_000004"]
@@ -180,15 +281,59 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, code
     assert df[df.kind == "error"].iloc[0].step == 6
 
 
+SMALL = ["--set", "batch_seqs=4", "--set", "micro_batch=2", "--set", "seq_len=32", "--set", "humaneval_problems=2",
+         "--set", "eval_blocks=2", "--set", "threads=1", "--set", "warmup_steps=1"]
+
+
+def test_cli_out_is_the_run_folder(tmp_path, code_jsonl, capsys):
+    from phi1lib.cli import main
+
+    root = tmp_path / "run"
+    rc = main(["train", "pretrain", "--out", str(root), "--data", str(code_jsonl), "--max-steps", "2", *SMALL])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "estimate" in printed and "done: loss" in printed
+    assert (root / "pretrain" / "result.json").exists() and (root / "pretrain" / "final" / "config.json").exists()
+    assert (root / "ledger.jsonl").exists()  # the run folder's ledger
+    rc = main(["train", "pretrain", "--out", str(root), "--data", str(code_jsonl), "--max-steps", "2", *SMALL,
+               "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 0 and res["stage"] == "pretrain" and res["steps"] == 2 and res["out_dir"] == str(root / "pretrain")
+    assert main(["train", "pretrain", "--out", str(root), "--estimate-only", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["stage"] == "pretrain"
+
+
+def test_cli_bad_values_name_the_flag(tmp_path, capsys):
+    from phi1lib.cli import main
+
+    out = str(tmp_path / "o")
+    rc = main(["train", "pretrain", "--out", out, "--data", str(tmp_path / "missing.jsonl"), "--max-steps", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "missing.jsonl" in err and "not found" in err and "Traceback" not in err
+    assert main(["train", "pretrain", "--out", out, "--set", "steps"]) == 2
+    assert "FIELD=VALUE" in capsys.readouterr().err
+    assert main(["train", "pretrain", "--out", out, "--data", "f.jsonl:abc"]) == 2
+    err = capsys.readouterr().err
+    assert "--data f.jsonl:abc" in err and "not a number" in err and "not found" not in err
+    assert main(["train", "pretrain", "--out", out, "--set", "compile=maybe"]) == 2
+    assert "--set compile: expected true/false, got 'maybe'" in capsys.readouterr().err
+    assert main(["train", "pretrain", "--out", out, "--set", "peak_lr=abc"]) == 2
+    assert "--set peak_lr: expected a number, got 'abc'" in capsys.readouterr().err
+    assert main(["train", "pretrain", "--out", out, "--max-steps", "0"]) == 2
+    assert "--max-steps 0: expected an integer >= 1" in capsys.readouterr().err
+    assert main(["train", "pretrain", "--out", out, "--set", "micro_batch=16"]) == 2
+    assert "micro_batch 16: expected at most batch_seqs=8" in capsys.readouterr().err
+    assert main(["train", "finetune", "--out", out]) == 2
+    assert "synthesis stage has not run" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow
 def test_two_process_gloo_run_matches_one_process(tmp_path, code_jsonl):
     """`accelerate launch --multi_gpu --num_processes 2` (torchrun; on a CPU-only machine the loop's
     Accelerator(cpu=True) joins a gloo group) runs the CLI unchanged; without dropout the 2-process
     loss curve equals the 1-process one (same global batches, averaged gradients)."""
     common = ["train", "pretrain", "--preset", "tiny", "--data", str(code_jsonl), "--max-steps", "4",
-              "--set", "batch_seqs=4", "--set", "micro_batch=2", "--set", "seq_len=32", "--set", "dropout=0.0",
-              "--set", "humaneval_problems=2", "--set", "eval_blocks=2", "--set", "threads=1",
-              "--set", "warmup_steps=1"]
+              "--set", "dropout=0.0", *SMALL]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     one = subprocess.run([sys.executable, "-m", "phi1lib.cli", *common, "--out", str(tmp_path / "one")],
                          capture_output=True, text=True, env=env, timeout=600)
@@ -198,17 +343,9 @@ def test_two_process_gloo_run_matches_one_process(tmp_path, code_jsonl):
                           "-m", "phi1lib.cli", *common, "--out", str(tmp_path / "two")],
                          capture_output=True, text=True, env=env, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
-    df = read_log(tmp_path / "two")
-    assert df[df.kind == "info"].iloc[0].processes == 2
-    assert _losses(tmp_path / "two").to_numpy() == pytest.approx(_losses(tmp_path / "one").to_numpy(), rel=1e-4)
-
-
-def test_cli_reports_bad_data_without_traceback(tmp_path, capsys):
-    from phi1lib.cli import main
-
-    rc = main(["train", "pretrain", "--preset", "tiny", "--out", str(tmp_path / "o"),
-               "--data", str(tmp_path / "missing.jsonl"), "--max-steps", "2"])
-    err = capsys.readouterr().err
-    assert rc == 2 and "missing.jsonl" in err and "not found" in err and "Traceback" not in err
-    rc = main(["train", "pretrain", "--out", str(tmp_path / "o"), "--set", "steps"])
-    assert rc == 2 and "FIELD=VALUE" in capsys.readouterr().err
+    assert two.stdout.count("done: loss") == 1 and two.stdout.count("estimate") == 1  # rank 0 talks
+    df = read_log(tmp_path / "two" / "pretrain")
+    assert df[df.kind == "info"].iloc[0].processes == 2 and len(df[df.kind == "info"]) == 1
+    assert json.loads((tmp_path / "two" / "pretrain" / "result.json").read_text())["info"]["processes"] == 2
+    assert _losses(tmp_path / "two" / "pretrain").to_numpy() == \
+        pytest.approx(_losses(tmp_path / "one" / "pretrain").to_numpy(), rel=1e-4)

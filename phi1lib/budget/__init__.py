@@ -12,6 +12,5 @@ from .estimates import (DEFAULT_COFFEE, DEFAULT_MFU, DEFAULT_TOKENS_PER_MINUTE, 
                         estimate_training, flops_per_token, forward_flops_per_token, llm_unit_prices, price_llm_usage)
 from .ledger import Ledger
 from .pricebook import GPU, Coffee, LLMPrice, PriceBook, Rental, load_prices, parse_date, price_files
-from .scenario import (BENCHMARK_PROBLEMS, DEFAULTS, EXTRA_MODELS, FIELDS, Budget, Scenario, estimate_preset,
-                       list_scenarios, load_scenario, model_spec, parse_sets, preset_scenario, price_line,
-                       price_lines, price_scenario, scenario_dirs, scenario_from_dict, usd)
+from .scenario import (DEFAULTS, EXTRA_MODELS, FIELDS, Budget, Scenario, list_scenarios, load_scenario, model_spec,
+                       parse_sets, price_line, price_lines, price_scenario, scenario_dirs, scenario_from_dict, usd)

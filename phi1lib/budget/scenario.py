@@ -13,12 +13,12 @@ import datetime as dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from . import estimates
 from ..errors import ConfigError, unknown_choice
 from ..paths import costs_dir
-from ..presets import PRESET_NAMES, ModelSpec, Preset, get_preset
+from ..presets import PRESET_NAMES, ModelSpec, get_preset
 from .pricebook import PriceBook, _read_toml, load_prices, parse_date
 
 _NUM, _INT, _BOOL, _STR = "number", "integer", "boolean", "string"
@@ -52,7 +52,6 @@ EXTRA_MODELS: dict[str, ModelSpec] = {
     "minilm-local": _MINILM,
     "sentence-transformers/all-MiniLM-L6-v2": _MINILM,
 }
-BENCHMARK_PROBLEMS = {"humaneval": 164, "mbpp": 500}
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -188,7 +187,10 @@ def _validate_line(raw: Any, i: int, where: str, seen: set) -> dict[str, Any]:
     return line
 
 
-def scenario_from_dict(data: Mapping[str, Any], where: str = "<scenario>") -> Scenario:
+def scenario_from_dict(data: Mapping[str, Any], where: str = "<scenario>",
+                       preset_plan: Callable[[str], Scenario] | None = None) -> Scenario:
+    """A validated Scenario. A file may build on a preset's plan (`preset = "phi1"`): `preset_plan(name)`
+    gives that plan; the pipeline passes it, since only the pipeline knows every stage."""
     allowed = {"name", "description", "note", "as_of", "defaults", "line", "preset", "set"}
     for key in data:
         if key not in allowed:
@@ -199,7 +201,10 @@ def scenario_from_dict(data: Mapping[str, Any], where: str = "<scenario>") -> Sc
             raise unknown_choice(f"default in {where}", key, DEFAULTS)
         defaults[key] = _coerce(value, DEFAULTS[key], f"{where}: defaults.{key}")
     if "preset" in data:
-        base = preset_scenario(data["preset"])
+        if preset_plan is None:
+            raise ConfigError(f"{where}: builds on preset {data['preset']!r}; load it with "
+                              "phi1lib.pipeline.load_scenario (or `phi1 budget --scenario`), which knows the stages")
+        base = preset_plan(str(data["preset"]))
     else:
         base = Scenario(name="", lines=[])
     seen = set(base.items())
@@ -218,8 +223,9 @@ def scenario_from_dict(data: Mapping[str, Any], where: str = "<scenario>") -> Sc
     return sc
 
 
-def load_scenario(name_or_path: str | os.PathLike, extra_dirs: Iterable[str | os.PathLike] = ()) -> Scenario:
-    """A scenario by name (costs/scenarios/NAME.toml, or extra_dirs) or by path."""
+def load_scenario(name_or_path: str | os.PathLike, extra_dirs: Iterable[str | os.PathLike] = (),
+                  preset_plan: Callable[[str], Scenario] | None = None) -> Scenario:
+    """A scenario by name (costs/scenarios/NAME.toml, or extra_dirs) or by path (see scenario_from_dict)."""
     path = Path(name_or_path)
     if (path.suffix == ".toml" or os.sep in str(name_or_path)) and not path.exists():
         raise ConfigError(f"{path}: no such scenario file; give an existing .toml path or one of: "
@@ -231,46 +237,7 @@ def load_scenario(name_or_path: str | os.PathLike, extra_dirs: Iterable[str | os
         path = known[str(name_or_path)]
     data = _read_toml(path)
     data.setdefault("name", path.stem)
-    return scenario_from_dict(data, str(path))
-
-
-def preset_scenario(preset: str | Preset) -> Scenario:
-    """Every stage of a preset as line items, derived from its config (nothing typed in)."""
-    p = get_preset(preset)
-    d, ev, hw = p.data, p.eval, p.hardware
-    n_problems = sum(BENCHMARK_PROBLEMS.get(b, 0) for b in ev.benchmarks)
-    embed_spec = model_spec(p.embedder)
-    embed_len = min(d.embed_max_length, embed_spec.n_ctx)  # the filter embeds each sample's head
-    embed_tokens = float(d.corpus_samples * min(embed_len, d.corpus_tokens / max(d.corpus_samples, 1)))
-    prompt_tokens = 150  # a HumanEval prompt (signature + docstring) is ~130 tokens
-    lines = [
-        dict(stage="filtering", item="annotate", kind="llm", model=p.annotator, samples=float(d.annotate_samples),
-             in_per_sample=float(d.annotate_tokens_in), out_per_sample=float(d.annotate_tokens_out)),
-        dict(stage="filtering", item="embed", kind="compute", model=p.embedder, tokens=embed_tokens,
-             seq_len=embed_len, params=float(estimates.body_params(embed_spec)),
-             note=f"one forward pass of the embedder per sample over its first {embed_len} tokens; "
-                  "params = its body (the embedding table is a lookup, the LM head is never run)"),
-        dict(stage="filtering", item="classify", kind="cpu", samples=float(d.corpus_samples),
-             seconds_per_sample=1e-4, note="random forest over embeddings, ~0.1 ms per sample per core"),
-        dict(stage="synthesis", item="textbooks", kind="llm", model=p.synthesizer, tokens_out=float(d.textbook_tokens),
-             input_ratio=d.synth_input_ratio),
-        dict(stage="synthesis", item="exercises", kind="llm", model=p.synthesizer, tokens_out=float(d.exercise_tokens),
-             input_ratio=d.synth_input_ratio),
-        dict(stage="pretrain", item="pretrain", kind="training", model=p.name, steps=p.pretrain.steps,
-             batch_seqs=p.pretrain.batch_seqs, seq_len=p.pretrain.seq_len),
-        dict(stage="finetune", item="finetune", kind="training", model=p.name, steps=p.finetune.steps,
-             batch_seqs=p.finetune.batch_seqs, seq_len=p.finetune.seq_len),
-        dict(stage="evaluation", item="generate", kind="compute", model=p.name,
-             tokens=float(n_problems * ev.n_samples * (prompt_tokens + ev.max_new_tokens)),
-             seq_len=prompt_tokens + ev.max_new_tokens, note=f"{n_problems} problems x {ev.n_samples} samples"),
-        dict(stage="evaluation", item="sandbox", kind="cpu", samples=float(n_problems * ev.n_samples),
-             seconds_per_sample=estimates.SANDBOX_SECONDS_PER_PROGRAM,
-             note="one sandboxed test run per completion (~15 ms measured; a hang costs up to its timeout)"),
-        dict(stage="coffee", item="coffee", kind="coffee", cups=1.0),
-    ]
-    defaults = {"gpu": hw.gpu, "n_gpus": hw.n_gpus, "mfu": hw.mfu, "batch": False, "coffee": estimates.DEFAULT_COFFEE}
-    return Scenario(name=p.name, lines=lines, defaults=defaults, as_of=None, description=p.description,
-                    source=f"preset {p.name}")
+    return scenario_from_dict(data, str(path), preset_plan)
 
 
 # ---- pricing ------------------------------------------------------------------------------
@@ -426,10 +393,3 @@ def price_scenario(scenario: Scenario, prices: PriceBook | None = None) -> Budge
         groups.setdefault(line["stage"], []).append(est)
     stages = [estimates.combine(name, ests, book, coffee) for name, ests in groups.items()]
     return Budget(scenario, stages, book)
-
-
-def estimate_preset(preset: str | Preset, prices: PriceBook | None = None,
-                    overrides: Mapping[str, Any] | Iterable[str] = ()) -> Budget:
-    """The whole recipe for a preset, priced (overrides as for `--set`)."""
-    sc = preset_scenario(preset)
-    return price_scenario(sc.with_overrides(overrides) if overrides else sc, prices)

@@ -2,18 +2,21 @@
 
 Everything the view shows is computed in Python when a knob's `.value` changes, so it works
 with no kernel (tests set values directly), in Voilà (costs/calculator.ipynb) and in the book.
+The plans it offers come from the caller: `phi1lib.pipeline.plans()` gives every scenario file
+and every preset's plan (the stages' own estimates), which only the pipeline can build.
 """
 
 from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import ipywidgets as W
 
 from . import estimates, scenario
 from .pricebook import PriceBook, Rental, load_prices
+from ..errors import unknown_choice
 from ..presets import PRESET_NAMES
 
 PRICE_DATES = {"mid-2023 (the paper)": "2023-06-30", "early 2024": "2024-02-01", "latest": "latest"}
@@ -97,13 +100,13 @@ def plot_stages(budgets: dict[str, scenario.Budget], ax=None):
 class BudgetCalculator:
     """Knobs -> scenario overrides and price tweaks -> Budget -> HTML. `.widget` is the app."""
 
-    def __init__(self, source: str = "scenario: phi1-paper", prices: PriceBook | None = None):
+    def __init__(self, plans: Mapping[str, Callable[[], scenario.Scenario]], source: str = "scenario: phi1-paper",
+                 prices: PriceBook | None = None):
+        """plans: label -> a function giving that plan (`phi1lib.pipeline.plans()`); `source` is the one shown first."""
         self.base_prices = prices or load_prices()
-        self.sources: dict[str, Callable[[], scenario.Scenario]] = {}
-        for name in scenario.list_scenarios():
-            self.sources[f"scenario: {name}"] = lambda n=name: scenario.load_scenario(n)
-        for name in PRESET_NAMES:
-            self.sources[f"preset: {name}"] = lambda n=name: scenario.preset_scenario(n)
+        self.sources: dict[str, Callable[[], scenario.Scenario]] = dict(plans)
+        if source not in self.sources:
+            raise unknown_choice("plan", source, self.sources)
         self.source = W.Dropdown(options=list(self.sources), value=source, description="Plan")
         self.as_of = W.Dropdown(options=list(PRICE_DATES) + ["from the plan"], value="from the plan",
                                 description="Prices as of")
@@ -294,6 +297,7 @@ class BudgetCalculator:
         display(self.widget)
 
 
-def calculator(source: str = "scenario: phi1-paper", prices: PriceBook | None = None) -> W.Widget:
-    """The app widget, ready to display."""
-    return BudgetCalculator(source, prices).widget
+def calculator(plans: Mapping[str, Callable[[], scenario.Scenario]], source: str = "scenario: phi1-paper",
+               prices: PriceBook | None = None) -> W.Widget:
+    """The app widget, ready to display: `calculator(phi1lib.pipeline.plans())`."""
+    return BudgetCalculator(plans, source, prices).widget

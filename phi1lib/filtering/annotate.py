@@ -19,6 +19,7 @@ import tokenize
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
+from .. import llm
 from ..paths import data_file
 
 SCALE = (1, 5)
@@ -205,8 +206,6 @@ class AnnotationStats:
 
 def make_client(annotator: str, *, store=None, ledger=None, cap_usd=None, base_url=None, **client_kwargs):
     """An LLMClient for `annotator`: the heuristic stand-in as a FunctionProvider, else an OpenAI model."""
-    from .. import llm
-
     if annotator == HEURISTIC:
         provider = llm.FunctionProvider(heuristic_answer, name=STAND_IN_NAME)
     else:
@@ -224,8 +223,6 @@ def annotate(samples: Sequence[dict], *, annotator: str = HEURISTIC, client=None
     """
     stats = AnnotationStats(annotator=STAND_IN_NAME if annotator == HEURISTIC else annotator,
                             stand_in=annotator == HEURISTIC, requested=len(samples))
-    from .. import llm
-
     client = client or make_client(annotator, **client_kwargs)
     template = prompt_template()
     rows: list[dict] = []

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..paths import atomic_path
 
 
 def binary_metrics(y_true, y_score, threshold: float = 0.5) -> dict[str, Any]:
@@ -66,14 +67,13 @@ def save_classifier(clf, path: str | os.PathLike, meta: dict[str, Any]) -> Path:
     import joblib
 
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    joblib.dump({"model": clf, "meta": meta}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        joblib.dump({"model": clf, "meta": meta}, tmp)
     return path
 
 
 def load_classifier(path: str | os.PathLike):
-    """(classifier, meta) saved by run_filtering; meta names the embedder the forest expects."""
+    """(classifier, meta) saved by the filtering stage; meta names the embedder the forest expects."""
     import joblib
 
     path = Path(path)

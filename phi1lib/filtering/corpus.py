@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..errors import ConfigError, DataError
+from ..jsonl import iter_jsonl
 
 GRANULARITIES = ("file", "function")
 DEFAULT_MAX_BYTES = 100_000  # files above this are "huge": generated tables, vendored bundles
@@ -277,7 +278,6 @@ def read_table(path: str | os.PathLike, *, text_field: str | list[str] = "text",
     if not path.is_file():
         raise DataError(f"{path}: corpus file not found; pass a .jsonl or .parquet file")
     if path.suffix in (".jsonl", ".json"):
-        from ..jsonl import iter_jsonl
         rows: Iterable[dict] = iter_jsonl(path)
     elif path.suffix == ".parquet":
         import pyarrow.parquet as pq

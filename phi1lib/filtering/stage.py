@@ -2,33 +2,48 @@
 
 paper §2.1: GPT-4 rates ~100k samples for educational value, a random forest on a pretrained
 code model's output embeddings learns the rating, the rest of the 35B-token pool is scored and
-~6B tokens are kept. Here: `FilterConfig` (one per preset), `run_filtering` (resumable; writes
-filtering/{pool,kept,dropped,labels}.parquet, classifier.joblib, metrics.json, result.json
-last) and `estimate_cost` (annotation tokens + embedding FLOPs through phi1lib.costs).
+~6B tokens are kept. Here:
+
+    config = FilterConfig.for_preset("tiny")            # preset resolved once, overrides checked
+    est = estimate(config, prices)                       # annotation tokens + embedding FLOPs + forest CPU
+    res = run(config, RunDir.for_preset("tiny"))         # FilterResult; reused only if config and corpus match
+
+`run` reads the pool, annotates a seeded random subset, embeds it, trains the forest (and
+compares it with cheap baselines on a held-out split), scores the whole pool, thresholds it
+and writes OUT/filtering/{pool,kept,dropped,labels,examples}.parquet, classifier.joblib,
+metrics.json, annotations.sqlite (the annotator's answers) and result.json last.
 """
 
 from __future__ import annotations
 
+import html
 import json
+import multiprocessing as mp
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, field, fields
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import runs
-from .annotate import HEURISTIC, STAND_IN_NAME, STAND_IN_NOTE, annotate, heuristic_score, label_from_rating
-from .corpus import DEFAULT_MAX_BYTES, GRANULARITIES, CorpusStats, load_corpus
+from .. import budget, runs
 from ..embed import MINILM_LOCAL, POOLINGS, Embedder, text_hash
 from ..errors import ConfigError, DataError
-from .classifier import binary_metrics, evaluate_models, load_classifier, save_classifier, train_classifier
-from ..presets import get_preset
+from ..paths import atomic_path
+from ..presets import PRESET_NAMES, Hardware, ModelSpec, Preset, get_preset
+from ..runs import RunDir
+from ..stage import StageConfig, StageResult, Timer, Usage, common_fields, load_stored, plan_defaults
+from .annotate import HEURISTIC, STAND_IN_NAME, STAND_IN_NOTE, AnnotationStats, annotate, heuristic_score, \
+    label_from_rating, make_client
+from .classifier import evaluate_models, load_classifier, save_classifier, train_classifier
+from .corpus import DEFAULT_MAX_BYTES, GRANULARITIES, HUB_SOURCES, CorpusStats, load_corpus
 
 STAGE = "filtering"
 OUT_COLUMNS = ["id", "source", "path", "text", "score", "n_tokens"]
+CLASSIFY_SECONDS_PER_SAMPLE = 1e-4  # random forest over an embedding, per sample per core (estimate)
 _LEXICAL = re.compile(r"\w+|[^\w\s]")
 
 
@@ -39,8 +54,19 @@ def count_tokens(text: str) -> int:
 
 
 @dataclass
-class FilterConfig:
-    """Everything the filtering stage needs; `FilterConfig.for_preset(name, **overrides)` fills it from a preset."""
+class FilterConfig(StageConfig):
+    """Everything the filtering stage needs; `FilterConfig.for_preset(name, **overrides)` fills it from a preset.
+
+    An explicit `threshold` given to `for_preset` without `keep_fraction` replaces the preset's kept share.
+    """
+
+    STAGE: ClassVar[str] = STAGE
+    # How the work runs, and planning numbers only the estimate reads: they do not change the result.
+    # (base_url does not either: the annotator's model name, which does, stays fingerprinted. And
+    # annotate_tokens_out does: it also caps the annotator's answer.)
+    NOT_FINGERPRINTED: ClassVar[tuple[str, ...]] = (
+        "annotate_tokens_in", "tokens_per_sample", "hardware",
+        "num_proc", "device", "batch_size", "score_batch_size", "cap_usd", "base_url")
 
     preset: str = "tiny"  # preset name the defaults come from
     corpus: str = "installed"  # "installed", "the-stack-python", "stackoverflow", "hub:<id|folder>", folder, .jsonl/.parquet
@@ -50,10 +76,10 @@ class FilterConfig:
     text_field: str | None = None  # column holding the text in tables / hub sets (None: reader default)
     seed: int = 0  # corpus sampling, annotation subset, train/test split, forest
     annotator: str = HEURISTIC  # "heuristic" (offline stand-in) or an LLM model name
-    annotate_samples: int = 600  # samples sent to the annotator
+    annotate_samples: int = 600  # samples sent to the annotator (at most corpus_samples)
     annotate_max_chars: int = 2000  # characters of code shown to the annotator
     annotate_tokens_in: int = 400  # planned prompt tokens per sample (estimate only)
-    annotate_tokens_out: int = 10  # planned answer tokens per sample (estimate only)
+    annotate_tokens_out: int = 10  # planned answer tokens per sample; also caps the answer (at least 8 tokens)
     max_retries: int = 1  # re-asks for an unparseable answer before it is dropped
     positive_min: int = 4  # rating (1-5) from which a sample counts as educational
     base_url: str | None = None  # OpenAI-compatible endpoint (vLLM, ...) for the LLM annotator
@@ -64,45 +90,48 @@ class FilterConfig:
     batch_size: int = 32  # texts per forward pass
     device: str = "cpu"  # torch device for the embedder ("cuda" on GPU presets)
     n_estimators: int = 200  # trees in the random forest
-    min_samples_leaf: int = 1  # forest regularisation
-    test_fraction: float = 0.25  # held-out share of the labelled samples
+    min_samples_leaf: int = 1  # forest regularisation (samples per leaf)
+    test_fraction: float = 0.25  # held-out share of the labelled samples, in [0.05, 0.5]
     threshold: float | None = None  # keep score >= threshold (probability in [0, 1]); overrides keep_fraction
-    keep_fraction: float | None = 1 / 3  # else keep this share of the pool (highest scores)
+    keep_fraction: float | None = 1 / 3  # else keep this share of the pool (highest scores), in (0, 1]
     num_proc: int = 1  # processes for scoring the pool (datasets.map)
     score_batch_size: int = 256  # samples per datasets.map batch
     n_examples: int = 5  # highest- and lowest-scored samples shown side by side
+    tokens_per_sample: float = 1000.0  # planned mean tokens of one corpus sample (estimate only)
+    hardware: Hardware = get_preset("tiny").hardware  # what the embedding pass is priced on (estimate only)
 
-    def __post_init__(self):
-        get_preset(self.preset)
-        for name in ("corpus_samples", "annotate_samples", "annotate_max_chars", "max_length", "batch_size",
-                     "n_estimators", "min_samples_leaf", "num_proc", "score_batch_size", "max_file_bytes"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"FilterConfig.{name}={v!r}: expected a positive integer")
-        if self.annotate_samples > self.corpus_samples:
-            self.annotate_samples = self.corpus_samples  # cannot label more than the pool holds
-        if self.granularity not in GRANULARITIES:
-            raise ConfigError(f"FilterConfig.granularity={self.granularity!r}; choose one of {', '.join(GRANULARITIES)}")
-        if self.pooling not in POOLINGS:
-            raise ConfigError(f"FilterConfig.pooling={self.pooling!r}; choose one of {', '.join(POOLINGS)}")
-        if not 1 <= self.positive_min <= 5:
-            raise ConfigError(f"FilterConfig.positive_min={self.positive_min}: ratings run 1..5")
-        if not 0.05 <= self.test_fraction <= 0.5:
-            raise ConfigError(f"FilterConfig.test_fraction={self.test_fraction}: expected 0.05..0.5")
+    def __post_init__(self) -> None:
+        if isinstance(self.hardware, dict):  # a config read back from JSON
+            self.hardware = Hardware(**self.hardware)
+        super().__post_init__()
+
+    def validate(self) -> None:
+        self.need(self.preset in PRESET_NAMES, "preset", f"one of {', '.join(PRESET_NAMES)}")
+        self.need(bool(self.corpus.strip()), "corpus", "a corpus name, folder or file")
+        self.need_ints("corpus_samples", "annotate_samples", "annotate_max_chars", "max_length", "batch_size",
+                       "n_estimators", "min_samples_leaf", "num_proc", "score_batch_size", "max_file_bytes")
+        self.need_ints("seed", "annotate_tokens_in", "annotate_tokens_out", "max_retries", "n_examples", minimum=0)
+        # No silent clamping: the annotated subset is drawn from the pool, so it cannot be larger.
+        self.need(self.annotate_samples <= self.corpus_samples, "annotate_samples",
+                  f"at most the corpus samples ({self.corpus_samples}): the annotated subset is drawn from the pool")
+        self.need(self.granularity in GRANULARITIES, "granularity", f"one of {', '.join(GRANULARITIES)}")
+        self.need(self.pooling in POOLINGS, "pooling", f"one of {', '.join(POOLINGS)}")
+        self.need(1 <= self.positive_min <= 5, "positive_min", "a rating in 1..5")
+        self.need(0.05 <= self.test_fraction <= 0.5, "test_fraction", "a share in [0.05, 0.5]")
         if self.threshold is None and self.keep_fraction is None:
-            raise ConfigError("FilterConfig: set threshold (score in [0, 1]) or keep_fraction (share in (0, 1])")
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"FilterConfig.threshold={self.threshold}: scores are probabilities in [0, 1]")
-        if self.keep_fraction is not None and not 0.0 < self.keep_fraction <= 1.0:
-            raise ConfigError(f"FilterConfig.keep_fraction={self.keep_fraction}: expected a share in (0, 1]")
-        if self.cap_usd is not None and self.cap_usd < 0:
-            raise ConfigError(f"FilterConfig.cap_usd={self.cap_usd}: expected USD >= 0")
+            raise self.bad("keep_fraction", "a share in (0, 1] (or set threshold, a score in [0, 1])")
+        if self.threshold is not None:
+            self.need(0.0 <= self.threshold <= 1.0, "threshold", "a score in [0, 1] (scores are probabilities)")
+        if self.keep_fraction is not None:
+            self.need(0.0 < self.keep_fraction <= 1.0, "keep_fraction", "a share in (0, 1]")
+        if self.cap_usd is not None:
+            self.need(self.cap_usd >= 0, "cap_usd", "USD >= 0")
+        self.need(self.tokens_per_sample > 0, "tokens_per_sample", "tokens > 0")
 
     @classmethod
-    def for_preset(cls, name: str = "tiny", **overrides: Any) -> "FilterConfig":
-        p = get_preset(name)
+    def _from_preset(cls, p: Preset) -> dict[str, Any]:
         gpu = p.hardware.gpu != "cpu"
-        base: dict[str, Any] = dict(
+        return dict(
             preset=p.name, corpus="installed" if p.offline else "the-stack-python",
             corpus_samples=p.data.corpus_samples, annotator=p.annotator, annotate_samples=p.data.annotate_samples,
             annotate_tokens_in=p.data.annotate_tokens_in, annotate_tokens_out=p.data.annotate_tokens_out,
@@ -110,91 +139,83 @@ class FilterConfig:
             device="cuda" if gpu else "cpu", num_proc=1 if p.offline else 8,
             # The paper kept ~6B of ~35B tokens; each preset's plan says how much it keeps.
             keep_fraction=min(1.0, p.data.filtered_tokens / p.data.corpus_tokens),
-        )
-        if "threshold" in overrides and "keep_fraction" not in overrides:
-            base["keep_fraction"] = None  # an explicit threshold replaces the preset's kept share
-        unknown = set(overrides) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"FilterConfig has no field(s) {sorted(unknown)}; fields: {[f.name for f in fields(cls)]}")
-        base.update({k: v for k, v in overrides.items()})
-        return cls(**base)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class FilterResult:
-    out_dir: str
-    files: dict[str, str]  # name -> path of every file the stage wrote
-    counts: dict[str, Any]  # pool / kept / dropped samples and tokens, corpus skips
-    threshold: float
-    threshold_rule: str
-    annotation: dict[str, Any]
-    metrics: dict[str, Any]  # classifier vs baselines on the held-out split
-    seconds: dict[str, float]
-    usage: dict[str, Any]  # measured: usd, tokens_in, tokens_out, cpu_seconds
-    estimate: dict[str, Any]
-    stand_in: str | None
-    config: dict[str, Any]
-    examples: dict[str, list[dict]] = field(default_factory=dict)
-
-    @property
-    def kept_path(self) -> Path:
-        return Path(self.files["kept"])
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+            tokens_per_sample=float(p.data.tokens_per_sample), hardware=p.hardware)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FilterResult":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})  # extra keys (pipeline's _seconds) ignored
+    def for_preset(cls, preset: str | Preset = "tiny", **overrides: Any) -> "FilterConfig":
+        """The preset's values, then `overrides`; a `threshold` without `keep_fraction` replaces the preset's share."""
+        if overrides.get("threshold") is not None and "keep_fraction" not in overrides:
+            overrides["keep_fraction"] = None
+        return super().for_preset(preset, **overrides)
 
 
-# ---- cost ----------------------------------------------------------------------------------------
+# ---- the estimate --------------------------------------------------------------------------------
+
+def _folder_spec(model: str) -> ModelSpec | None:
+    """The shape in a local model folder's config.json (None when there is none to read)."""
+    cfg = Path(model).expanduser() / "config.json"
+    if not cfg.is_file():
+        return None
+    c = json.loads(cfg.read_text(encoding="utf-8"))
+    d = c.get("hidden_size") or c.get("n_embd") or c.get("d_model")
+    n_layer = c.get("num_hidden_layers") or c.get("n_layer")
+    if not (d and n_layer):
+        return None
+    n_ctx = c.get("max_position_embeddings") or c.get("n_positions") or c.get("n_ctx") or 0
+    return ModelSpec(n_layer=n_layer, d_model=d, d_mlp=c.get("intermediate_size") or c.get("n_inner") or 4 * d,
+                     n_head=c.get("num_attention_heads") or c.get("n_head") or 1, rotary_dim=0, n_ctx=int(n_ctx),
+                     vocab_size=c.get("vocab_size") or 0)
+
+
+def embedder_spec(model: str) -> ModelSpec:
+    """The embedder's shape for the estimate, without a download: a known embedder (the budget's table),
+    else the shape in a local folder's config.json."""
+    if model in budget.EXTRA_MODELS:
+        return budget.EXTRA_MODELS[model]
+    spec = _folder_spec(model)
+    if spec is None:
+        raise ConfigError(f"embedder={model!r}: its shape is unknown for the estimate; use a local folder with a "
+                          f"config.json or one of {sorted(budget.EXTRA_MODELS)}")
+    return spec
+
 
 def embed_flops_per_token(model: str, seq_len: float) -> float:
-    """Forward FLOPs per embedded token (`budget.embed_flops_per_token`) for the shape of a known
-    embedder (the budget's table), else the shape in a local folder's config.json, so the
-    estimate needs no download. The embedding table is a lookup and the LM head is never run,
-    so neither counts."""
-    from .. import budget
-    from ..presets import ModelSpec
-
-    t = int(round(seq_len))
-    if model in budget.EXTRA_MODELS:
-        return budget.embed_flops_per_token(budget.EXTRA_MODELS[model], t)
-    cfg = Path(model).expanduser() / "config.json"
-    if cfg.is_file():
-        c = json.loads(cfg.read_text())
-        d = c.get("hidden_size") or c.get("n_embd") or c.get("d_model")
-        n_layer = c.get("num_hidden_layers") or c.get("n_layer")
-        if d and n_layer:
-            spec = ModelSpec(n_layer=n_layer, d_model=d, d_mlp=c.get("intermediate_size") or c.get("n_inner") or 4 * d,
-                             n_head=c.get("num_attention_heads") or c.get("n_head") or 1, rotary_dim=0, n_ctx=t,
-                             vocab_size=c.get("vocab_size") or 0)
-            return budget.embed_flops_per_token(spec, t)
-    raise ConfigError(f"embedder={model!r}: its shape is unknown for the estimate; use a local folder with a "
-                      f"config.json or one of {sorted(budget.EXTRA_MODELS)}")
+    """Forward FLOPs per embedded token (`budget.embed_flops_per_token`) of the embedder's shape. The
+    embedding table is a lookup and the LM head is never run, so neither counts."""
+    return budget.embed_flops_per_token(embedder_spec(model), int(round(seq_len)))
 
 
-def estimate_cost(config: FilterConfig, prices=None):
-    """Annotation tokens at the annotator's prices + embedding forward FLOPs on the preset's hardware."""
-    from .. import budget
+def embed_tokens_per_sample(config: FilterConfig) -> float:
+    """Tokens of each sample the embedder reads: its head, up to max_length and the embedder's context."""
+    n_ctx = embedder_spec(config.embedder).n_ctx or config.max_length
+    return min(config.max_length, n_ctx, config.tokens_per_sample)
 
-    prices = prices or budget.load_prices()
-    hw = get_preset(config.preset).hardware
-    plan = get_preset(config.preset).data
-    n_ann = config.annotate_samples
-    llm = budget.estimate_llm(STAGE, config.annotator, n_ann * config.annotate_tokens_in,
-                             n_ann * config.annotate_tokens_out, prices, item="annotate")
-    tokens_per_sample = min(config.max_length, plan.corpus_tokens / max(plan.corpus_samples, 1))
-    embed_tokens = config.corpus_samples * tokens_per_sample
-    flops = embed_flops_per_token(config.embedder, tokens_per_sample) * embed_tokens
-    emb = budget.estimate_compute(STAGE, flops, prices, gpu=hw.gpu, n_gpus=hw.n_gpus, mfu=hw.mfu, item="embed",
-                                 tokens=embed_tokens)
-    return budget.combine(STAGE, [llm, emb], prices)
+
+def budget_lines(config: FilterConfig) -> list[dict[str, Any]]:
+    """Annotation (LLM tokens), one embedding forward pass per sample (FLOPs), the forest over the pool (CPU)."""
+    per_sample = embed_tokens_per_sample(config)
+    seq_len, tokens = int(round(per_sample)), float(config.corpus_samples * per_sample)
+    note = f"one forward pass of the embedder per sample over its first {seq_len} tokens"
+    if config.embedder in budget.EXTRA_MODELS:
+        embed = dict(model=config.embedder, params=float(budget.body_params(budget.EXTRA_MODELS[config.embedder])),
+                     seq_len=seq_len, tokens=tokens,
+                     note=note + "; params = its body (the embedding table is a lookup, the LM head is never run)")
+    else:  # a local folder: its shape is not in the budget's table, so the line carries the FLOPs
+        embed = dict(flops=embed_flops_per_token(config.embedder, seq_len) * tokens, tokens=tokens,
+                     note=note + f"; shape from {config.embedder}/config.json")
+    return [
+        dict(stage=STAGE, item="annotate", kind="llm", model=config.annotator, samples=float(config.annotate_samples),
+             in_per_sample=float(config.annotate_tokens_in), out_per_sample=float(config.annotate_tokens_out)),
+        dict(stage=STAGE, item="embed", kind="compute", **embed),
+        dict(stage=STAGE, item="classify", kind="cpu", samples=float(config.corpus_samples),
+             seconds_per_sample=CLASSIFY_SECONDS_PER_SAMPLE,
+             note="random forest over embeddings, ~0.1 ms per sample per core"),
+    ]
+
+
+def estimate(config: FilterConfig, prices: budget.PriceBook | None = None) -> budget.StageEstimate:
+    """Annotation tokens at the annotator's prices + embedding FLOPs on the preset's hardware + forest CPU time."""
+    return budget.price_lines(STAGE, budget_lines(config), plan_defaults(config.hardware), prices)
 
 
 # ---- threshold and scoring -----------------------------------------------------------------------
@@ -261,9 +282,6 @@ def score_pool(texts: list[str], embed_kwargs: dict[str, Any], classifier_path: 
     if num_proc <= 1 or len(texts) < 2 * batch_size:
         scores, fresh = _score_shard(list(texts), embed_kwargs, str(classifier_path), batch_size, progress)
     else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
         bounds = np.linspace(0, len(texts), num_proc + 1).astype(int)
         shards = [list(texts[a:b]) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
         with ProcessPoolExecutor(len(shards), mp_context=mp.get_context("spawn")) as pool:
@@ -273,13 +291,6 @@ def score_pool(texts: list[str], embed_kwargs: dict[str, Any], classifier_path: 
         fresh = sum(n for _, n in parts)
     scores = np.asarray(scores, dtype=float)
     return (scores, fresh) if return_fresh else scores
-
-
-def _write_parquet(df, path: Path) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-    return path
 
 
 def examples_table(pool, n: int = 5):
@@ -294,29 +305,51 @@ def examples_table(pool, n: int = 5):
                          "low: code": short(bottom["text"])})
 
 
+def _write_parquet(df, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+    return path
+
+
 # ---- the stage -----------------------------------------------------------------------------------
 
-def run_filtering(config: FilterConfig | None = None, out_dir: str | os.PathLike | None = None, *, ledger=None,
-                  client=None, progress: bool = True, force: bool = False, log=print) -> FilterResult:
-    """Run (or return the stored result of) the filtering stage into `out_dir` (default: the run dir's filtering/)."""
+@dataclass(kw_only=True)
+class FilterResult(StageResult):
+    """What the filtering stage kept; `metrics` is the classifier next to its baselines on the held-out split."""
+
+    counts: dict[str, Any]  # pool / kept / dropped samples and tokens, labels, corpus skips, texts embedded
+    threshold: float  # score from which a sample is kept
+    threshold_rule: str  # how the threshold was chosen, in words
+    annotation: dict[str, Any]  # AnnotationStats: requested, labelled, dropped, tokens, usd, ...
+    examples: dict[str, list[dict]] = field(default_factory=dict)  # "high"/"low": path and score of the extremes
+
+    @property
+    def kept_path(self) -> Path:
+        return Path(self.files["kept"])
+
+
+def corpus_identity(spec: str) -> str:
+    """What the corpus is, for the fingerprint: a file or folder's `runs.identity`, else the name itself
+    ("installed", a hub source, "hub:<id>")."""
+    if spec == "installed" or spec in HUB_SOURCES or spec.startswith("hub:"):
+        return spec
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise ConfigError(f"corpus={spec!r} is neither 'installed', a hub source ({', '.join(HUB_SOURCES)}, "
+                          f"hub:<id>), an existing folder of .py files, nor a .jsonl/.parquet file")
+    return runs.identity(path)
+
+
+def embedder_settings(config: FilterConfig) -> dict[str, Any]:
+    """The Embedder settings the stage (and each scoring worker) uses."""
+    return dict(model=config.embedder, pooling=config.pooling, max_length=config.max_length,
+                batch_size=config.batch_size, device=config.device)
+
+
+def read_pool(config: FilterConfig):
+    """The candidate pool: (records, DataFrame id/source/path/text/n_tokens, CorpusStats)."""
     import pandas as pd
 
-    config = config or FilterConfig.for_preset("tiny")
-    out = Path(out_dir) if out_dir is not None else runs.stage_dir(STAGE, preset=config.preset)
-    out.mkdir(parents=True, exist_ok=True)
-    stored = runs.load_result(out)
-    if stored is not None and not force:
-        return FilterResult.from_dict(stored)
-    say = log if progress else (lambda *_: None)
-    stand_in = STAND_IN_NOTE if config.annotator == HEURISTIC else None
-    if stand_in:
-        say(f"[filtering] annotator: {STAND_IN_NAME} (offline stand-in for the paper's GPT-4 labels)")
-    est = estimate_cost(config)
-    seconds: dict[str, float] = {}
-    t_stage = t = time.perf_counter()
-    cpu0 = time.process_time()
-
-    # 1. the candidate pool
     cstats = CorpusStats()
     records = load_corpus(config.corpus, config.corpus_samples, seed=config.seed, granularity=config.granularity,
                           max_bytes=config.max_file_bytes, text_field=config.text_field, stats=cstats)
@@ -326,38 +359,44 @@ def run_filtering(config: FilterConfig | None = None, out_dir: str | os.PathLike
     pool = pd.DataFrame({"id": [r["id"] for r in records], "source": [r["source"] for r in records],
                          "path": [r["path"] for r in records], "text": [r["text"] for r in records]})
     pool["n_tokens"] = [count_tokens(x) for x in pool["text"]]
-    seconds["read"] = time.perf_counter() - t
+    return records, pool, cstats
 
-    # 2. labels for a seeded random subset
-    t = time.perf_counter()
+
+def annotate_subset(records: list[dict], config: FilterConfig, client):
+    """Ratings for a seeded random subset of the pool: (labels DataFrame, AnnotationStats)."""
+    import pandas as pd
+
     rng = np.random.default_rng(config.seed)
-    n_ann = min(config.annotate_samples, len(records))
+    n_ann = min(config.annotate_samples, len(records))  # the corpus may hold fewer samples than asked for
     ann_idx = np.sort(rng.choice(len(records), size=n_ann, replace=False))
-    if client is None:
-        client = _make_client(config, out, ledger)
     rows, astats = annotate([records[i] for i in ann_idx], annotator=config.annotator, client=client,
                             max_retries=config.max_retries, max_chars=config.annotate_max_chars,
                             max_tokens=max(config.annotate_tokens_out, 8))
     labels = pd.DataFrame(rows, columns=["id", "rating", "answer", "attempts"])
     labels["label"] = [label_from_rating(r, config.positive_min) for r in labels["rating"]]
     labels["annotator"] = astats.annotator
-    seconds["annotate"] = time.perf_counter() - t
     counts_y = labels["label"].value_counts().to_dict()
     if len(labels) < 10 or min(counts_y.get(0, 0), counts_y.get(1, 0)) < 2:
         raise DataError(f"annotation gave {len(labels)} labels ({counts_y} by class; dropped unparseable "
                         f"{astats.dropped_unparseable}, failed {astats.failed}); the classifier needs >= 10 labels "
-                        f"with >= 2 per class: annotate more samples or change positive_min={config.positive_min}")
+                        f"with >= 2 per class: annotate more samples (--annotate) or move the class boundary "
+                        f"(--set positive_min=N, now {config.positive_min})")
+    return labels, astats
 
-    # 3. embeddings of the labelled samples, 4. forest vs baselines on a held-out split
-    t = time.perf_counter()
-    embed_kwargs = dict(model=config.embedder, pooling=config.pooling, max_length=config.max_length,
-                        batch_size=config.batch_size, device=config.device)
-    embedder = Embedder(**embed_kwargs, progress=progress)
+
+def embed_labelled(pool, labels, config: FilterConfig, progress: bool):
+    """(embedder, texts, embeddings) of the labelled samples, in the labels' order."""
+    embedder = Embedder(**embedder_settings(config), progress=progress)
     text_by_id = dict(zip(pool["id"], pool["text"]))
-    lab_texts = [text_by_id[i] for i in labels["id"]]
-    X = embedder.embed(lab_texts, desc="embed labelled")
-    seconds["embed_labelled"] = time.perf_counter() - t
-    t = time.perf_counter()
+    texts = [text_by_id[i] for i in labels["id"]]
+    return embedder, texts, embedder.embed(texts, desc="embed labelled")
+
+
+def train_and_compare(X: np.ndarray, texts: list[str], labels, config: FilterConfig, out: Path,
+                      astats: AnnotationStats) -> tuple[Path, dict[str, Any]]:
+    """Train the forest on a stratified split, compare it with cheap baselines on the held-out part, save it.
+
+    Marks each label's split and heuristic score in `labels`. Returns (classifier path, metrics)."""
     from sklearn.model_selection import train_test_split
 
     y = labels["label"].to_numpy()
@@ -365,12 +404,12 @@ def run_filtering(config: FilterConfig | None = None, out_dir: str | os.PathLike
                                            random_state=config.seed)
     clf = train_classifier(X[idx_train], y[idx_train], n_estimators=config.n_estimators,
                            min_samples_leaf=config.min_samples_leaf, seed=config.seed)
-    length = np.log1p(np.array([[len(s), s.count("\n")] for s in lab_texts], dtype=float))
-    heur = np.array([[heuristic_score(s[:config.annotate_max_chars])] for s in lab_texts])
+    length = np.log1p(np.array([[len(s), s.count("\n")] for s in texts], dtype=float))
+    heur = np.array([[heuristic_score(s[:config.annotate_max_chars])] for s in texts])
     metrics = evaluate_models(X[idx_train], y[idx_train], X[idx_test], y[idx_test], clf=clf,
                               extra_train={"length": length[idx_train], "heuristic": heur[idx_train]},
                               extra_test={"length": length[idx_test], "heuristic": heur[idx_test]}, seed=config.seed)
-    if stand_in:
+    if astats.stand_in:
         metrics["note"] = ("heuristic_alone is the rubric that produced these labels (the stand-in annotator), "
                            "so it is an upper bound here, not a fair baseline")
     labels["split"] = "train"
@@ -379,78 +418,131 @@ def run_filtering(config: FilterConfig | None = None, out_dir: str | os.PathLike
     clf_path = save_classifier(clf, out / "classifier.joblib", {
         "embedder": config.embedder, "pooling": config.pooling, "max_length": config.max_length,
         "positive_min": config.positive_min, "annotator": astats.annotator, "n_train": int(len(idx_train))})
-    seconds["train"] = time.perf_counter() - t
+    return clf_path, metrics
 
-    # 5. score the whole pool (labelled texts are cache hits), 6. threshold
-    t = time.perf_counter()
-    scores, embedded_scoring = score_pool(pool["text"].tolist(), embed_kwargs, clf_path, num_proc=config.num_proc,
-                                          batch_size=config.score_batch_size, progress=progress, return_fresh=True)
+
+def score(pool, clf_path: Path, config: FilterConfig, progress: bool) -> int:
+    """Score the whole pool into pool["score"] (labelled texts are cache hits); returns the texts it embedded."""
+    scores, embedded = score_pool(pool["text"].tolist(), embedder_settings(config), clf_path, num_proc=config.num_proc,
+                                  batch_size=config.score_batch_size, progress=progress, return_fresh=True)
     pool["score"] = scores
-    seconds["score"] = time.perf_counter() - t
-    thr, rule = choose_threshold(scores, threshold=config.threshold, keep_fraction=config.keep_fraction)
-    pool["kept"] = pool["score"] >= thr
-    pool = pool.merge(labels[["id", "rating", "label", "split"]], on="id", how="left")
+    return embedded
 
-    # 7. write: pool (all, with kept), kept, dropped, labels; metrics; result.json last
+
+def apply_threshold(pool, labels, config: FilterConfig):
+    """(pool with `kept` and the labels joined, threshold, rule)."""
+    thr, rule = choose_threshold(pool["score"].to_numpy(), threshold=config.threshold,
+                                 keep_fraction=config.keep_fraction)
+    pool["kept"] = pool["score"] >= thr
+    return pool.merge(labels[["id", "rating", "label", "split"]], on="id", how="left"), thr, rule
+
+
+def write_outputs(pool, labels, clf_path: Path, out: Path, config: FilterConfig):
+    """pool (all, with kept), kept, dropped, labels and examples parquet files: (files, examples)."""
     files = {"pool": _write_parquet(pool, out / "pool.parquet"),
              "kept": _write_parquet(pool.loc[pool["kept"], OUT_COLUMNS], out / "kept.parquet"),
              "dropped": _write_parquet(pool.loc[~pool["kept"], OUT_COLUMNS], out / "dropped.parquet"),
              "labels": _write_parquet(labels, out / "labels.parquet"), "classifier": clf_path}
-    ex = examples_table(pool, config.n_examples)
+    files["examples"] = _write_parquet(examples_table(pool, config.n_examples), out / "examples.parquet")
     examples = {"high": pool.nlargest(config.n_examples, "score")[["path", "score"]].to_dict("records"),
                 "low": pool.nsmallest(config.n_examples, "score")[["path", "score"]].to_dict("records")}
-    files["examples"] = _write_parquet(ex, out / "examples.parquet")
+    return {k: str(v) for k, v in files.items()}, examples
+
+
+def count_summary(pool, labels, cstats: CorpusStats, embedded: int) -> dict[str, Any]:
     kept_tokens, total_tokens = int(pool.loc[pool["kept"], "n_tokens"].sum()), int(pool["n_tokens"].sum())
-    counts = {"pool_samples": int(len(pool)), "kept_samples": int(pool["kept"].sum()),
-              "dropped_samples": int((~pool["kept"]).sum()), "pool_tokens": total_tokens, "kept_tokens": kept_tokens,
-              "kept_fraction_samples": float(pool["kept"].mean()), "kept_fraction_tokens": kept_tokens / max(total_tokens, 1),
-              "token_unit": "lexical tokens (identifiers, numbers, punctuation; see filtering.count_tokens)",
-              "labelled": int(len(labels)), "positives": int(labels["label"].sum()), "corpus": cstats.to_dict(),
-              "embedded_by_model": embedder.texts_embedded_ + embedded_scoring}
-    seconds["total"] = time.perf_counter() - t_stage
-    usage = {"usd": float(astats.usd), "tokens_in": int(astats.prompt_tokens), "tokens_out": int(astats.completion_tokens),
-             "cpu_seconds": time.process_time() - cpu0, "wall_seconds": seconds["total"]}
+    return {"pool_samples": int(len(pool)), "kept_samples": int(pool["kept"].sum()),
+            "dropped_samples": int((~pool["kept"]).sum()), "pool_tokens": total_tokens, "kept_tokens": kept_tokens,
+            "kept_fraction_samples": float(pool["kept"].mean()), "kept_fraction_tokens": kept_tokens / max(total_tokens, 1),
+            "token_unit": "lexical tokens (identifiers, numbers, punctuation; see filtering.count_tokens)",
+            "labelled": int(len(labels)), "positives": int(labels["label"].sum()), "corpus": cstats.to_dict(),
+            "embedded_by_model": int(embedded)}
+
+
+def _auc(metrics: dict[str, Any], name: str = "random_forest") -> str:
+    value = (metrics.get(name) or {}).get("roc_auc")
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def run(config: FilterConfig, run_dir: RunDir, *, ledger: budget.Ledger | None = None, client=None,
+        prices: budget.PriceBook | None = None, force: bool = False, progress: bool = True, log=print) -> FilterResult:
+    """Read, annotate, embed, classify, score and threshold the pool into OUT/filtering/; result.json last.
+
+    A finished stage is returned as stored when its config and corpus match (else StaleResult: pass
+    force=True to redo it). `client` is the annotator's LLMClient (default: one storing its answers in
+    OUT/filtering/annotations.sqlite); `log` gets two progress lines when `progress` is on.
+    """
+    inputs = {"corpus": corpus_identity(config.corpus)}
+    out = run_dir.stage(STAGE)
+    if (done := load_stored(FilterResult, out, config, root=run_dir.root, inputs=inputs, force=force)) is not None:
+        return done
+    say = log if progress else (lambda *_: None)
+    stand_in = STAND_IN_NOTE if config.annotator == HEURISTIC else None
+    if stand_in:
+        say(f"[{STAGE}] annotator: {STAND_IN_NAME}, an offline STAND-IN for the paper's GPT-4 labels")
+    est = estimate(config, prices)
+    t = Timer()
+    with t("read"):
+        records, pool, cstats = read_pool(config)
+    with t("annotate"):
+        client = client or make_client(config.annotator, store=out / "annotations.sqlite", ledger=ledger,
+                                       cap_usd=config.cap_usd, base_url=config.base_url)
+        labels, astats = annotate_subset(records, config, client)
+    with t("embed_labelled"):
+        embedder, texts, X = embed_labelled(pool, labels, config, progress)
+    with t("train"):
+        clf_path, metrics = train_and_compare(X, texts, labels, config, out, astats)
+    with t("score"):
+        embedded = embedder.texts_embedded_ + score(pool, clf_path, config, progress)
+    with t("threshold"):
+        pool, thr, rule = apply_threshold(pool, labels, config)
+    with t("write"):
+        files, examples = write_outputs(pool, labels, clf_path, out, config)
+    counts = count_summary(pool, labels, cstats, embedded)
+    seconds = t.finish()
+    gpu_s = seconds["embed_labelled"] + seconds["score"] if config.device.startswith("cuda") else 0.0
+    usage = Usage(tokens_in=int(astats.prompt_tokens), tokens_out=int(astats.completion_tokens),
+                  requests=int(astats.requested + astats.retried - astats.failed), gpu_s=gpu_s, cpu_s=t.cpu_s,
+                  wall_s=seconds["total"], usd=float(astats.usd))
     if ledger is not None:
         # The LLM client already recorded the annotation dollars under this stage; this line adds the compute.
-        ledger.record(STAGE, usd=0.0, cpu_seconds=usage["cpu_seconds"], estimate_usd=est.cost_usd,
-                      what="embed + classify + score", annotation_usd=usage["usd"], stand_in=bool(stand_in))
+        ledger.record(STAGE, usd=0.0, cpu_seconds=usage.cpu_s, gpu_seconds=usage.gpu_s, estimate_usd=est.cost_usd,
+                      what="embed + classify + score", annotation_usd=usage.usd, stand_in=bool(stand_in))
     metrics_doc = {"classifier": metrics, "counts": counts, "threshold": thr, "threshold_rule": rule,
                    "seconds": seconds, "annotation": astats.to_dict()}
-    (out / "metrics.json").write_text(json.dumps(metrics_doc, indent=2, default=str), encoding="utf-8")
-    files["metrics"] = out / "metrics.json"
-    result = FilterResult(out_dir=str(out), files={k: str(v) for k, v in files.items()}, counts=counts, threshold=thr,
-                          threshold_rule=rule, annotation=astats.to_dict(), metrics=metrics, seconds=seconds,
-                          usage=usage, estimate=est.to_dict(), stand_in=stand_in, config=config.to_dict(),
-                          examples=examples)
-    runs.save_result(out, result.to_dict())
-    say(f"[filtering] kept {counts['kept_samples']}/{counts['pool_samples']} samples "
-        f"({kept_tokens:,}/{total_tokens:,} tokens) at {rule}; forest ROC-AUC "
-        f"{metrics['random_forest']['roc_auc'] if metrics['random_forest']['roc_auc'] is not None else 'n/a'}; "
-        f"{seconds['total']:.0f} s")
+    with atomic_path(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics_doc, indent=2, default=str), encoding="utf-8")
+    files["metrics"] = str(out / "metrics.json")
+    result = FilterResult(**common_fields(config, out, run_dir, inputs, est), files=files, metrics=metrics,
+                          usage=usage, seconds=seconds, stand_in=stand_in, counts=counts, threshold=thr,
+                          threshold_rule=rule, annotation=astats.to_dict(), examples=examples).save()
+    say(f"[{STAGE}] kept {counts['kept_samples']:,}/{counts['pool_samples']:,} samples "
+        f"({counts['kept_tokens']:,}/{counts['pool_tokens']:,} tokens) at {rule}; forest ROC-AUC "
+        f"{_auc(metrics)}; {seconds['total']:.0f} s")
     return result
 
 
-def _make_client(config: FilterConfig, out: Path, ledger):
-    from .annotate import make_client
+def load_pool(where: RunDir | str | os.PathLike):
+    """The scored pool (every sample, `kept` flag) of a finished filtering stage, for the unfiltered ablation.
 
-    return make_client(config.annotator, store=out / "annotations.sqlite", ledger=ledger, cap_usd=config.cap_usd,
-                       base_url=config.base_url)
-
-
-def load_pool(folder: str | os.PathLike):
-    """The scored pool (every sample, `kept` flag) of a finished filtering stage, for the unfiltered ablation."""
+    `where`: a RunDir, a run folder, or the filtering folder itself."""
     import pandas as pd
 
-    path = Path(folder) / "pool.parquet"
-    if not path.is_file():
-        raise DataError(f"{path}: not found; run the filtering stage (phi1 filter) first")
+    if isinstance(where, RunDir):
+        path = where.input(STAGE, "pool.parquet")
+    else:
+        folder = Path(where).expanduser()
+        path = folder / "pool.parquet"
+        if not path.is_file() and (folder / STAGE / "pool.parquet").is_file():
+            path = folder / STAGE / "pool.parquet"
+        if not path.is_file():
+            raise DataError(f"{path}: not found; the {STAGE} stage has not run there "
+                            f"(run it first: phi1 filter --out RUN_FOLDER)")
     return pd.read_parquet(path)
 
 
 def examples_html(pool, n: int = 3, chars: int = 900) -> str:
     """HTML table: the n highest-scored samples next to the n lowest, code in <pre> (for notebooks)."""
-    import html
-
     top = pool.nlargest(n, "score").to_dict("records")
     low = pool.nsmallest(n, "score").to_dict("records")
     cell = lambda r: (f"<b>{html.escape(str(r['path']))}</b> score {r['score']:.3f}<pre style='font-size:11px;"  # noqa: E731

@@ -21,10 +21,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .. import budget
 from ..errors import BudgetExceeded, ConfigError
+from ..paths import cache_dir
 from .guard import SpendGuard
 from .limits import Backoff, RateLimits, Throttle
 from .local import TransformersProvider
+from .progress import Progress
 from .providers import Completion, FunctionProvider, OpenAIProvider, ProviderError
 from .store import ResultStore
 from .tokens import TokenCounter
@@ -138,9 +141,6 @@ class LLMClient:
                  concurrency: int = 8, rpm: float | None = None, tpm: float | None = None, prices=None, *,
                  backoff: Backoff | None = None, stage: str = "llm", flush_every: int = 50, flush_s: float = 10.0,
                  progress: bool = True, burst_s: float = 1.0):
-        from .. import budget
-        from ..budget import Ledger
-
         if not all(hasattr(provider, a) for a in ("cache_id", "call")):
             raise ConfigError(f"LLMClient: provider must be an OpenAIProvider, TransformersProvider or FunctionProvider, got {provider!r}")
         self.provider = provider
@@ -149,8 +149,6 @@ class LLMClient:
         self.stage = stage
         self.progress = progress
         if store is None:
-            from ..paths import cache_dir
-
             store = cache_dir("llm") / "results.sqlite"
         self.store = store if isinstance(store, ResultStore) else ResultStore(store)
         self.prices = prices if prices is not None else budget.load_prices()
@@ -158,7 +156,7 @@ class LLMClient:
         if self.price_model is not None:
             self.prices.llm(self.price_model)  # unknown model: ConfigError now, before any work
         if ledger is None:
-            ledger = Ledger(cap_usd=cap_usd)
+            ledger = budget.Ledger(cap_usd=cap_usd)
             cap_usd = None  # enforced by the ledger itself
         self.ledger = ledger
         self.guard = SpendGuard(ledger, self.store, cap_usd=cap_usd, stage=stage, provider_id=provider.cache_id,
@@ -174,9 +172,7 @@ class LLMClient:
     def price(self, prompt_tokens: float, completion_tokens: float, batch: bool = False) -> float:
         if self.price_model is None:
             return 0.0
-        from ..budget import price_llm_usage
-
-        return price_llm_usage(self.price_model, prompt_tokens, completion_tokens, self.prices, batch=batch)
+        return budget.price_llm_usage(self.price_model, prompt_tokens, completion_tokens, self.prices, batch=batch)
 
     def check_budget(self, usd: float, what: str, committed: float = 0.0) -> None:
         """Raise BudgetExceeded if `usd` more (on top of `committed`) would cross a cap; spends nothing."""
@@ -259,8 +255,6 @@ class LLMClient:
         Raises BudgetExceeded (with `.results`: what finished, failures for the rest) when the
         cap stops the run; every finished answer is in the store either way.
         """
-        from .progress import Progress
-
         requests = list(requests)
         keys = self._keys(requests)
         self.flush_ledger(recovered=True)  # a previous run killed before its last flush
@@ -362,8 +356,6 @@ class LLMClient:
         Prompt tokens are counted with `self.counter` (its method is named in the estimate);
         output tokens are `expected_output_tokens` per request, or each request's max_tokens.
         """
-        from .. import budget
-
         requests = list(requests)
         keys = self._keys(requests)
         stored = self.store.get_ok(set(keys))

@@ -7,6 +7,7 @@ from collections import defaultdict
 
 from ..errors import ConfigError, MissingDependency
 from .providers import Completion, ProviderError
+from .tokens import TokenCounter
 
 
 def _cut_at_stop(text: str, stops) -> tuple[str, bool]:
@@ -94,8 +95,6 @@ class TransformersProvider:
         return self._lm
 
     def token_counter(self):
-        from .tokens import TokenCounter
-
         return TokenCounter(tokenizer=self.tokenizer)
 
     # -- generation ------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingDependency
 from .limits import parse_retry_after
 
 
@@ -83,8 +83,6 @@ class OpenAIProvider:
         try:
             import openai
         except ImportError as exc:  # pragma: no cover - openai is a core dependency
-            from ..errors import MissingDependency
-
             raise MissingDependency("the OpenAI provider needs the openai package: pip install openai") from exc
         self._client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=self.timeout_s)
 

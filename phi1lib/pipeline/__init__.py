@@ -1,3 +1,16 @@
-"""`phi1 run`: every stage of a preset in one run folder, the ablation, and the run report."""
+"""The pipeline: the only place that knows every stage. `phi1 run`, the preset plans of the budget, the ablation, the report.
 
-from .run import (ABLATION_VARIANTS, Pipeline, RunConfig, STAGES, StageRecord, report_markdown, run_pipeline, write_report)
+`stages` (the table of stages), `run` (RunConfig, Pipeline, run_pipeline), `plan` (a preset's
+budget as the sum of the stages' own plan lines; scenario files that build on a preset; the
+calculator's plans), `ablation` (paper Figure 2.1 at the preset's scale), `report` (report.json/md).
+"""
+
+from .ablation import AblationConfig, AblationResult
+from .plan import estimate_preset, load_scenario, plans, preset_scenario
+from .report import report_markdown, write_report
+from .run import Pipeline, RunConfig, run_pipeline
+from .stages import NAMES, STAGES, Stage, default_stages, stage_configs
+
+__all__ = ["AblationConfig", "AblationResult", "estimate_preset", "load_scenario", "plans", "preset_scenario",
+           "report_markdown", "write_report", "Pipeline", "RunConfig", "run_pipeline", "NAMES", "STAGES", "Stage",
+           "default_stages", "stage_configs"]

@@ -1,233 +1,102 @@
-"""`phi1 run`: every stage on one preset, resumable stage by stage, then the ablation and the run report."""
+"""`phi1 run`: the stages of one preset in one run folder, in order, each reused when finished with the same fingerprint."""
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import paper, runs
-from ..errors import ConfigError, unknown_choice
+from .. import budget, runs
+from ..errors import ConfigError
 from ..presets import PRESET_NAMES, get_preset
-
-STAGES = ("filtering", "synthesis", "decontam", "pretrain", "finetune", "evaluation", "ablation")
-
-ABLATION_VARIANTS = tuple(paper.ABLATION_PASS_AT_1)
+from ..runs import RunDir
+from ..stage import StageConfig, StaleResult
+from . import stages as table
+from .report import StageRecord, build_report, write_report
 
 
 @dataclass
 class RunConfig:
     preset: str = "tiny"  # preset name (phi1lib.presets)
-    out: Path | None = None  # run directory; None = runs.run_dir(preset)
-    stages: tuple[str, ...] = STAGES  # which stages to run, in pipeline order
-    seeds: tuple[int, ...] = (0, 1)  # ablation seeds (>= 2 to state a variance)
-    cap_usd: float | None = None  # budget cap over the whole run (USD); None = no cap
-    force: tuple[str, ...] = ()  # stages to redo even if finished
-    eval_pass_at_1: bool = True  # also generate + score HumanEval for the ablation models (seed 0)
+    out: str | os.PathLike | None = None  # run folder; None = $PHI1_RUN_DIR, else runs/<preset>
+    stages: tuple[str, ...] | None = None  # stages to run, in pipeline order; None = the preset's default
+    seeds: tuple[int, ...] = (0, 1)  # ablation seeds (>= 2 to state a spread)
+    cap_usd: float | None = None  # budget cap for the whole run folder (USD); None = no cap
+    force: bool = False  # redo the selected stages even when their stored results match
+    eval_pass_at_1: bool = True  # the ablation also generates + scores HumanEval for its first seed
 
     def __post_init__(self):
         if self.preset not in PRESET_NAMES:
-            raise unknown_choice("preset", self.preset, PRESET_NAMES)
-        for s in tuple(self.stages) + tuple(self.force):
-            if s not in STAGES:
-                raise unknown_choice("stage", s, STAGES)
-        if self.cap_usd is not None and self.cap_usd < 0:
-            raise ConfigError(f"cap_usd must be >= 0 USD, got {self.cap_usd}")
-        if "ablation" in self.stages and len(self.seeds) < 1:
-            raise ConfigError("seeds: the ablation needs at least one seed (two to state a variance)")
-        self.out = Path(self.out).expanduser().resolve() if self.out else runs.run_dir(self.preset)
-        self.out.mkdir(parents=True, exist_ok=True)
-
-
-@dataclass
-class StageRecord:
-    stage: str
-    status: str  # "ran" | "stored" | "skipped"
-    seconds: float
-    estimate: dict[str, Any] = field(default_factory=dict)
-    result: dict[str, Any] = field(default_factory=dict)
-
-
-def _jsonable(obj: Any) -> Any:
-    """Turn a stage result (dataclass, dict, paths) into plain JSON data."""
-    from dataclasses import asdict, is_dataclass
-
-    if is_dataclass(obj) and not isinstance(obj, type):
-        obj = asdict(obj)
-    return json.loads(json.dumps(obj, default=str))
-
-
-def _estimate_dict(est: Any) -> dict[str, Any]:
-    if est is None:
-        return {}
-    d = _jsonable(est)
-    keep = ("stage", "cost_usd", "tokens", "gpu_hours", "wall_hours", "cappuccinos")
-    return {k: d.get(k) for k in keep if k in d}
-
-
-def _measured_usd(result: dict[str, Any]) -> float:
-    """Dollars a stage reports having spent (0 for offline stand-ins and CPU runs)."""
-    for key in ("measured_usd", "usd", "cost_usd", "spent_usd"):
-        if isinstance(result.get(key), (int, float)):
-            return float(result[key])
-    usage = result.get("usage") or {}
-    for key in ("usd", "cost_usd", "spent_usd"):
-        if isinstance(usage.get(key), (int, float)):
-            return float(usage[key])
-    return 0.0
+            raise ConfigError(f"unknown preset {self.preset!r}; choose one of: {', '.join(PRESET_NAMES)}")
+        self.stages = table.default_stages(self.preset) if self.stages is None else tuple(self.stages)
+        for s in self.stages:
+            table.get(s)
+        if self.cap_usd is not None and not (math.isfinite(self.cap_usd) and self.cap_usd >= 0):
+            raise ConfigError(f"cap_usd={self.cap_usd}: expected a budget cap in USD >= 0")
+        if "ablation" in self.stages and not self.seeds:
+            raise ConfigError("seeds: the ablation needs at least one seed (two to state a spread)")
 
 
 class Pipeline:
-    """Runs the stages of one preset into one run directory; a finished stage is not redone."""
+    """The stage table run over one RunDir: estimate, then run (or reuse) each selected stage."""
 
-    def __init__(self, config: RunConfig, log: Callable[[str], None] = print):
-        from ..budget import load_prices
-        from ..budget import Ledger
-
+    def __init__(self, config: RunConfig, prices: budget.PriceBook | None = None,
+                 log: Callable[[str], None] = print):
         self.config = config
         self.preset = get_preset(config.preset)
-        self.root: Path = config.out  # type: ignore[assignment]
+        self.run_dir = RunDir.for_preset(self.preset.name, config.out)
+        self.prices = prices or budget.load_prices()
         self.log = log
-        self.prices = load_prices()
-        self.ledger = Ledger(self.root / "ledger.jsonl", cap_usd=config.cap_usd)
-        self.records: list[StageRecord] = []
+        self.configs: dict[str, StageConfig] = table.stage_configs(
+            self.preset, config.stages, seeds=config.seeds, eval_pass_at_1=config.eval_pass_at_1)
 
-    # -- bookkeeping ---------------------------------------------------------------------
-    def _book(self) -> dict[str, Any]:
-        path = self.root / "pipeline.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    def plan(self) -> dict[str, Any]:
+        """What `run` would do, without doing it: each stage's estimate and whether its stored result is reusable."""
+        rows = []
+        for name, cfg in self.configs.items():
+            est = table.get(name).estimate(cfg, self.prices)
+            rows.append({"stage": name, "cost_usd": est.cost_usd, "gpu_hours": est.gpu_hours,
+                         "wall_hours": est.wall_hours, "cpu_hours": est.cpu_hours, "tokens": est.tokens,
+                         "stored": self.run_dir.result(name) is not None})
+        return {"preset": self.preset.name, "run_dir": str(self.run_dir.root), "stages": rows,
+                "total_usd": sum(r["cost_usd"] for r in rows)}
 
-    def _save_book(self, book: dict[str, Any]) -> None:
-        tmp = self.root / "pipeline.json.tmp"
-        tmp.write_text(json.dumps(book, indent=2, default=str), encoding="utf-8")
-        tmp.replace(self.root / "pipeline.json")
-
-    def _step(self, stage: str, estimate: Callable[[], Any], run: Callable[[Path, bool], Any]) -> dict[str, Any]:
-        """Estimate, then run one stage. Stages keep their own result.json and return it when
-        present, so a finished stage is not redone; pipeline.json keeps the first run's timing."""
-        folder = self.root / stage
-        force = stage in self.config.force
-        finished = runs.load_result(folder) is not None and not force
-        book = self._book()
-        if finished:
-            self.log(f"[{stage}] finished earlier: {folder / runs.RESULT_FILE} (not redone)")
-            est = book.get(stage, {}).get("estimate", {})
-        else:
-            est = _estimate_dict(estimate())
-            if est:
-                self.log(f"[{stage}] estimate: ${est.get('cost_usd') or 0:,.2f}, "
-                         f"{est.get('gpu_hours') or 0:.4f} GPU-h, {est.get('tokens') or 0:,.0f} tokens")
+    def _step(self, name: str, ledger: budget.Ledger) -> StageRecord:
+        stage, cfg = table.get(name), self.configs[name]
+        before = self.run_dir.result(name)
+        if before is None or self.config.force:
+            est = stage.estimate(cfg, self.prices)
+            self.log(f"[{name}] estimate: ${est.cost_usd:,.2f}, {est.gpu_hours:.4f} GPU-h, {est.tokens:,.0f} tokens")
         t0 = time.perf_counter()
-        result = _jsonable(run(folder, force)) or {}
-        seconds = time.perf_counter() - t0
-        if finished:
-            seconds = float(book.get(stage, {}).get("seconds", seconds))
-        else:
-            book[stage] = {"seconds": seconds, "estimate": est, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            self._save_book(book)
-            self.log(f"[{stage}] done in {seconds:.1f} s")
-        self.records.append(StageRecord(stage, "stored" if finished else "ran", seconds, est, result))
-        return result
-
-    # -- the run -------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
-        from . import stages as ps
-
-        t0 = time.perf_counter()
-        # Stage configs locate earlier stages through $PHI1_RUN_DIR: point it at this run.
-        previous = os.environ.get("PHI1_RUN_DIR")
-        os.environ["PHI1_RUN_DIR"] = str(self.root)
         try:
-            for stage in STAGES:
-                if stage not in self.config.stages:
-                    continue
-                estimate, execute = ps.STAGE_FUNCS[stage](self)
-                self._step(stage, estimate, execute)
-        finally:
-            if previous is None:
-                os.environ.pop("PHI1_RUN_DIR", None)
-            else:
-                os.environ["PHI1_RUN_DIR"] = previous
-        report = self.report(total_seconds=time.perf_counter() - t0)
-        write_report(self.root, report)
+            result = stage.run(cfg, self.run_dir, ledger=ledger, prices=self.prices, force=self.config.force,
+                               progress=False)
+        except StaleResult as exc:
+            raise StaleResult(f"{exc} (phi1 run: --force redoes the selected --stages)") from None
+        stored = (before is not None and not self.config.force and before.get("fingerprint") == result.fingerprint
+                  and before.get("finished_at") == result.finished_at)
+        if stored:
+            self.log(f"[{name}] finished earlier with the same settings and inputs: "
+                     f"{self.run_dir.path(name, runs.RESULT_FILE)} (not redone)")
+        else:
+            self.log(f"[{name}] done in {time.perf_counter() - t0:.1f} s")
+        return StageRecord(name, "stored" if stored else "ran", result)
+
+    def run(self) -> dict[str, Any]:
+        """Run (or reuse) every selected stage in order; returns the report, also written to report.json/md."""
+        t0 = time.perf_counter()
+        self.run_dir.root.mkdir(parents=True, exist_ok=True)
+        ledger = budget.Ledger(self.run_dir.ledger_path, cap_usd=self.config.cap_usd)
+        records = [self._step(name, ledger) for name in self.configs]
+        report = build_report(self.preset.name, self.run_dir.root, records, time.perf_counter() - t0,
+                              ledger.spent_usd)
+        write_report(self.run_dir.root, report)
         return report
 
-    def report(self, total_seconds: float) -> dict[str, Any]:
-        stages = {}
-        for rec in self.records:
-            stages[rec.stage] = {
-                "status": rec.status,
-                "seconds": round(rec.seconds, 2),
-                "estimate_usd": (rec.estimate or {}).get("cost_usd"),
-                "estimate_wall_hours": (rec.estimate or {}).get("wall_hours"),
-                "estimate_gpu_hours": (rec.estimate or {}).get("gpu_hours"),
-                "estimate_tokens": (rec.estimate or {}).get("tokens"),
-                "measured_usd": _measured_usd(rec.result),
-                "stand_in": rec.result.get("stand_in"),
-            }
-        ablation = next((r.result for r in self.records if r.stage == "ablation"), {})
-        return {
-            "preset": self.preset.name,
-            "run_dir": str(self.root),
-            "total_seconds": round(total_seconds, 2),
-            "stages_seconds": round(sum(r.seconds for r in self.records), 2),
-            "stages": stages,
-            "ablation": ablation.get("rows", []),
-            "ablation_notes": ablation.get("notes", []),
-            "evaluation": next((r.result.get("metrics", {}) for r in self.records if r.stage == "evaluation"), {}),
-            "spent_usd": self.ledger.spent_usd,
-        }
 
-
-def write_report(root: Path, report: dict[str, Any]) -> tuple[Path, Path]:
-    """report.json (machine-readable) and report.md (the same numbers as tables)."""
-    jpath = root / "report.json"
-    jpath.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-    mpath = root / "report.md"
-    mpath.write_text(report_markdown(report), encoding="utf-8")
-    return jpath, mpath
-
-
-def _fmt(x: Any, spec: str = ".4f") -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if isinstance(x, str) and len(x) > 90:
-        return x[:87].rstrip() + "..."
-    if isinstance(x, (int, float)):
-        return format(x, spec)
-    return str(x)
-
-
-def report_markdown(report: dict[str, Any]) -> str:
-    lines = [f"# phi1 run report: preset `{report['preset']}`", "",
-             f"Run directory: `{report['run_dir']}`; stages took {report['stages_seconds']:.1f} s "
-             f"(this invocation {report['total_seconds']:.1f} s). Spent: ${report['spent_usd']:.2f}.", "",
-             "## Stages: estimate next to measured", "",
-             "| stage | status | seconds | estimate USD | estimate wall h | measured USD | stand-in |",
-             "|---|---|---:|---:|---:|---:|---|"]
-    for name, s in report["stages"].items():
-        lines.append(f"| {name} | {s['status']} | {s['seconds']:.1f} | {_fmt(s['estimate_usd'], ',.4f')} | "
-                     f"{_fmt(s['estimate_wall_hours'], '.4f')} | {_fmt(s['measured_usd'], ',.4f')} | "
-                     f"{_fmt(s.get('stand_in'))} |")
-    if report.get("ablation"):
-        lines += ["", "## Ablation (equal token budgets)", "",
-                  "| model | seeds | HumanEval solution loss | held-out loss | pass@1 % | paper pass@1 % (350M) |",
-                  "|---|---|---:|---:|---:|---:|"]
-        for r in report["ablation"]:
-            loss = f"{_fmt(r.get('humaneval_solution_loss_mean'))} ± {_fmt(r.get('humaneval_solution_loss_std'))}"
-            held = f"{_fmt(r.get('heldout_loss_mean'))} ± {_fmt(r.get('heldout_loss_std'))}"
-            lines.append(f"| {r['model']} | {r.get('seeds')} | {loss} | {held} | "
-                         f"{_fmt(r.get('pass_at_1'), '.2f')} | {_fmt(r.get('paper_pass_at_1'), '.2f')} |")
-        for note in report.get("ablation_notes", []):
-            lines += ["", note]
-    return "\n".join(lines) + "\n"
-
-
-def run_pipeline(preset: str = "tiny", out: str | Path | None = None, **kwargs: Any) -> dict[str, Any]:
-    """Run (or resume) the whole pipeline; returns the report dict (also written to report.json/md)."""
+def run_pipeline(preset: str = "tiny", out: str | os.PathLike | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Run (or resume) the pipeline of a preset; returns the report dict (also in <run>/report.json, report.md)."""
     return Pipeline(RunConfig(preset=preset, out=Path(out) if out else None, **kwargs)).run()

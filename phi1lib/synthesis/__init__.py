@@ -1,3 +1,14 @@
-"""Stage 2, synthesis: textbook sections and exercises through the LLM layer, checked and deduplicated."""
+"""Stage 2, synthesis (paper §2.2): textbook sections and exercises through the LLM layer, checked and deduplicated.
 
-from .stage import (CHARS_PER_TOKEN, ESTIMATE_SAMPLE, KINDS, OUT_FILES, PROVIDERS, REJECTED_FILE, SynthesisConfig, SynthesisResult, default_source, ensure_source, estimate_cost, make_provider, reason_category, run_synthesis)
+`stage` (SynthesisConfig, budget_lines, estimate, run, SynthesisResult; the per-kind stored-result
+rule), `generate` (the work loop: request -> check -> sandbox -> dedup, a GenerationOutcome),
+`prompts` (seeded topic x audience / topic x name prompts), `quality` (reply parsing and checks),
+`extractive` (the offline STAND-IN that answers from stage 1's code), `dedup`, `diversity`.
+"""
+
+from .generate import GenerationOutcome
+from .stage import (KINDS, PROVIDERS, STAGE, STAND_IN_NOTE, SynthesisConfig, SynthesisResult, budget_lines, estimate,
+                    kind_config, make_provider, reason_category, run)
+
+__all__ = ["STAGE", "KINDS", "PROVIDERS", "STAND_IN_NOTE", "SynthesisConfig", "SynthesisResult", "GenerationOutcome",
+           "budget_lines", "estimate", "run", "kind_config", "make_provider", "reason_category"]

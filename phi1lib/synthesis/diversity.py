@@ -7,6 +7,8 @@ these numbers make that visible before any training is paid for.
 from __future__ import annotations
 
 import collections
+import math
+import random
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
@@ -52,8 +54,6 @@ def repeated_openings(texts: Sequence[str], n_words: int = 6, top: int = 10) -> 
 
 def coverage(records: Sequence[dict], key: str, universe: Sequence[str] | None = None) -> dict[str, Any]:
     """How many of the `universe` values of `key` appear, and how evenly (normalized entropy in [0, 1])."""
-    import math
-
     counts = collections.Counter(r.get(key) for r in records if r.get(key) is not None)
     out: dict[str, Any] = {"distinct": len(counts)}
     if universe is not None:
@@ -132,8 +132,6 @@ def diversity_report(records: Sequence[dict], *, kind: str = "", universes: dict
     cov = {k: coverage(records, k, u) for k, u in (universes or {}).items()}
     emb = {}
     if embedder is not None and len(texts) >= 2:
-        import random
-
         sample = texts if len(texts) <= max_embed else random.Random(seed).sample(texts, max_embed)
         emb = embedding_spread(embedder.embed(sample))
     return DiversityReport(kind=kind, n_records=len(records), distinct=distinct,

@@ -1,37 +1,55 @@
-"""The synthesis stage's work loop: prompts -> LLM layer -> parsed, checked, deduplicated records."""
+"""The synthesis work loop: prompts -> LLM layer -> parsed, checked, deduplicated records.
+
+The stage (`synthesis.stage`) prepares everything this module needs: the config, an
+`LLMClient` built on the provider, the extractive stand-in's source units (when it answers)
+and the generator's name. `generate_all` then runs, per kind, the named steps
+request -> check -> sandbox (exercises) -> dedup, and returns a `GenerationOutcome`.
+This module never imports the stage.
+"""
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
-from ..errors import DataError
-from .extractive import GENERATOR, assign_units, extract_units
+from ..llm import LLMClient, Request, Result
+from ..stage import Timer, Usage
+from .dedup import dedup_records
+from .extractive import Unit, assign_units
+from .prompts import SynthPrompt
 from .quality import check_exercise_text, check_textbook, parse_exercise, run_doctests, sandbox_available
 
-STORE_FILE = "llm_store.sqlite"
+# The count keys every kind reports, in the order of the funnel (sandbox_runs only for sandboxed exercises).
+COUNT_KEYS = ("requested", "no_source", "generated", "llm_errors", "failed_checks", "failed_sandbox", "duplicates",
+              "accepted")
 
 
-def _load_units(config, root) -> dict:
-    """Stand-in input: documented functions of stage 1's kept code (file- or function-level samples)."""
-    import pandas as pd
+@dataclass
+class GenerationOutcome:
+    """What `generate_all` made of the kinds it was asked for."""
 
-    from .stage import ensure_source
+    accepted: dict[str, list[dict]]  # kind -> records that passed every check, in prompt order
+    rejected: list[dict]  # records that failed, each with `reason` (kinds in the order generated)
+    counts: dict[str, dict[str, int]]  # kind -> requested / no_source / generated / ... / accepted
+    usage: Usage  # tokens_in / tokens_out / usd of new answers; requests = all answers (stored included)
+    cached: int  # answers served from the LLM store (no new spend)
+    seconds: dict[str, float]  # wall seconds per named step (generate_<kind>, check_<kind>, sandbox, dedup_<kind>)
+    checked: str  # how exercises were checked: "sandbox doctests" | "parse-only (...)"
+    generator: str  # "extractive-stand-in" or the model name
+    kinds: tuple[str, ...] = field(default=())  # the kinds generated, in order
 
-    path = ensure_source(config, root)
-    try:
-        df = pd.read_parquet(path, columns=["id", "text"])
-    except Exception as exc:  # pyarrow raises several types for a bad file or missing columns
-        raise DataError(f"{path}: cannot read columns id, text ({exc}); expected stage 1's kept.parquet") from exc
-    return extract_units(zip(df["id"].astype(str), df["text"].astype(str)))
+
+def how_checked(config: Any) -> str:
+    """How exercises are checked under `config`: by running their doctests in the sandbox, or parse-only."""
+    if not config.sandbox:
+        return "parse-only (disabled)"
+    return "sandbox doctests" if sandbox_available() else "parse-only (phi1lib.sandbox unavailable)"
 
 
-def _requests(config, kind, prompts, units):
-    from ..llm import Request
-
+def make_requests(config: Any, kind: str, prompts: Sequence[SynthPrompt],
+                  units: Sequence[Unit | None] | None) -> tuple[list[Request], list[SynthPrompt]]:
+    """One Request per prompt (prompts the stand-in has no source for are left out), and the prompts used."""
     reqs, used = [], []
-    max_tokens = config.max_tokens_textbook if kind == "textbook" else config.max_tokens_exercise
     for i, p in enumerate(prompts):
         messages = [dict(m) for m in p.messages]
         meta = {"stage": "synthesis", **p.meta()}
@@ -42,18 +60,17 @@ def _requests(config, kind, prompts, units):
             meta.update(source_id=unit.source_id, source_name=unit.name)
             # The stand-in's reply depends on its source, so the source is part of the request (and cache key).
             messages[-1]["content"] += f"\n\n[extractive stand-in source: {unit.source_id}:{unit.name}]"
-        reqs.append(Request(messages=messages, max_tokens=max_tokens, temperature=config.temperature,
+        reqs.append(Request(messages=messages, max_tokens=config.max_tokens_for(kind), temperature=config.temperature,
                             n_index=p.variant, meta=meta))
         used.append(p)
     return reqs, used
 
 
-def _check(config, kind, prompt, text, generator) -> tuple[dict | None, str | None]:
+def check_reply(config: Any, kind: str, prompt: SynthPrompt, text: str, generator: str) -> tuple[dict, str | None]:
     """(record, None) if the reply passes the static checks, else (partial record, reason)."""
     rec: dict[str, Any] = {"id": f"{kind}-{prompt.id}", **prompt.meta(), "generator": generator, "text": text}
     if kind == "textbook":
-        why = check_textbook(text, min_chars=config.min_chars, max_chars=config.max_chars_textbook)
-        return (rec, why)
+        return rec, check_textbook(text, min_chars=config.min_chars, max_chars=config.max_chars_textbook)
     try:
         parts = parse_exercise(text)
     except ValueError as exc:
@@ -65,89 +82,98 @@ def _check(config, kind, prompt, text, generator) -> tuple[dict | None, str | No
     return rec, why
 
 
-def generate_all(config, out: Path, *, provider=None, ledger=None, prices=None, progress=True, root=None) -> dict:
-    from .dedup import dedup_records
-    from ..llm import LLMClient
+def check_replies(config: Any, kind: str, used: Sequence[SynthPrompt], results: Sequence[Result], generator: str,
+                  counts: dict[str, int], usage: Usage) -> tuple[list[dict], list[dict], int]:
+    """(passed, rejected, cached answers): each answer parsed and checked; usage and counts updated."""
+    good: list[dict] = []
+    rejected: list[dict] = []
+    cached = 0
+    for prompt, res in zip(used, results):
+        usage.requests += 1
+        if getattr(res, "cached", False):
+            cached += 1
+        else:
+            usage.tokens_in += int(res.prompt_tokens or 0)
+            usage.tokens_out += int(res.completion_tokens or 0)
+            usage.usd += float(res.usd or 0.0)
+        if not res.ok:
+            counts["llm_errors"] += 1
+            rejected.append({"id": f"{kind}-{prompt.id}", **prompt.meta(), "generator": generator, "text": None,
+                             "reason": f"llm error: {res.error}"})
+            continue
+        counts["generated"] += 1
+        rec, why = check_reply(config, kind, prompt, res.text, generator)
+        if why:
+            counts["failed_checks"] += 1
+            rejected.append({**rec, "reason": why})
+        else:
+            good.append(rec)
+    return good, rejected, cached
 
-    seconds: dict[str, float] = {}
-    t = time.perf_counter()
-    units_by_kind = _load_units(config, root) if config.is_stand_in and provider is None else None
-    seconds["extract"] = time.perf_counter() - t
-    if provider is None:
-        from .stage import make_provider
 
-        provider = make_provider(config, units_by_kind)
-    generator = GENERATOR if config.is_stand_in and units_by_kind is not None else getattr(provider, "model", config.model)
-    client = LLMClient(provider, store=out / STORE_FILE, ledger=ledger, cap_usd=config.cap_usd,
-                       concurrency=config.concurrency, prices=prices, stage="synthesis",
-                       progress=progress)
+def sandbox_exercises(config: Any, good: list[dict], counts: dict[str, int]) -> tuple[list[dict], list[dict]]:
+    """(passed, failed): exercises with doctests run them in the sandbox; the rest are parse-checked only."""
+    runnable = [r for r in good if r["n_doctests"] > 0]
+    verdicts = run_doctests([r["text"] for r in runnable], timeout_s=config.sandbox_timeout_s,
+                            workers=config.workers) if runnable else []
+    reasons = dict(zip((r["id"] for r in runnable), verdicts))
+    passed, failed = [], []
+    for rec in good:
+        if rec["id"] not in reasons:
+            passed.append({**rec, "checked": "parse-only (no doctests)"})
+        elif reasons[rec["id"]]:
+            counts["failed_sandbox"] += 1
+            failed.append({**rec, "reason": reasons[rec["id"]]})
+        else:
+            passed.append({**rec, "checked": "sandbox doctests passed"})
+    counts["sandbox_runs"] = len(runnable)
+    return passed, failed
+
+
+def generate_kind(config: Any, client: LLMClient, kind: str, units: list[Unit] | None, generator: str, t: Timer,
+                  usage: Usage, use_sandbox: bool) -> tuple[list[dict], list[dict], dict[str, int], int]:
+    """(accepted, rejected, counts, cached answers) for one kind: request, check, sandbox, dedup."""
+    prompts = config.prompts(kind)
+    assigned = assign_units(prompts, units) if units is not None else None
+    reqs, used = make_requests(config, kind, prompts, assigned)
+    with t(f"generate_{kind}"):
+        results = client.generate(reqs, desc=f"synthesis: {kind}s") if reqs else []
+    counts = {k: 0 for k in COUNT_KEYS}
+    counts.update(requested=len(prompts), no_source=len(prompts) - len(reqs))
+    with t(f"check_{kind}"):
+        good, rejected, cached = check_replies(config, kind, used, results, generator, counts, usage)
+    if kind == "exercise" and use_sandbox and good:
+        with t("sandbox"):
+            good, failed = sandbox_exercises(config, good, counts)
+        rejected.extend(failed)
+    elif kind == "exercise":
+        good = [{**r, "checked": "parse-only"} for r in good]
+    with t(f"dedup_{kind}"):
+        kept, dups = dedup_records(good, threshold=config.dedup_threshold)
+    counts.update(duplicates=len(dups), accepted=len(kept))
+    return kept, rejected + dups, counts, cached
+
+
+def generate_all(config: Any, client: LLMClient, *, kinds: Sequence[str] | None = None,
+                 units_by_kind: dict[str, list[Unit]] | None = None, generator: str) -> GenerationOutcome:
+    """Generate, check and deduplicate `kinds` (default: config.kinds) of a SynthesisConfig through `client`.
+
+    `units_by_kind`: the extractive stand-in's source units per kind (prompts are matched to
+    them and name their unit in the request), or None when a real provider answers.
+    """
+    kinds = tuple(config.kinds if kinds is None else kinds)
+    t = Timer()
+    usage = Usage()
     use_sandbox = config.sandbox and sandbox_available()
-    checked = ("sandbox doctests" if use_sandbox else
-               "parse-only (disabled)" if not config.sandbox else "parse-only (phi1lib.sandbox unavailable)")
     accepted: dict[str, list[dict]] = {}
     rejected: list[dict] = []
     counts: dict[str, dict[str, int]] = {}
-    usage = {"prompt_tokens": 0, "completion_tokens": 0, "usd": 0.0, "cached": 0, "requests": 0}
-    for kind in config.kinds:
-        prompts = config.prompts(kind)
-        units = assign_units(prompts, units_by_kind[kind]) if units_by_kind is not None else None
-        reqs, used = _requests(config, kind, prompts, units)
-        t = time.perf_counter()
-        results = client.generate(reqs, desc=f"synthesis: {kind}s") if reqs else []
-        seconds[f"generate_{kind}"] = time.perf_counter() - t
-        c = {"requested": len(prompts), "no_source": len(prompts) - len(reqs), "generated": 0, "llm_errors": 0,
-             "failed_checks": 0, "failed_sandbox": 0, "duplicates": 0, "accepted": 0}
-        good: list[dict] = []
-        t = time.perf_counter()
-        for prompt, res in zip(used, results):
-            usage["requests"] += 1
-            if getattr(res, "cached", False):
-                usage["cached"] += 1
-            else:
-                usage["prompt_tokens"] += int(res.prompt_tokens or 0)
-                usage["completion_tokens"] += int(res.completion_tokens or 0)
-                usage["usd"] += float(res.usd or 0.0)
-            if not res.ok:
-                c["llm_errors"] += 1
-                rejected.append({"id": f"{kind}-{prompt.id}", **prompt.meta(), "generator": generator, "text": None,
-                                 "reason": f"llm error: {res.error}"})
-                continue
-            c["generated"] += 1
-            rec, why = _check(config, kind, prompt, res.text, generator)
-            if why:
-                c["failed_checks"] += 1
-                rejected.append({**rec, "reason": why})
-            else:
-                good.append(rec)
-        seconds[f"check_{kind}"] = time.perf_counter() - t
-        if kind == "exercise" and use_sandbox and good:
-            # Only exercises with doctests have something to check by running; the rest are parse-checked.
-            t = time.perf_counter()
-            runnable = [r for r in good if r["n_doctests"] > 0]
-            reasons = dict(zip((r["id"] for r in runnable),
-                               run_doctests([r["text"] for r in runnable], timeout_s=config.sandbox_timeout_s,
-                                            workers=config.workers) if runnable else []))
-            passed = []
-            for rec in good:
-                if rec["id"] not in reasons:
-                    passed.append({**rec, "checked": "parse-only (no doctests)"})
-                elif reasons[rec["id"]]:
-                    c["failed_sandbox"] += 1
-                    rejected.append({**rec, "reason": reasons[rec["id"]]})
-                else:
-                    passed.append({**rec, "checked": "sandbox doctests passed"})
-            good = passed
-            c["sandbox_runs"] = len(runnable)
-            seconds["sandbox"] = time.perf_counter() - t
-        elif kind == "exercise":
-            good = [{**r, "checked": "parse-only"} for r in good]
-        t = time.perf_counter()
-        kept, dups = dedup_records(good, threshold=config.dedup_threshold)
-        seconds[f"dedup_{kind}"] = time.perf_counter() - t
-        c["duplicates"] = len(dups)
-        c["accepted"] = len(kept)
-        rejected.extend(dups)
-        accepted[kind] = kept
-        counts[kind] = c
-    return {"accepted": accepted, "rejected": rejected, "counts": counts, "usage": usage, "seconds": seconds,
-            "checked": checked, "generator": generator, "stand_in": generator == GENERATOR}
+    cached = 0
+    for kind in kinds:
+        units = units_by_kind.get(kind, []) if units_by_kind is not None else None
+        accepted[kind], failed, counts[kind], n_cached = generate_kind(config, client, kind, units, generator, t,
+                                                                       usage, use_sandbox)
+        rejected.extend(failed)
+        cached += n_cached
+    return GenerationOutcome(accepted=accepted, rejected=rejected, counts=counts, usage=usage, cached=cached,
+                             seconds=dict(t.seconds), checked=how_checked(config), generator=generator, kinds=kinds)

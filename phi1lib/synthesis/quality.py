@@ -2,7 +2,7 @@
 
 A reply that fails a check is not thrown away: the caller stores it in rejected.jsonl with the
 reason returned here. Synthetic code is never executed in this process; solutions run only
-through `phi1lib.sandbox` (when that module is missing, checks are parse-only and say so).
+through `phi1lib.sandbox` (when it cannot run programs, checks are parse-only and say so).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import ast
 import doctest
 import re
 import textwrap
+
+from .. import sandbox
 
 FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 _DOCTEST_PARSER = doctest.DocTestParser()
@@ -138,10 +140,7 @@ def doctest_program(code: str) -> str:
 
 
 def sandbox_available() -> bool:
-    try:
-        from .. import sandbox  # noqa: F401
-    except ImportError:
-        return False
+    """Whether phi1lib.sandbox can run programs here (tests switch it off to exercise the parse-only path)."""
     return hasattr(sandbox, "run_many")
 
 
@@ -150,10 +149,8 @@ def run_doctests(codes: list[str], *, timeout_s: float = 5.0, workers: int = 2) 
 
     Call only when `sandbox_available()`; the code never runs in this process.
     """
-    from ..sandbox import run_many
-
     programs = [doctest_program(c) for c in codes]
-    results = run_many(programs, workers=workers, timeout_s=timeout_s)
+    results = sandbox.run_many(programs, workers=workers, timeout_s=timeout_s)
     reasons: list[str | None] = []
     for res in results:
         if res.status == "passed":

@@ -1,100 +1,136 @@
 """Stage 2: synthetic textbooks and exercises through the LLM layer, checked, deduplicated, stored.
 
-Prompts come from `synth_prompts` (topic x audience x style; topic x function-name prefix).
+    config = SynthesisConfig.for_preset("tiny")                 # counts from the preset's data plan
+    est = synthesis.estimate(config, prices)                     # one llm line per kind
+    res = synthesis.run(config, RunDir("runs/tiny"))             # SynthesisResult; files in runs/tiny/synthesis/
+
+Prompts come from `prompts` (topic x audience x style; topic x function-name prefix).
 Generation goes through `phi1lib.llm.LLMClient` (cache, resume, budget cap, ledger) with any
-provider: an OpenAI-compatible endpoint, or offline the extractive STAND-IN of
-`synth_extractive`, which answers from stage 1's filtered code and is named wherever used.
-Replies are parsed and checked (`synth_quality`), exact/near duplicates removed (`dedup`), and
-the stage folder gets textbooks.jsonl, exercises.jsonl, rejected.jsonl (with `reason`) and
+provider: an OpenAI-compatible endpoint, or offline the extractive STAND-IN of `extractive`,
+which answers from stage 1's filtered code (filtering/kept.parquet) and is named wherever used.
+Replies are parsed and checked (`quality`), exact/near duplicates removed (`dedup`), and the
+stage folder gets textbooks.jsonl, exercises.jsonl, rejected.jsonl (with `reason`) and
 result.json last.
+
+Several kinds, one folder. Each kind is fingerprinted on its own (`kind_config`: the settings
+that change that kind's records, plus the inputs), so `phi1 synth textbooks` then `phi1 synth
+exercises` into one run folder keeps both. A requested kind stored with the same fingerprint
+is reused, one stored with another fingerprint stops the run (StaleResult, `--force` redoes
+it), a missing one is generated and merged in; kinds not requested are kept as they are. The
+result's `fingerprint` combines every stored kind's, so it changes whenever one of them does.
 """
 
 from __future__ import annotations
 
 import collections
-import time
-from dataclasses import asdict, dataclass, field, fields
+import hashlib
+import json
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from .. import runs
-from ..errors import ConfigError, DataError, unknown_choice
+from .. import budget, runs
+from ..errors import DataError
 from ..jsonl import read_jsonl, write_jsonl
-from ..presets import get_preset
+from ..llm import FunctionProvider, LLMClient, OpenAIProvider
+from ..presets import PRESET_NAMES, Hardware, Preset, get_preset
+from ..runs import RunDir
+from ..stage import StageConfig, StageResult, StaleResult, Timer, common_fields, plan_defaults
+from .extractive import GENERATOR, STAND_IN_NAME, ExtractiveStandIn, Unit, extract_units
+from .generate import GenerationOutcome, generate_all
+from .prompts import SynthPrompt, build_prompts, load_list
 
+STAGE = "synthesis"
 KINDS = ("textbook", "exercise")
 PROVIDERS = ("extractive", "openai")
 OUT_FILES = {"textbook": "textbooks.jsonl", "exercise": "exercises.jsonl"}
+ITEMS = {"textbook": "textbooks", "exercise": "exercises"}  # plan line items (and the CLI's kind names)
 REJECTED_FILE = "rejected.jsonl"
+STORE_FILE = "llm_store.sqlite"  # the LLM client's answers: an interrupted run resumes without paying twice
 CHARS_PER_TOKEN = 4.0  # rough prompt-size estimate before a tokenizer is involved
 ESTIMATE_SAMPLE = 2000  # prompts measured for the input-token estimate
+STAND_IN_NOTE = "extractive stand-in (not an LLM): textbook sections and exercises cut from stage 1's filtered code"
+# Fields that only one kind reads: the other kind's records do not change with them.
+KIND_FIELDS = {"textbook": ("n_textbooks", "max_tokens_textbook", "max_chars_textbook", "tokens_per_textbook",
+                            "audiences_file", "styles_file"),
+               "exercise": ("n_exercises", "max_tokens_exercise", "max_chars_exercise", "tokens_per_exercise",
+                            "names_file", "sandbox", "sandbox_timeout_s")}
+_TINY = get_preset("tiny")
 
 
 @dataclass
-class SynthesisConfig:
-    preset: str = "tiny"  # preset the sizes come from
+class SynthesisConfig(StageConfig):
+    """What the synthesis stage generates and how; `SynthesisConfig.for_preset(name, **overrides)`."""
+
+    STAGE: ClassVar[str] = STAGE
+    # How the work runs or is priced, not what it makes: the records do not change with these.
+    NOT_FINGERPRINTED: ClassVar[tuple[str, ...]] = (
+        "preset", "api_key_env", "workers", "concurrency", "batch", "cap_usd", "tokens_per_textbook",
+        "tokens_per_exercise", "hardware")
+
+    preset: str = "tiny"  # preset the defaults came from (tiny | phi1-small | phi1)
     provider: str = "extractive"  # "extractive" (offline stand-in) or "openai" (any OpenAI-compatible endpoint)
-    model: str = "extractive"  # LLM model name (priced from the price books); "extractive" is the stand-in
-    base_url: str | None = None  # OpenAI-compatible endpoint (vLLM, a local server); None = OpenAI
-    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key (never stored)
-    kinds: tuple[str, ...] = KINDS  # which record kinds to generate
-    n_textbooks: int = 200  # textbook sections requested (prompts)
-    n_exercises: int = 488  # exercises requested (prompts)
+    model: str = STAND_IN_NAME  # LLM model name (priced from the price books); "extractive" is the stand-in
+    base_url: str | None = None  # OpenAI-compatible endpoint URL (vLLM, a local server); None = OpenAI
+    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key (the key is never stored)
+    kinds: tuple[str, ...] = KINDS  # record kinds to generate: textbook and/or exercise
+    n_textbooks: int = _TINY.data.n_textbooks  # textbook sections requested (prompts); preset: data plan
+    n_exercises: int = _TINY.data.n_exercises  # exercises requested (prompts); preset: data plan
     seed: int = 0  # prompt draw seed: same seed -> same prompts
-    temperature: float = 1.0  # sampling temperature (diversity)
+    temperature: float = 1.0  # sampling temperature, >= 0 (diversity)
     max_tokens_textbook: int = 2048  # generation cap per textbook section (tokens)
     max_tokens_exercise: int = 512  # generation cap per exercise (tokens)
-    tokens_per_textbook: float = 1500.0  # expected generated tokens per section (for estimates; paper: <1B / ~670K)
-    tokens_per_exercise: float = 205.0  # expected generated tokens per exercise (paper: 180M / 879.5K)
+    tokens_per_textbook: float = _TINY.data.tokens_per_textbook  # expected tokens per section (estimate only)
+    tokens_per_exercise: float = _TINY.data.tokens_per_exercise  # expected tokens per exercise (estimate only)
     min_chars: int = 120  # shortest accepted record (characters)
     max_chars_textbook: int = 20000  # longest accepted textbook section (characters)
     max_chars_exercise: int = 6000  # longest accepted exercise (characters)
-    dedup_threshold: float = 0.85  # near-duplicate Jaccard threshold (word 5-grams)
-    sandbox: bool = True  # run exercise doctests in phi1lib.sandbox (parse-only when it is missing)
-    sandbox_timeout_s: float = 5.0  # per exercise (seconds)
+    dedup_threshold: float = 0.85  # near-duplicate Jaccard threshold on word 5-grams, in (0, 1]
+    sandbox: bool = True  # run exercise doctests in phi1lib.sandbox (parse-only when it cannot run)
+    sandbox_timeout_s: float = 5.0  # sandbox limit per exercise (seconds)
     workers: int = 2  # sandbox processes
     concurrency: int = 8  # parallel LLM requests
-    batch: bool = False  # price as Batch API (50% off) where the provider supports it
-    cap_usd: float | None = None  # budget cap for this stage (USD); None = no cap
-    source: str | None = None  # stand-in input: filtering/kept.parquet; None = the run dir's
-    topics_file: str = "synth_topics.txt"  # editable lists (packaged name or path)
-    audiences_file: str = "synth_audiences.txt"
-    styles_file: str = "synth_styles.txt"
-    names_file: str = "synth_function_names.txt"
+    batch: bool = False  # price as Batch API (50% off) where the provider supports it (estimate only)
+    cap_usd: float | None = None  # budget cap for this stage's LLM client (USD); None = no cap of its own
+    source: str | None = None  # stand-in input, a parquet with id and text; None = the run's filtering/kept.parquet
+    topics_file: str = "synth_topics.txt"  # topic list (packaged name or path), both kinds
+    audiences_file: str = "synth_audiences.txt"  # textbook audiences (packaged name or path)
+    styles_file: str = "synth_styles.txt"  # textbook styles (packaged name or path)
+    names_file: str = "synth_function_names.txt"  # exercise function-name prefixes (packaged name or path)
+    hardware: Hardware = _TINY.hardware  # the preset's hardware: the plan defaults the estimate is priced with
 
-    def __post_init__(self):
-        get_preset(self.preset)
-        if self.provider not in PROVIDERS:
-            raise unknown_choice("synthesis provider", self.provider, PROVIDERS)
-        self.kinds = tuple(self.kinds)
-        for k in self.kinds:
-            if k not in KINDS:
-                raise unknown_choice("synthesis kind", k, KINDS)
-        for name in ("n_textbooks", "n_exercises", "max_tokens_textbook", "max_tokens_exercise", "min_chars",
-                     "max_chars_textbook", "max_chars_exercise", "workers", "concurrency"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ConfigError(f"SynthesisConfig.{name} must be an integer >= 0, got {v!r}")
-        if not 0.0 < self.dedup_threshold <= 1.0:
-            raise ConfigError(f"SynthesisConfig.dedup_threshold must be in (0, 1], got {self.dedup_threshold}")
-        if self.cap_usd is not None and self.cap_usd < 0:
-            raise ConfigError(f"SynthesisConfig.cap_usd must be >= 0 USD or None, got {self.cap_usd}")
-        if self.provider == "extractive" and self.model != "extractive":
-            raise ConfigError(f"provider 'extractive' is the offline stand-in; its model must be 'extractive', "
-                              f"got {self.model!r} (use provider='openai' for a real model)")
+    def validate(self) -> None:
+        self.need(self.preset in PRESET_NAMES, "preset", f"one of {', '.join(PRESET_NAMES)}")
+        self.need(self.provider in PROVIDERS, "provider", f"one of {', '.join(PROVIDERS)}")
+        if self.provider == "extractive":
+            self.need(self.model == STAND_IN_NAME, "model", f"{STAND_IN_NAME!r} with provider 'extractive' (the "
+                      "offline stand-in); use provider 'openai' for a real model")
+        else:
+            self.need(bool(self.model) and self.model != STAND_IN_NAME, "model",
+                      "an LLM model name with provider 'openai' (e.g. gpt-3.5-turbo, or your vLLM model)")
+        self.need(bool(self.api_key_env), "api_key_env", "the name of an environment variable")
+        self.need(bool(self.kinds) and all(k in KINDS for k in self.kinds) and len(set(self.kinds)) == len(self.kinds),
+                  "kinds", f"one or more of {', '.join(KINDS)}, each once")
+        self.need_ints("n_textbooks", "n_exercises", "min_chars", minimum=0)
+        self.need_ints("max_tokens_textbook", "max_tokens_exercise", "max_chars_textbook", "max_chars_exercise",
+                       "workers", "concurrency")
+        self.need(self.temperature >= 0, "temperature", "a number >= 0")
+        self.need(self.tokens_per_textbook > 0, "tokens_per_textbook", "a number of tokens > 0")
+        self.need(self.tokens_per_exercise > 0, "tokens_per_exercise", "a number of tokens > 0")
+        self.need(0.0 < self.dedup_threshold <= 1.0, "dedup_threshold", "a Jaccard similarity in (0, 1]")
+        self.need(self.sandbox_timeout_s > 0, "sandbox_timeout_s", "seconds > 0")
+        self.need(self.cap_usd is None or self.cap_usd >= 0, "cap_usd", "USD >= 0, or none for no cap")
 
     @classmethod
-    def for_preset(cls, name: str = "tiny", **overrides) -> "SynthesisConfig":
-        """Sizes from the preset's data plan (tokens / tokens per record); stand-in offline, LLM otherwise."""
-        p = get_preset(name)
-        base = {f.name: f.default for f in fields(cls)}
-        n_tb = int(round(p.data.textbook_tokens / base["tokens_per_textbook"]))
-        n_ex = int(round(p.data.exercise_tokens / base["tokens_per_exercise"]))
-        kw: dict[str, Any] = {"preset": p.name, "n_textbooks": n_tb, "n_exercises": n_ex}
-        if p.synthesizer != "extractive":
+    def _from_preset(cls, p: Preset) -> dict[str, Any]:
+        """Counts and tokens per record from the preset's data plan; the stand-in offline, else the preset's LLM."""
+        d = p.data
+        kw: dict[str, Any] = dict(preset=p.name, n_textbooks=d.n_textbooks, n_exercises=d.n_exercises,
+                                  tokens_per_textbook=d.tokens_per_textbook, tokens_per_exercise=d.tokens_per_exercise,
+                                  hardware=p.hardware)
+        if p.synthesizer != STAND_IN_NAME:
             kw.update(provider="openai", model=p.synthesizer, workers=16, concurrency=64)
-        kw.update(overrides)
-        return cls(**kw)
+        return kw
 
     @property
     def is_stand_in(self) -> bool:
@@ -103,10 +139,15 @@ class SynthesisConfig:
     def n_for(self, kind: str) -> int:
         return self.n_textbooks if kind == "textbook" else self.n_exercises
 
-    def prompts(self, kind: str, n: int | None = None):
-        """The first `n` (default: all configured) prompts of `kind`, drawn with the config's seed."""
-        from .prompts import build_prompts, load_list
+    def max_tokens_for(self, kind: str) -> int:
+        return self.max_tokens_textbook if kind == "textbook" else self.max_tokens_exercise
 
+    def tokens_for(self, kind: str) -> float:
+        """Expected generated tokens per record of `kind` (the estimate's output tokens per sample)."""
+        return self.tokens_per_textbook if kind == "textbook" else self.tokens_per_exercise
+
+    def prompts(self, kind: str, n: int | None = None) -> list[SynthPrompt]:
+        """The first `n` (default: all configured) prompts of `kind`, drawn with the config's seed."""
         n = self.n_for(kind) if n is None else min(n, self.n_for(kind))
         topics = load_list(self.topics_file)
         if kind == "textbook":
@@ -115,53 +156,49 @@ class SynthesisConfig:
         return build_prompts(kind, n, self.seed, topics=topics, name_prefixes=load_list(self.names_file))
 
 
-def estimate_cost(config: SynthesisConfig, prices=None):
-    """Tokens and dollars for the configured counts: prompt tokens measured from the real prompts."""
-    from ..budget import estimate_llm, load_prices
-
-    prices = prices or load_prices()
-    total = None
-    for kind in config.kinds:
-        n = config.n_for(kind)
-        # Prompt length measured on the first prompts (all of them up to ESTIMATE_SAMPLE), scaled to n.
-        sample = config.prompts(kind, ESTIMATE_SAMPLE)
-        chars = sum(sum(len(m["content"]) for m in p.messages) for p in sample) / max(len(sample), 1)
-        tokens_in = n * chars / CHARS_PER_TOKEN
-        per = config.tokens_per_textbook if kind == "textbook" else config.tokens_per_exercise
-        est = estimate_llm("synthesis", config.model, tokens_in, per * n, prices, config.batch,
-                           item=f"{kind}s ({n:,} x {config.model})")
-        total = est if total is None else total + est
-    return total
+def kind_config(config: SynthesisConfig, kind: str) -> SynthesisConfig:
+    """The config as one kind sees it: kinds=(kind,), the other kind's own fields at their defaults
+    (they do not change this kind's records). Its fingerprint is that kind's fingerprint."""
+    defaults = {f.name: f.default for f in fields(SynthesisConfig)}
+    others = {name: defaults[name] for k, names in KIND_FIELDS.items() if k != kind for name in names}
+    return replace(config, kinds=(kind,), **others)
 
 
-@dataclass
-class SynthesisResult:
-    out_dir: str
-    files: dict[str, str]  # kind -> accepted JSONL path
-    rejected_path: str
-    counts: dict[str, dict[str, int]]  # kind -> requested / generated / accepted / rejected / dedup...
+# ---- the estimate -------------------------------------------------------------------------------
+
+def prompt_tokens_per_sample(config: SynthesisConfig, kind: str) -> float:
+    """Mean prompt tokens of `kind`, measured (chars / CHARS_PER_TOKEN) on the first ESTIMATE_SAMPLE real prompts."""
+    sample = config.prompts(kind, ESTIMATE_SAMPLE)
+    chars = sum(sum(len(m["content"]) for m in p.messages) for p in sample) / max(len(sample), 1)
+    return chars / CHARS_PER_TOKEN
+
+
+def budget_lines(config: SynthesisConfig) -> list[dict[str, Any]]:
+    """One llm line per requested kind: samples = records requested, tokens per sample measured and planned."""
+    return [dict(stage=STAGE, item=ITEMS[kind], kind="llm", model=config.model, samples=float(config.n_for(kind)),
+                 in_per_sample=prompt_tokens_per_sample(config, kind), out_per_sample=float(config.tokens_for(kind)),
+                 note=f"{config.n_for(kind):,} {kind} prompts x {config.model}; prompt tokens measured on the "
+                      f"prompts (chars / {CHARS_PER_TOKEN:g}), {config.tokens_for(kind):g} tokens per {kind}")
+            for kind in config.kinds]
+
+
+def estimate(config: SynthesisConfig, prices: budget.PriceBook | None = None) -> budget.StageEstimate:
+    return budget.price_lines(STAGE, budget_lines(config), plan_defaults(config.hardware, batch=config.batch), prices)
+
+
+# ---- the result ---------------------------------------------------------------------------------
+
+@dataclass(kw_only=True)
+class SynthesisResult(StageResult):
+    """The stage folder: files = kind -> accepted JSONL, for every kind stored there (this run's or earlier)."""
+
+    rejected_path: str  # rejected.jsonl: every rejected record with its `reason`
+    counts: dict[str, dict[str, int]]  # kind -> requested / no_source / generated / ... / duplicates / accepted
     reasons: dict[str, dict[str, int]]  # kind -> rejection reason category -> count
-    checked: str  # "sandbox doctests" | "parse-only (phi1lib.sandbox unavailable)" | "parse-only (disabled)"
-    generator: str  # "extractive-stand-in" or the model name
-    stand_in: bool
-    usage: dict[str, float]  # prompt_tokens, completion_tokens, usd (new spend), cached
-    seconds: dict[str, float]  # per block
-    estimate: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def measured_usd(self) -> float:
-        return float(self.usage.get("usd", 0.0))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["measured_usd"] = self.measured_usd
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SynthesisResult":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    checked: str  # how exercises were checked: "sandbox doctests" | "parse-only (...)"
+    generator: str  # "extractive-stand-in" or the model name (the latest generation)
+    made: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> {fingerprint, settings, inputs,
+    #                                                                 generator, checked} it was made with
 
     def counts_table(self):
         """Per kind: requested -> generated -> rejected by each check -> accepted (a DataFrame)."""
@@ -180,94 +217,157 @@ class SynthesisResult:
         return read_jsonl(p) if p.exists() else []
 
 
-def default_source(root=None) -> Path:
-    return runs.stage_dir("filtering", root) / "kept.parquet"
+def reason_category(reason: str) -> str:
+    """Collapse a rejection reason to its category ('sandbox failed', 'exact duplicate of ...' -> ...)."""
+    return reason.split(":")[0].split(" (")[0].strip()
 
 
-def ensure_source(config: SynthesisConfig, root=None) -> Path:
-    """The stand-in's input (filtering/kept.parquet), running stage 1 first when it has not run."""
-    path = Path(config.source) if config.source else default_source(root)
-    if path.exists():
-        return path
-    if config.source:
-        raise DataError(f"{path}: filtered-code file not found; pass source= a parquet with a `text` column "
-                        "(stage 1's filtering/kept.parquet)")
-    try:
-        from ..filtering.stage import FilterConfig, run_filtering
-    except ImportError as exc:
-        raise DataError(f"{path}: stage 1 has not run and phi1lib.filtering is unavailable ({exc}); "
-                        "run stage 1 (filtering) first or pass source=") from exc
-    run_filtering(FilterConfig.for_preset(config.preset), out_dir=path.parent)
-    if not path.exists():
-        raise DataError(f"{path}: stage 1 finished but wrote no kept.parquet")
+# ---- inputs and the stored-result rule, per kind --------------------------------------------------
+
+def source_path(config: SynthesisConfig, run_dir: RunDir) -> Path:
+    """The stand-in's input: `config.source`, else the run's filtering/kept.parquet (DataError naming
+    the filtering stage when it has not run; this stage never runs it)."""
+    if config.source is None:
+        return run_dir.input("filtering", "kept.parquet")
+    path = Path(config.source).expanduser()
+    if not path.is_file():
+        raise DataError(f"{path}: filtered-code file not found; give a parquet with `id` and `text` columns as "
+                        "source (--source; stage 1's filtering/kept.parquet)")
     return path
 
 
-def make_provider(config: SynthesisConfig, kind_units: dict | None = None):
-    """The LLM-layer provider for `config` (the stand-in needs the extracted units)."""
-    from ..llm import FunctionProvider, OpenAIProvider
-    from .extractive import STAND_IN_NAME, ExtractiveStandIn
+def kind_records(config: SynthesisConfig, root: Path, inputs: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """kind -> {fingerprint, settings, inputs} for every requested kind (StageConfig.fingerprint of kind_config)."""
+    out = {}
+    for kind in config.kinds:
+        view = kind_config(config, kind)
+        out[kind] = {"fingerprint": view.fingerprint(root, inputs), "settings": view.fingerprint_dict(root),
+                     "inputs": dict(inputs)}
+    return out
 
+
+def _short(v: Any) -> str:
+    text = json.dumps(v, default=str)
+    return text if len(text) <= 48 else text[:45] + "..."
+
+
+def _what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """Like stage.load_stored's message, for one kind's stored record ({fingerprint, settings, inputs})."""
+    if not old.get("fingerprint"):
+        return "by an older version of phi1 (no fingerprint)"
+    before, now = old.get("settings") or {}, new["settings"]
+    diffs = [f"{k} {_short(before.get(k))} -> now {_short(now.get(k))}" for k in sorted(set(before) | set(now))
+             if before.get(k) != now.get(k)]
+    if diffs:
+        more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
+        return "with other settings (" + "; ".join(diffs[:3]) + more + ")"
+    was, is_ = old.get("inputs") or {}, new["inputs"]
+    changed = [k for k in sorted(set(was) | set(is_)) if was.get(k) != is_.get(k)]
+    if changed:
+        return f"from other inputs ({', '.join(changed)} changed since: an earlier stage was redone)"
+    return "by another version of phi1 (its fingerprint differs)"
+
+
+def kinds_to_make(stored: dict[str, Any], wanted: dict[str, dict[str, Any]], out: Path, force: bool) -> list[str]:
+    """The requested kinds to generate now: all with `force`, else those the folder lacks. A requested
+    kind stored with another fingerprint is a StaleResult naming the kind and what changed."""
+    if force:
+        return list(wanted)
+    have = stored.get("made") or {kind: {} for kind in stored.get("counts", {})}  # older results: no fingerprints
+    stale = [f"{ITEMS[kind]} made {_what_changed(have[kind], new)}" for kind, new in wanted.items()
+             if kind in have and have[kind].get("fingerprint") != new["fingerprint"]]
+    if stale:
+        raise StaleResult(f"{STAGE}: {out} holds {'; and '.join(stale)}; pass --force to redo them "
+                          f"(or use another run folder, --out)")
+    return [kind for kind in wanted if kind not in have]
+
+
+def combined_fingerprint(made: dict[str, dict[str, Any]]) -> str:
+    """The folder's fingerprint: one hash of every stored kind's fingerprint (changes when any of them does)."""
+    doc = {"stage": STAGE, "kinds": {kind: made[kind].get("fingerprint", "") for kind in sorted(made)}}
+    return hashlib.sha1(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---- the steps ----------------------------------------------------------------------------------
+
+def load_units(path: Path) -> dict[str, list[Unit]]:
+    """The stand-in's source: documented functions of stage 1's kept code, grouped by kind."""
+    import pandas as pd
+
+    try:
+        df = pd.read_parquet(path, columns=["id", "text"])
+    except Exception as exc:  # pyarrow raises several types for a bad file or missing columns
+        raise DataError(f"{path}: cannot read columns id, text ({exc}); expected stage 1's kept.parquet") from exc
+    return extract_units(zip(df["id"].astype(str), df["text"].astype(str)))
+
+
+def make_provider(config: SynthesisConfig, units_by_kind: dict[str, list[Unit]] | None = None):
+    """The LLM-layer provider for `config` (the stand-in answers from the extracted units)."""
     if config.is_stand_in:
-        units = [u for us in (kind_units or {}).values() for u in us]
+        units = [u for us in (units_by_kind or {}).values() for u in us]
         return FunctionProvider(ExtractiveStandIn(units), name=STAND_IN_NAME)
     return OpenAIProvider(config.model, base_url=config.base_url, api_key_env=config.api_key_env)
 
 
-def _stored(out: Path, kinds) -> SynthesisResult | None:
-    stored = runs.load_result(out)
-    if stored and all(k in stored.get("counts", {}) for k in kinds):
-        return SynthesisResult.from_dict(stored)
-    return None
-
-
-def run_synthesis(config: SynthesisConfig, out_dir=None, *, provider=None, ledger=None, prices=None,
-                  force: bool = False, progress: bool = True) -> SynthesisResult:
-    """Generate, check, deduplicate and store the configured kinds; a finished run is returned as stored.
-
-    `provider` overrides the one built from the config (any LLM-layer provider). Requests go
-    through an LLMClient whose store lives in the stage folder, so an interrupted run resumes
-    without paying twice; the budget cap is enforced before each spend.
-    """
-    from . import generate as gen
-
-    out = Path(out_dir) if out_dir is not None else runs.stage_dir("synthesis", preset=config.preset)
-    out.mkdir(parents=True, exist_ok=True)
-    if not force and (done := _stored(out, config.kinds)) is not None:
-        return done
-    previous = runs.load_result(out) or {}
-    t0 = time.perf_counter()
-    est = estimate_cost(config, prices)
-    # Inside a run directory (<run>/synthesis) the stand-in reads <run>/filtering; elsewhere $PHI1_RUN_DIR's.
-    root = out.parent if out.name == "synthesis" else None
-    state = gen.generate_all(config, out, provider=provider, ledger=ledger, prices=prices, progress=progress,
-                             root=root)
-    # Rejected records of kinds not regenerated now are kept as they were.
+def write_outputs(out: Path, stored: dict[str, Any], outcome: GenerationOutcome) -> tuple[dict, dict, dict]:
+    """Write the generated kinds' JSONL and rejected.jsonl (rejected records of other kinds kept as they were);
+    (files, counts, reasons) of every kind in the folder."""
     rejected_path = out / REJECTED_FILE
     others = [r for r in (read_jsonl(rejected_path) if rejected_path.exists() else [])
-              if r.get("kind") not in config.kinds]
-    write_jsonl(rejected_path, others + state["rejected"])
-    files = dict(previous.get("files", {}))
-    counts = dict(previous.get("counts", {}))
-    reasons = dict(previous.get("reasons", {}))
-    for kind in config.kinds:
+              if r.get("kind") not in outcome.kinds]
+    write_jsonl(rejected_path, others + outcome.rejected)
+    files, counts, reasons = (dict(stored.get(k) or {}) for k in ("files", "counts", "reasons"))
+    for kind in outcome.kinds:
         path = out / OUT_FILES[kind]
-        write_jsonl(path, state["accepted"][kind])
+        write_jsonl(path, outcome.accepted[kind])
         files[kind] = str(path)
-        counts[kind] = state["counts"][kind]
-        reasons[kind] = dict(collections.Counter(reason_category(r["reason"]) for r in state["rejected"]
+        counts[kind] = outcome.counts[kind]
+        reasons[kind] = dict(collections.Counter(reason_category(r["reason"]) for r in outcome.rejected
                                                  if r["kind"] == kind))
-    seconds = {**state["seconds"], "total": time.perf_counter() - t0}
-    result = SynthesisResult(
-        out_dir=str(out), files=files, rejected_path=str(rejected_path), counts=counts, reasons=reasons,
-        checked=state["checked"], generator=state["generator"], stand_in=state["stand_in"],
-        usage=state["usage"], seconds=seconds, estimate=est.to_dict() if est is not None else {},
-        config=asdict(config),
-    )
-    runs.save_result(out, result.to_dict())
-    return result
+    return files, counts, reasons
 
 
-def reason_category(reason: str) -> str:
-    """Collapse a rejection reason to its category ('sandbox failed', 'exact duplicate of ...' -> ...)."""
-    return reason.split(":")[0].split(" (")[0].strip()
+def run(config: SynthesisConfig, run_dir: RunDir, *, ledger: budget.Ledger | None = None,
+        prices: budget.PriceBook | None = None, force: bool = False, progress: bool = True,
+        provider=None) -> SynthesisResult:
+    """Generate, check, deduplicate and store the requested kinds; kinds already stored with the same
+    fingerprint are reused, other kinds in the folder are kept (see the module docstring).
+
+    `provider` replaces the one built from the config (any LLM-layer provider; its cache id is
+    then an input). Requests go through an LLMClient whose store lives in the stage folder, so an
+    interrupted run resumes without paying twice; the budget cap is checked before each spend and
+    spend is recorded in `ledger` by the client.
+    """
+    out = run_dir.stage(STAGE)
+    source = source_path(config, run_dir) if config.is_stand_in and provider is None else None
+    inputs = {"source": runs.identity(source)} if source is not None else {}
+    if provider is not None:
+        inputs["provider"] = provider.cache_id
+    stored = runs.load_result(out) or {}
+    wanted = kind_records(config, run_dir.root, inputs)
+    todo = kinds_to_make(stored, wanted, out, force)
+    if not todo:
+        return SynthesisResult.from_dict(stored)
+    est = estimate(config, prices)
+    t = Timer()
+    with t("extract"):
+        units = load_units(source) if source is not None else None
+    provider = provider or make_provider(config, units)
+    generator = GENERATOR if units is not None else getattr(provider, "model", config.model)
+    client = LLMClient(provider, store=out / STORE_FILE, ledger=ledger, cap_usd=config.cap_usd,
+                       concurrency=config.concurrency, prices=prices, stage=STAGE, progress=progress)
+    outcome = generate_all(config, client, kinds=todo, units_by_kind=units, generator=generator)
+    t.seconds.update(outcome.seconds)
+    with t("write"):
+        files, counts, reasons = write_outputs(out, stored, outcome)
+    made = {**(stored.get("made") or {k: {} for k in stored.get("counts", {})}),
+            **{kind: {**wanted[kind], "generator": generator, "checked": outcome.checked} for kind in todo}}
+    usage = replace(outcome.usage, cpu_s=t.cpu_s, wall_s=t.wall_s)
+    metrics = {"accepted": {k: c["accepted"] for k, c in counts.items()}, "generated_now": list(todo),
+               "cached": outcome.cached, "rejected": sum(sum(r.values()) for r in reasons.values())}
+    stand_in = STAND_IN_NOTE if any(m.get("generator") == GENERATOR for m in made.values()) else None
+    return SynthesisResult(
+        **{**common_fields(config, out, run_dir, inputs, est), "fingerprint": combined_fingerprint(made)},
+        files=files, metrics=metrics, usage=usage, seconds=t.finish(), stand_in=stand_in,
+        rejected_path=str(out / REJECTED_FILE), counts=counts, reasons=reasons, checked=outcome.checked,
+        generator=generator, made=made).save()

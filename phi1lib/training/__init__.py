@@ -1,3 +1,21 @@
-"""Stages 3 and 4, pretraining and finetuning: tokenizer, Phi model, packing, the accelerate loop, checkpoints."""
+"""Stages 3 and 4, pretraining and finetuning: tokenizer, Phi model, packing, the accelerate loop, checkpoints.
 
-from .stage import (CKPT_PREFIX, NonFiniteLoss, PRECISIONS, RESUME_KEYS, STAGES, STATE_FILE, TrainConfig, TrainResult, auto_threads, checkpoints, device_peak_tflops, estimate_cost, evaluate, forward_backward, lr_schedule, optimizer_step, param_groups, plot_log, read_log, run_training)
+`config` (TrainConfig, TrainResult, budget_lines, estimate), `stage` (run: inputs from the run
+folder, the stored-result rule, resume), `loop` (setup -> resume -> loop -> finish around a
+TrainState; evaluate, forward_backward, optimizer_step; Callback), `state` (checkpoints, the
+log), `model`, `tokenizer`, `packing`.
+"""
+
+from .config import PRECISIONS, STAGE, STAGES, TrainConfig, TrainResult, budget_lines, estimate
+# The loop's steps stay under their module's name: training.loop.setup / .resume / .loop / .finish
+# (importing the function `loop` here would hide the module of the same name).
+from . import loop
+from .loop import (BlockOrder, Callback, NonFiniteLoss, TrainState, evaluate, forward_backward, lr_schedule,
+                   optimizer_step, param_groups)
+from .stage import run
+from .state import CKPT_PREFIX, RESUME_KEYS, STATE_FILE, checkpoints, plot_log, read_log
+
+__all__ = ["STAGE", "STAGES", "PRECISIONS", "TrainConfig", "TrainResult", "budget_lines", "estimate", "run",
+           "loop", "BlockOrder", "Callback", "NonFiniteLoss", "TrainState", "evaluate", "forward_backward",
+           "optimizer_step", "lr_schedule", "param_groups",
+           "CKPT_PREFIX", "RESUME_KEYS", "STATE_FILE", "checkpoints", "plot_log", "read_log"]

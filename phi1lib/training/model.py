@@ -11,6 +11,8 @@ import importlib.util
 import logging
 from typing import Any
 
+from .. import budget
+from ..errors import MissingDependency
 from ..presets import ModelSpec, Preset, get_preset
 
 log = logging.getLogger(__name__)
@@ -50,8 +52,6 @@ def pick_attention(device_type: str, requested: str = "auto") -> tuple[str, str]
     """(implementation, reason): flash_attention_2 on CUDA when installed, else sdpa."""
     if requested != "auto":
         if requested == "flash_attention_2" and not flash_attn_available():
-            from ..errors import MissingDependency
-
             raise MissingDependency("attn_implementation='flash_attention_2' needs flash-attn: "
                                     "pip install 'phi1[gpu]' (or use 'auto' to fall back to sdpa)")
         return requested, f"attention: {requested} (requested)"
@@ -85,8 +85,6 @@ def count_params(model) -> int:
 
 def model_info(preset: str | Preset, prices=None) -> dict[str, Any]:
     """Parameters (counted on the meta model and from the formula), FLOPs/token, schedule GPU-hours."""
-    from .. import budget
-
     p = get_preset(preset)
     spec = p.model
     counted = count_params(build_model(spec, device="meta"))

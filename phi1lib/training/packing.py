@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import ConfigError, DataError
+from ..jsonl import iter_jsonl
+from ..problems import load_humaneval
 
 TEXT_COLUMN = "text"
 
@@ -34,7 +36,9 @@ class DataSource:
 
 
 def parse_source(spec: str | os.PathLike | DataSource) -> DataSource:
-    """'path' or 'path:weight' (the weight is whatever follows the last ':' if it is a number)."""
+    """'path' or 'path:weight'. A non-numeric text after the last ':' is part of the path when it looks
+    like one (has a '.' or a '/', e.g. 'C:data.jsonl') or the whole string names a file; otherwise it
+    was meant as a weight and is an error (so 'f.jsonl:abc' is not reported as a missing file)."""
     if isinstance(spec, DataSource):
         return spec
     text = str(spec)
@@ -46,6 +50,9 @@ def parse_source(spec: str | os.PathLike | DataSource) -> DataSource:
             weight = None
         if weight is not None:
             return DataSource(Path(head), weight)
+        if not any(c in tail for c in "./" + os.sep) and not Path(text).exists():
+            raise ConfigError(f"{text}: the weight {tail!r} after ':' is not a number; "
+                              f"write FILE or FILE:WEIGHT, e.g. {head}:2")
     return DataSource(Path(text))
 
 
@@ -64,8 +71,6 @@ def read_texts(path: str | os.PathLike) -> list[str]:
             raise DataError(f"{path}: no '{TEXT_COLUMN}' column (columns: {names}); training needs one")
         values = pq.read_table(path, columns=[TEXT_COLUMN]).column(TEXT_COLUMN).to_pylist()
     elif suffix in (".jsonl", ".json"):
-        from ..jsonl import iter_jsonl
-
         values = []
         for i, rec in enumerate(iter_jsonl(path), 1):
             if TEXT_COLUMN not in rec:
@@ -290,8 +295,6 @@ def humaneval_eval_set(tokenizer, max_len: int, n_problems: int | None = None) -
     The loss over `labels` is the loss on solution tokens only: how well the model predicts a
     correct body given the signature and docstring. Sequences are cut to `max_len` tokens.
     """
-    from ..problems import load_humaneval
-
     problems = load_humaneval()[: n_problems or None]
     out = []
     for p in problems:

