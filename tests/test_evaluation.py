@@ -465,7 +465,7 @@ def test_cli_score_rejects_bad_samples(humaneval, tmp_path, capsys):
     assert (tmp_path / "bad.jsonl_results.jsonl").read_text() == before
     bad.write_text(json.dumps({"task_id": "HumanEval/0"}) + "\n")
     assert main(["eval", "score", "--samples", str(bad)]) == 2
-    assert "bad.jsonl:1: the record lacks completion" in capsys.readouterr().err
+    assert "bad.jsonl:1: samples record lacks field(s) ['completion']" in capsys.readouterr().err
     assert main(["eval", "score", "--samples", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
     assert main(["eval", "score", "--samples", str(bad), "--workers", "0"]) == 2

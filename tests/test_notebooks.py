@@ -7,7 +7,6 @@ end); the notebooks then re-read the stored stage results and render their table
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

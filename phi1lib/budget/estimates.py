@@ -82,6 +82,12 @@ class StageEstimate:
         d["lines"] = [l.to_dict() for l in self.lines]
         return d
 
+    def to_frame(self):
+        """The line items as a pandas DataFrame, one row per line (item, detail, cost_usd, tokens, hours...)."""
+        import pandas as pd
+
+        return pd.DataFrame([line.to_dict() for line in self.lines])
+
 
 def cappuccinos(usd: float, prices: PriceBook, coffee: str = DEFAULT_COFFEE) -> float:
     """`usd` in cups of `coffee` (the seed's unit of account)."""

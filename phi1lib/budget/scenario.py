@@ -19,6 +19,7 @@ from . import estimates
 from ..errors import ConfigError, unknown_choice
 from ..paths import costs_dir
 from ..presets import PRESET_NAMES, ModelSpec, get_preset
+from ..stage import parse_assignments
 from .pricebook import PriceBook, _read_toml, load_prices, parse_date
 
 _NUM, _INT, _BOOL, _STR = "number", "integer", "boolean", "string"
@@ -142,13 +143,7 @@ class Scenario:
 
 
 def parse_sets(pairs: Iterable[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set gpu=H100 or --set textbooks.batch=true")
-        out[key.strip()] = value.strip()
-    return out
+    return parse_assignments(pairs, "--set", "gpu=H100 or --set textbooks.batch=true", key_name="KEY")
 
 
 # ---- loading ------------------------------------------------------------------------------

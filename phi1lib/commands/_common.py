@@ -16,7 +16,7 @@ from .. import budget
 from ..errors import ConfigError
 from ..presets import PRESET_NAMES
 from ..runs import ENV_VAR, RunDir
-from ..stage import FieldError
+from ..stage import FieldError, parse_assignments
 
 OUT_HELP = f"run folder; the stage reads and writes OUT/<stage>/ (default: ${ENV_VAR}, else runs/<preset>)"
 
@@ -64,16 +64,6 @@ def add_stage_args(p: argparse.ArgumentParser, config: str) -> None:
     add_json(p)
 
 
-def pairs(items: list[str], flag: str = "--set") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{flag} {item!r}: expected FIELD=VALUE, e.g. {flag} seed=1")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def flag_values(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, Any]:
     """{field: value} for every flag in `flags` (field -> "--flag") the user gave."""
     out = {}
@@ -86,7 +76,7 @@ def flag_values(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, An
 
 def stage_config(cls, args: argparse.Namespace, flags: dict[str, str], extra: dict[str, Any] | None = None, **kw):
     """`cls.for_preset(--preset, flags..., extra..., --set...)`; a bad value names the flag it came from."""
-    sets = cls.parse_sets(pairs(getattr(args, "sets", []) or []))
+    sets = cls.parse_sets(parse_assignments(getattr(args, "sets", []) or []))
     named = {**flags, **{name: f"--set {name}" for name in sets}}
     values = {**flag_values(args, flags), **(extra or {}), **sets}
     try:

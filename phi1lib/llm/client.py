@@ -26,9 +26,8 @@ from ..errors import BudgetExceeded, ConfigError
 from ..paths import cache_dir
 from .guard import SpendGuard
 from .limits import Backoff, RateLimits, Throttle
-from .local import TransformersProvider
 from .progress import Progress
-from .providers import Completion, FunctionProvider, OpenAIProvider, ProviderError
+from .providers import Completion, ProviderError
 from .store import ResultStore
 from .tokens import TokenCounter
 

@@ -90,7 +90,14 @@ class Pipeline:
         t0 = time.perf_counter()
         self.run_dir.root.mkdir(parents=True, exist_ok=True)
         ledger = budget.Ledger(self.run_dir.ledger_path, cap_usd=self.config.cap_usd)
-        records = [self._step(name, ledger) for name in self.configs]
+        ran = {name: self._step(name, ledger) for name in self.configs}
+        # The report covers every stage with a result in the folder, not only this invocation's subset.
+        records = []
+        for s in table.STAGES:
+            if s.name in ran:
+                records.append(ran[s.name])
+            elif (stored := s.result.load(self.run_dir.path(s.name))) is not None:
+                records.append(StageRecord(s.name, "stored", stored))
         report = build_report(self.preset.name, self.run_dir.root, records, time.perf_counter() - t0,
                               ledger.spent_usd)
         write_report(self.run_dir.root, report)

@@ -110,3 +110,17 @@ def model_info(preset: str | Preset, prices=None) -> dict[str, Any]:
             "gpu_hours": est.gpu_hours, "wall_hours": est.wall_hours, "cost_usd": est.cost_usd,
         }
     return info
+
+
+def sample(model_dir: str, prompt: str, *, max_new_tokens: int = 80, temperature: float = 0.7, seed: int = 0) -> str:
+    """One sampled continuation of `prompt` by a saved model, with plain transformers classes (for the notebooks;
+    evaluation generates through phi1lib.evaluation). Sampling, not greedy: a tiny model repeats itself greedily."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, tok = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    ids = tok(prompt, return_tensors="pt").input_ids
+    torch.manual_seed(seed)
+    out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
+                         pad_token_id=tok.eos_token_id)
+    return tok.decode(out[0, ids.shape[1]:])

@@ -1,0 +1,140 @@
+"""The evaluation stage's config and plan: what it generates and scores, and what that costs before it runs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .. import budget
+from ..errors import ConfigError
+from ..presets import PRESET_NAMES, Hardware, Preset, get_preset
+from ..problems import MBPP_STYLES, N_PROBLEMS, prompt_tokens
+from ..stage import StageConfig, plan_defaults
+
+STAGE = "evaluation"
+BENCHMARKS = ("humaneval", "mbpp", "jsonl")
+API_PREFIX = "openai:"
+
+
+@dataclass
+class EvalConfig(StageConfig):
+    """What the evaluation stage generates and how it scores; `EvalConfig.for_preset(name, **overrides)`."""
+
+    STAGE: ClassVar[str] = STAGE
+    NOT_FINGERPRINTED: ClassVar[tuple[str, ...]] = ("workers", "threads", "device", "cap_usd", "api_key_env",
+                                                    "hardware")
+
+    preset: str = "tiny"  # preset the defaults came from (phi1lib.presets); the estimate's model shape
+    # model folder, or "openai:<model>" for an API model; None = the run's finetune/final, else its pretrain/final
+    model: str | None = None
+    benchmark: str = "humaneval"  # humaneval | mbpp | jsonl
+    # file replacing the benchmark's data (HumanEval-format JSONL / MBPP records); required for jsonl
+    problems: str | None = None
+    mbpp_style: str = "docstring"  # MBPP prompt format: docstring | 3shot
+    limit: int | None = None  # evaluate the first N problems only (None = all)
+    n_samples: int = 1  # completions per problem
+    temperature: float = 0.0  # sampling temperature in [0, 2]; 0 = greedy
+    top_p: float = 0.95  # nucleus sampling mass in (0, 1] when temperature > 0
+    max_new_tokens: int = 512  # generation cap per completion (tokens)
+    batch_size: int = 8  # prompts per generate() call (local models)
+    ks: tuple[int, ...] = (1, 10, 100)  # pass@k to report (those with n >= k for every problem)
+    timeout_s: float = 3.0  # wall seconds per program in the sandbox, in (0, 600]
+    memory_mb: int = 1024  # address-space limit per program (MB)
+    workers: int | None = None  # parallel sandbox workers (None = CPU count, at most 8)
+    canonical_loss: bool = True  # also the loss of canonical solutions given prompts (local models)
+    split_file: str | None = None  # decontam split JSON; None = the run's decontam/humaneval_split.json when present
+    seed: int = 0  # sampling seed (local models)
+    device: str | None = None  # torch device for local models (None = cuda if available)
+    threads: int | None = None  # CPU torch threads for generation/loss (None = torch's default; tiny: 1)
+    cap_usd: float | None = None  # budget cap for API generation (USD)
+    base_url: str | None = None  # OpenAI-compatible endpoint for an "openai:" model (vLLM, ...); None = OpenAI
+    api_key_env: str | None = "OPENAI_API_KEY"  # environment variable holding the key; None = a server without auth
+    hardware: Hardware = field(default_factory=lambda: get_preset("tiny").hardware)  # the preset's; estimate only
+
+    def validate(self) -> None:
+        for name in ("temperature", "top_p", "timeout_s"):  # 0 and 0.0 must fingerprint alike
+            setattr(self, name, float(getattr(self, name)))
+        self.need(self.preset in PRESET_NAMES, "preset", f"one of {', '.join(PRESET_NAMES)}")
+        self.need(self.benchmark in BENCHMARKS, "benchmark", f"one of {', '.join(BENCHMARKS)}")
+        self.need(self.mbpp_style in MBPP_STYLES, "mbpp_style", f"one of {', '.join(MBPP_STYLES)}")
+        self.need(self.benchmark != "jsonl" or bool(self.problems), "problems",
+                  "a problem file (HumanEval-format JSONL) when benchmark is jsonl")
+        self.need(self.model is None or (bool(self.model.strip()) and self.model != API_PREFIX), "model",
+                  "a model folder or openai:<model name>")
+        self.need_ints("n_samples", "max_new_tokens", "batch_size", "memory_mb")
+        for name in ("limit", "workers", "threads"):
+            self.need(getattr(self, name) is None or getattr(self, name) >= 1, name, "an integer >= 1 or none")
+        self.need(0.0 <= self.temperature <= 2.0, "temperature", "a number in [0, 2] (0 = greedy)")
+        self.need(0.0 < self.top_p <= 1.0, "top_p", "a probability mass in (0, 1]")
+        self.need(self.temperature > 0 or self.n_samples == 1, "n_samples",
+                  "1 when temperature is 0 (greedy samples are identical); set temperature > 0 "
+                  "(the paper samples pass@k at 0.8)")
+        self.need(bool(self.ks) and min(self.ks) >= 1, "ks", "integers >= 1")
+        self.need(0.0 < self.timeout_s <= 600.0, "timeout_s", "seconds in (0, 600]")
+        self.need(self.cap_usd is None or self.cap_usd >= 0, "cap_usd", "USD >= 0")
+
+    @classmethod
+    def _from_preset(cls, p: Preset) -> dict[str, Any]:
+        return dict(preset=p.name, benchmark=p.eval.benchmarks[0], n_samples=p.eval.n_samples,
+                    max_new_tokens=p.eval.max_new_tokens, threads=1 if p.hardware.gpu == "cpu" else None,
+                    hardware=p.hardware)
+
+    @property
+    def api_model(self) -> str | None:
+        """The API model's name for an "openai:<name>" model, else None (a local model)."""
+        return self.model[len(API_PREFIX):] if self.model and self.model.startswith(API_PREFIX) else None
+
+
+# ---- the plan ------------------------------------------------------------------------------------
+
+def planned_problems(config: EvalConfig) -> int:
+    """Problems the estimate plans for: the benchmark's size (HumanEval's for a jsonl file), capped by `limit`."""
+    n = N_PROBLEMS.get(config.benchmark, N_PROBLEMS["humaneval"])
+    return min(n, config.limit) if config.limit else n
+
+
+def default_workers() -> int:
+    """Sandbox workers when `workers` is None (as the sandbox pool chooses them)."""
+    return min(8, os.cpu_count() or 1)
+
+
+def budget_lines(config: EvalConfig) -> list[dict[str, Any]]:
+    """Generation (forward passes of the preset's model on one device, or API tokens) and sandboxed tests."""
+    problems = planned_problems(config)
+    programs = problems * config.n_samples
+    prompt = prompt_tokens(config.benchmark, config.mbpp_style)
+    note = (f"{problems} problems x {config.n_samples} samples; {prompt} prompt + {config.max_new_tokens} "
+            "new tokens each")
+    if config.api_model:
+        gen = dict(stage=STAGE, item="generate", kind="llm", model=config.api_model, samples=float(programs),
+                   in_per_sample=float(prompt), out_per_sample=float(config.max_new_tokens), note=note)
+    else:
+        # Prompt tokens are read once; each new token is one forward pass over the cached context.
+        gen = dict(stage=STAGE, item="generate", kind="compute", model=config.preset,
+                   tokens=float(programs * (prompt + config.max_new_tokens)), seq_len=prompt + config.max_new_tokens,
+                   n_gpus=1, note=note + "; generation runs on one device")
+    workers = config.workers or default_workers()
+    sandbox = dict(stage=STAGE, item="sandbox", kind="cpu", samples=float(programs),
+                   seconds_per_sample=budget.SANDBOX_SECONDS_PER_PROGRAM, workers=workers,
+                   note=f"one sandboxed test run per completion, {workers} worker(s) (a hang costs up to its timeout)")
+    return [gen, sandbox]
+
+
+def estimate(config: EvalConfig, prices: budget.PriceBook | None = None, *,
+             items: tuple[str, ...] | None = None) -> budget.StageEstimate:
+    """The stage's plan lines priced (`items`: only those lines, e.g. ("generate",))."""
+    lines = [l for l in budget_lines(config) if items is None or l["item"] in items]
+    return budget.price_lines(STAGE, lines, plan_defaults(config.hardware), prices)
+
+
+def planned_estimate(config: EvalConfig, prices: budget.PriceBook | None) -> tuple[budget.StageEstimate, bool]:
+    """The estimate a run records, and whether it is complete: an API model no price book knows
+    (a vLLM alias, a stand-in) leaves its line out rather than stopping the run."""
+    try:
+        return estimate(config, prices), True
+    except ConfigError:
+        if not config.api_model:
+            raise
+        lines = [l for l in budget_lines(config) if l["kind"] != "llm"]
+        return budget.price_lines(STAGE, lines, plan_defaults(config.hardware), prices), False
