@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import ConfigError, MissingDependency
-from .paths import cache_dir
+from .paths import atomic_path, cache_dir
 
 MINILM_LOCAL = "minilm-local"
 POOLINGS = ("mean", "last", "cls")
@@ -78,9 +78,8 @@ class EmbeddingCache:
         if not len(hashes):
             return
         name = f"{uuid.uuid4().hex}.npz"
-        tmp = self.folder / f".{name}.tmp.npz"
-        np.savez(tmp, hashes=np.array(hashes), vectors=vectors.astype(np.float32))
-        os.replace(tmp, self.folder / name)
+        with atomic_path(self.folder / name) as tmp:  # a reader never sees half a shard
+            np.savez(tmp, hashes=np.array(hashes), vectors=vectors.astype(np.float32))
         self._loaded.add(name)
         for h, v in zip(hashes, vectors):
             self._index[h] = v

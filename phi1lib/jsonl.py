@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from .errors import DataError
+from .paths import atomic_path
 
 
 def iter_numbered(path: str | os.PathLike, *, strict: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -104,15 +105,11 @@ def append_jsonl(path: str | os.PathLike, records: dict | Iterable[dict], *, fsy
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
     """Write all records atomically (temp file + rename); returns the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with tmp.open("w", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
         for r in records:
             fh.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
             n += 1
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
     return n

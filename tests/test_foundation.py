@@ -13,7 +13,7 @@ from phi1lib.errors import ConfigError, DataError
 
 
 def test_phi1_preset_parameter_count_matches_paper():
-    # 1,418,270,720 is the parameter count of microsoft/phi-1 (PAPER.md).
+    # 1,418,270,720 is the parameter count of microsoft/phi-1 (phi1lib.paper.PARAMS).
     assert presets.get_preset("phi1").model.n_params() == 1_418_270_720
 
 
