@@ -17,6 +17,7 @@ changed and how to redo it (`--force`); nothing is silently reused or silently r
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import math
@@ -309,7 +310,7 @@ class StageResult:
     inputs: dict[str, str] = field(default_factory=dict)  # input name -> identity (runs.identity) when it was read
     fingerprint: str = ""  # config + inputs; a stored result is reused only when this matches
     stand_in: str | None = None  # what stood in for the paper's LLM or data (None: the real thing)
-    finished_at: str = ""  # local time the result was written
+    finished_at: str = ""  # local time the result was written (ISO 8601, microseconds: it identifies the run)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self), default=str))
@@ -333,7 +334,7 @@ class StageResult:
         return None if stored is None else cls.from_dict(stored)
 
     def save(self: R) -> R:
-        self.finished_at = self.finished_at or time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.finished_at = self.finished_at or datetime.datetime.now().isoformat(timespec="microseconds")
         runs.save_result(self.out_dir, self.to_dict())
         return self
 
