@@ -450,8 +450,9 @@ def test_cli_offline(tmp_path, capsys):
     assert "--count -1: expected an integer >= 0" in capsys.readouterr().err
     assert main(["synth", "exercises", "--out", out, "--set", "temperature=x"]) == 2
     assert "--set temperature: expected a number, got 'x'" in capsys.readouterr().err
-    assert main(["synth", "exercises", "--out", out, "--cap-usd", "-2"]) == 2
-    assert "--cap-usd -2.0: expected USD >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # argparse refuses it before any work
+        main(["synth", "exercises", "--out", out, "--cap-usd", "-2"])
+    assert exit_.value.code == 2 and "--cap-usd: '-2': expected a dollar amount >= 0" in capsys.readouterr().err
     assert main(["synth", "exercises", "--out", out, "--count", "7", "--no-sandbox"]) == 2  # stored with 6
     assert "exercises made with other settings (n_exercises 6 -> now 7)" in capsys.readouterr().err
     assert main(["synth", "all", "--preset", "phi1", "--estimate-only", "--json", "--out", out]) == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any
 
@@ -42,8 +43,19 @@ def add_prices(p: argparse.ArgumentParser) -> None:
                    help="extra folder of price books (*.toml); overrides shipped prices of the same name; repeatable")
 
 
+def usd(text: str) -> float:
+    """A dollar amount from the command line: finite and >= 0 (checked before any work)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a dollar amount >= 0, e.g. 25 or 2.5")
+    return value
+
+
 def add_cap(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cap-usd", type=float, metavar="USD",
+    p.add_argument("--cap-usd", type=usd, metavar="USD",
                    help="budget cap in USD for this run folder's ledger: work stops before spend would cross it")
 
 
