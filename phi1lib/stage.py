@@ -311,6 +311,7 @@ class StageResult:
     fingerprint: str = ""  # config + inputs; a stored result is reused only when this matches
     stand_in: str | None = None  # what stood in for the paper's LLM or data (None: the real thing)
     finished_at: str = ""  # local time the result was written (ISO 8601, microseconds: it identifies the run)
+    reused: ClassVar[bool] = False  # True on a result read back from result.json instead of made now (not stored)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self), default=str))
@@ -329,9 +330,16 @@ class StageResult:
                             f"({exc}); rerun the stage with --force") from None
 
     @classmethod
+    def from_stored(cls: type[R], data: dict[str, Any]) -> R:
+        """A result read back from result.json, marked `reused`."""
+        result = cls.from_dict(data)
+        result.reused = True
+        return result
+
+    @classmethod
     def load(cls: type[R], folder: str | os.PathLike) -> R | None:
         stored = runs.load_result(folder)
-        return None if stored is None else cls.from_dict(stored)
+        return None if stored is None else cls.from_stored(stored)
 
     def save(self: R) -> R:
         self.finished_at = self.finished_at or datetime.datetime.now().isoformat(timespec="microseconds")
@@ -372,7 +380,7 @@ def load_stored(cls: type[R], folder: str | os.PathLike, config: StageConfig, *,
         return None
     want = config.fingerprint(root, inputs)
     if stored.get("fingerprint") == want:
-        return cls.from_dict(stored)
+        return cls.from_stored(stored)
     raise StaleResult(f"{config.stage_name}: {folder} holds a result made {_what_changed(stored, config, root, inputs)}; "
                       f"pass --force to redo it (or use another run folder, --out)")
 
@@ -382,19 +390,26 @@ def _short(v: Any) -> str:
     return text if len(text) <= 48 else text[:45] + "..."
 
 
-def _what_changed(stored: dict[str, Any], config: StageConfig, root, inputs: dict[str, str] | None) -> str:
-    if not stored.get("fingerprint"):
+def describe_change(before: dict[str, Any] | None, now: dict[str, Any], inputs_before: dict[str, str],
+                    inputs_now: dict[str, str]) -> str:
+    """Why something stored differs from what is asked now, as the end of "... holds X made <this>":
+    the settings that changed (first three), else the inputs that changed. `before` None: it was
+    stored without a fingerprint. Every stored-result message (stages, synthesis kinds, samples) uses it."""
+    if before is None:
         return "by an older version of phi1 (no fingerprint)"
-    root_s = str(Path(root).resolve())
-    old = {k: _canon(v, root_s) for k, v in (stored.get("config") or {}).items() if k not in config.NOT_FINGERPRINTED}
-    new = config.fingerprint_dict(root)
-    diffs = [f"{k} {_short(old.get(k))} -> now {_short(new.get(k))}" for k in sorted(set(old) | set(new))
-             if old.get(k) != new.get(k)]
+    diffs = [f"{k} {_short(before.get(k))} -> now {_short(now.get(k))}" for k in sorted(set(before) | set(now))
+             if before.get(k) != now.get(k)]
     if diffs:
         more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
         return "with other settings (" + "; ".join(diffs[:3]) + more + ")"
-    before = stored.get("inputs") or {}
-    changed = [k for k in sorted(set(before) | set(inputs or {})) if before.get(k) != (inputs or {}).get(k)]
+    changed = [k for k in sorted(set(inputs_before) | set(inputs_now)) if inputs_before.get(k) != inputs_now.get(k)]
     if changed:
         return f"from other inputs ({', '.join(changed)} changed since: an earlier stage was redone)"
     return "by another version of phi1 (its fingerprint differs)"
+
+
+def _what_changed(stored: dict[str, Any], config: StageConfig, root, inputs: dict[str, str] | None) -> str:
+    root_s = str(Path(root).resolve())
+    before = {k: _canon(v, root_s) for k, v in (stored.get("config") or {}).items()
+              if k not in config.NOT_FINGERPRINTED} if stored.get("fingerprint") else None
+    return describe_change(before, config.fingerprint_dict(root), stored.get("inputs") or {}, inputs or {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .. import runs, training
+from .. import training
 from ..errors import ConfigError
 from . import _common as C
 
@@ -69,7 +69,6 @@ def run(args: argparse.Namespace) -> int:
               f"tokens = {config.tokens:,} tokens into {where.path(config.stage)}")
     if C.show_estimate(args, config.stage, est) if main_process else args.estimate_only:
         return 0
-    before = runs.load_result(where.path(config.stage))
     res = training.run(config, where, ledger=C.ledger(args, where), prices=prices, force=args.force,
                        resume=args.resume, progress=not args.json)
     if not main_process:
@@ -77,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         C.print_json(res.to_dict())
         return 0
-    if before is not None and before.get("finished_at") == res.finished_at and not args.force:
+    if res.reused:
         print(f"[{config.stage}] stored result from {res.finished_at} (same settings and inputs; --force to redo)")
     he = f"{res.humaneval_loss_initial:.4f} -> {res.humaneval_loss:.4f}" \
         if res.humaneval_loss_initial is not None and res.humaneval_loss is not None else _num(res.humaneval_loss)

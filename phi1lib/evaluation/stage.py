@@ -32,7 +32,7 @@ from ..paths import atomic_path
 from ..problems import load_benchmark
 from ..runs import RunDir
 from ..sandbox import isolation
-from ..stage import StageResult, StaleResult, Timer, Usage, common_fields, load_stored
+from ..stage import StageResult, StaleResult, Timer, Usage, common_fields, describe_change, load_stored
 from .completions import canonical_loss, generate_api, generate_local, load_model
 from .config import STAGE, EvalConfig, planned_estimate
 from .scoring import contamination_table, failure_breakdown, load_split, pass_at_k_report, score_samples
@@ -116,16 +116,6 @@ def generation_fingerprint(config: EvalConfig, root: Path, inputs: dict[str, str
     return doc
 
 
-def _changed(old: dict[str, Any], new: dict[str, Any]) -> str:
-    diffs = [f"{k} {json.dumps(old['config'].get(k))} -> now {json.dumps(new['config'].get(k))}"
-             for k in sorted(set(old.get("config", {})) | set(new["config"]))
-             if old.get("config", {}).get(k) != new["config"].get(k)]
-    before = old.get("inputs", {})
-    diffs += [f"{k} changed since (an earlier stage was redone)" for k in sorted(set(before) | set(new["inputs"]))
-              if before.get(k) != new["inputs"].get(k)]
-    return "; ".join(diffs) or "by another version of phi1"
-
-
 def _read_samples(path: Path) -> list[dict]:
     """The samples written so far. A torn line (a killed writer) is dropped from the file for good
     (its completion is generated again); a record without task_id or completion is a DataError."""
@@ -161,8 +151,8 @@ def _prepare_samples(out: Path, want: dict[str, Any], force: bool) -> None:
         if have is not None and have.get("fingerprint") == want["fingerprint"]:
             return
         if not force:
-            what = ("with other settings or another model (" + _changed(have, want) + ")" if have is not None
-                    else f"by an older version of phi1 (no {SAMPLES_FINGERPRINT_FILE})")
+            what = (describe_change(have.get("config") or {}, want["config"], have.get("inputs") or {}, want["inputs"])
+                    if have is not None else f"by an older version of phi1 (no {SAMPLES_FINGERPRINT_FILE})")
             raise StaleResult(f"{STAGE}: {samples} holds samples generated {what}; pass --force to discard them "
                               "and generate anew (or use another run folder, --out)")
         samples.unlink()

@@ -66,8 +66,7 @@ class Pipeline:
 
     def _step(self, name: str, ledger: budget.Ledger) -> StageRecord:
         stage, cfg = table.get(name), self.configs[name]
-        before = self.run_dir.result(name)
-        if before is None or self.config.force:
+        if self.config.force or self.run_dir.result(name) is None:  # a stored result says so below instead
             est = stage.estimate(cfg, self.prices)
             self.log(f"[{name}] estimate: ${est.cost_usd:,.2f}, {est.gpu_hours:.4f} GPU-h, {est.tokens:,.0f} tokens")
         t0 = time.perf_counter()
@@ -76,14 +75,12 @@ class Pipeline:
                                progress=False)
         except StaleResult as exc:
             raise StaleResult(f"{exc} (phi1 run: --force redoes the selected --stages)") from None
-        stored = (before is not None and not self.config.force and before.get("fingerprint") == result.fingerprint
-                  and before.get("finished_at") == result.finished_at)
-        if stored:
+        if result.reused:
             self.log(f"[{name}] finished earlier with the same settings and inputs: "
                      f"{self.run_dir.path(name, runs.RESULT_FILE)} (not redone)")
         else:
             self.log(f"[{name}] done in {time.perf_counter() - t0:.1f} s")
-        return StageRecord(name, "stored" if stored else "ran", result)
+        return StageRecord(name, "stored" if result.reused else "ran", result)
 
     def run(self) -> dict[str, Any]:
         """Run (or reuse) every selected stage in order; returns the report, also written to report.json/md."""

@@ -35,7 +35,7 @@ from ..jsonl import read_jsonl, write_jsonl
 from ..llm import FunctionProvider, LLMClient, OpenAIProvider
 from ..presets import PRESET_NAMES, Hardware, Preset, get_preset
 from ..runs import RunDir
-from ..stage import StageConfig, StageResult, StaleResult, Timer, common_fields, plan_defaults
+from ..stage import StageConfig, StageResult, StaleResult, Timer, common_fields, describe_change, plan_defaults
 from .extractive import GENERATOR, STAND_IN_NAME, ExtractiveStandIn, Unit, extract_units
 from .generate import GenerationOutcome, generate_all
 from .prompts import SynthPrompt, build_prompts, load_list
@@ -246,26 +246,10 @@ def kind_records(config: SynthesisConfig, root: Path, inputs: dict[str, str]) ->
     return out
 
 
-def _short(v: Any) -> str:
-    text = json.dumps(v, default=str)
-    return text if len(text) <= 48 else text[:45] + "..."
-
-
-def _what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """Like stage.load_stored's message, for one kind's stored record ({fingerprint, settings, inputs})."""
-    if not old.get("fingerprint"):
-        return "by an older version of phi1 (no fingerprint)"
-    before, now = old.get("settings") or {}, new["settings"]
-    diffs = [f"{k} {_short(before.get(k))} -> now {_short(now.get(k))}" for k in sorted(set(before) | set(now))
-             if before.get(k) != now.get(k)]
-    if diffs:
-        more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
-        return "with other settings (" + "; ".join(diffs[:3]) + more + ")"
-    was, is_ = old.get("inputs") or {}, new["inputs"]
-    changed = [k for k in sorted(set(was) | set(is_)) if was.get(k) != is_.get(k)]
-    if changed:
-        return f"from other inputs ({', '.join(changed)} changed since: an earlier stage was redone)"
-    return "by another version of phi1 (its fingerprint differs)"
+def _changed(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """stage.describe_change for one kind's stored record ({fingerprint, settings, inputs})."""
+    before = (old.get("settings") or {}) if old.get("fingerprint") else None
+    return describe_change(before, new["settings"], old.get("inputs") or {}, new["inputs"])
 
 
 def kinds_to_make(stored: dict[str, Any], wanted: dict[str, dict[str, Any]], out: Path, force: bool) -> list[str]:
@@ -274,7 +258,7 @@ def kinds_to_make(stored: dict[str, Any], wanted: dict[str, dict[str, Any]], out
     if force:
         return list(wanted)
     have = stored.get("made") or {kind: {} for kind in stored.get("counts", {})}  # older results: no fingerprints
-    stale = [f"{ITEMS[kind]} made {_what_changed(have[kind], new)}" for kind, new in wanted.items()
+    stale = [f"{ITEMS[kind]} made {_changed(have[kind], new)}" for kind, new in wanted.items()
              if kind in have and have[kind].get("fingerprint") != new["fingerprint"]]
     if stale:
         raise StaleResult(f"{STAGE}: {out} holds {'; and '.join(stale)}; pass --force to redo them "
@@ -347,7 +331,7 @@ def run(config: SynthesisConfig, run_dir: RunDir, *, ledger: budget.Ledger | Non
     wanted = kind_records(config, run_dir.root, inputs)
     todo = kinds_to_make(stored, wanted, out, force)
     if not todo:
-        return SynthesisResult.from_dict(stored)
+        return SynthesisResult.from_stored(stored)
     est = estimate(config, prices)
     t = Timer()
     with t("extract"):
