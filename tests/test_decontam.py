@@ -209,3 +209,17 @@ def test_ast_matches_reports_unparsable(contaminated):
     rows, stats = ast_matches([{"id": "bad", "text": "def (:"}, {"id": "ok", "text": UNRELATED}],
                               [{"task_id": "HumanEval/0", "text": HE["HumanEval/0"]["prompt"]}], 0.8)
     assert rows == [] and stats["unparsable_records"] == 1
+
+
+def test_cli_embedder_none_skips_only_when_asked():
+    from phi1lib.cli import build_parser
+    from phi1lib.commands import _common as C
+    from phi1lib.commands.decontaminate import FLAGS
+
+    def embedder(*argv):
+        args = build_parser().parse_args(["decontaminate", *argv])
+        return C.stage_config(DecontamConfig, args, FLAGS, nullable=("embedder",)).embedder
+
+    assert embedder() == DecontamConfig.for_preset("tiny").embedder == "minilm-local"
+    assert embedder("--embedder", "none") is None and embedder("--embedder", "NONE") is None
+    assert embedder("--embedder", "some/model") == "some/model"

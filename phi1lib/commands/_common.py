@@ -86,11 +86,15 @@ def flag_values(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, An
     return out
 
 
-def stage_config(cls, args: argparse.Namespace, flags: dict[str, str], extra: dict[str, Any] | None = None, **kw):
-    """`cls.for_preset(--preset, flags..., extra..., --set...)`; a bad value names the flag it came from."""
+def stage_config(cls, args: argparse.Namespace, flags: dict[str, str], extra: dict[str, Any] | None = None, *,
+                 nullable: tuple[str, ...] = (), **kw):
+    """`cls.for_preset(--preset, flags..., extra..., --set...)`; a bad value names the flag it came from.
+    A flag of a `nullable` field given as "none" sets the field to None (e.g. --embedder none)."""
     sets = cls.parse_sets(parse_assignments(getattr(args, "sets", []) or []))
     named = {**flags, **{name: f"--set {name}" for name in sets}}
-    values = {**flag_values(args, flags), **(extra or {}), **sets}
+    values = flag_values(args, flags)
+    values.update({name: None for name in nullable if str(values.get(name, "")).lower() == "none"})
+    values.update({**(extra or {}), **sets})
     try:
         return cls.for_preset(args.preset, **kw, **values)
     except FieldError as exc:
@@ -139,3 +143,18 @@ def show_estimate(args: argparse.Namespace, stage: str, est) -> bool:
     if not args.json:
         print_estimate(stage, est)
     return False
+
+
+def run_stage(args: argparse.Namespace, stage, config, **run_kw):
+    """The body every stage command shares: estimate (and stop with --estimate-only), run the stage into the
+    run folder with its ledger, print the result as JSON with --json. Returns the result to print, or None
+    when the command has printed all it will."""
+    where, prices = run_dir(args), load_prices(args)
+    if show_estimate(args, stage.STAGE, stage.estimate(config, prices)):
+        return None
+    result = stage.run(config, where, ledger=ledger(args, where), prices=prices, force=args.force,
+                       progress=not args.json, **run_kw)
+    if args.json:
+        print_json(result.to_dict())
+        return None
+    return result

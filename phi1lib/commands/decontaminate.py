@@ -41,17 +41,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    extra: dict = {}
-    if args.embedder is not None and args.embedder.lower() == "none":
-        extra["embedder"], args.embedder = None, None
-    config = C.stage_config(decontam.DecontamConfig, args, FLAGS, extra)
-    where, prices = C.run_dir(args), C.load_prices(args)
-    if C.show_estimate(args, decontam.STAGE, decontam.estimate(config, prices)):
-        return 0
-    res = decontam.run(config, where, ledger=C.ledger(args, where), prices=prices, force=args.force,
-                       progress=not args.json)
-    if args.json:
-        C.print_json(res.to_dict())
+    config = C.stage_config(decontam.DecontamConfig, args, FLAGS, nullable=("embedder",))
+    res = C.run_stage(args, decontam, config)
+    if res is None:
         return 0
     print(f"{res.n_records} exercises checked; {res.ngram_hits} (problem, record) pairs share a {config.ngram}-gram")
     if not res.embedding.get("skipped"):

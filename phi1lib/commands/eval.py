@@ -142,10 +142,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace, flags: dict[str, str], extra: dict | None = None) -> evaluation.EvalConfig:
-    extra = dict(extra or {})
-    if args.api_key_env is not None and args.api_key_env.lower() == "none":
-        extra["api_key_env"], args.api_key_env = None, None
-    return C.stage_config(evaluation.EvalConfig, args, flags, extra)
+    return C.stage_config(evaluation.EvalConfig, args, flags, extra, nullable=("api_key_env",))
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -165,13 +162,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
 def run_stage(args: argparse.Namespace) -> int:
     config = _config(args, RUN_FLAGS, {"canonical_loss": False} if args.no_canonical_loss else None)
-    where, prices = C.run_dir(args), C.load_prices(args)
-    if C.show_estimate(args, evaluation.STAGE, evaluation.estimate(config, prices)):
-        return 0
-    res = evaluation.run(config, where, ledger=C.ledger(args, where), prices=prices, force=args.force,
-                         progress=not args.json)
-    if args.json:
-        C.print_json(res.to_dict())
+    res = C.run_stage(args, evaluation, config)
+    if res is None:
         return 0
     m = res.metrics
     passed = ", ".join(f"{k} {m[k]:.4f}" for k in m if k.startswith("pass@")) or "no pass@k (too few samples)"

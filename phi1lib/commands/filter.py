@@ -84,13 +84,8 @@ def _annotate_within_limit(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     config = C.stage_config(filtering.FilterConfig, args, FLAGS, _annotate_within_limit(args))
-    where, prices = C.run_dir(args), C.load_prices(args)
-    if C.show_estimate(args, filtering.STAGE, filtering.estimate(config, prices)):
-        return 0
-    res = filtering.run(config, where, ledger=C.ledger(args, where), prices=prices, force=args.force,
-                        progress=not args.json, log=lambda *_: None)  # the summary below says it all, once
-    if args.json:
-        C.print_json(res.to_dict())
+    res = C.run_stage(args, filtering, config, log=lambda *_: None)  # the summary below says it all, once
+    if res is None:
         return 0
     c, m = res.counts, res.metrics
     rf = m["random_forest"]

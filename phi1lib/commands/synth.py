@@ -75,16 +75,11 @@ def config_from_args(args: argparse.Namespace) -> synthesis.SynthesisConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    where, prices = C.run_dir(args), C.load_prices(args)
     if not args.json:
         who = "extractive STAND-IN (not an LLM)" if config.is_stand_in else config.model
         print(f"[{synthesis.STAGE}] synthesizer: {who}")
-    if C.show_estimate(args, synthesis.STAGE, synthesis.estimate(config, prices)):
-        return 0
-    res = synthesis.run(config, where, ledger=C.ledger(args, where), prices=prices, force=args.force,
-                        progress=not args.json)
-    if args.json:
-        C.print_json(res.to_dict())
+    res = C.run_stage(args, synthesis, config)
+    if res is None:
         return 0
     for kind in config.kinds:
         c = res.counts[kind]
