@@ -74,7 +74,6 @@ class DataPlan:
     annotate_tokens_out: int  # answer tokens per annotated sample
     textbook_tokens: float  # generated tokens of synthetic textbooks
     exercise_tokens: float  # generated tokens of exercises
-    synth_input_ratio: float  # prompt tokens per generated token
     filtered_tokens: float  # tokens kept by the filter
     embed_max_length: int = 512  # tokens of each sample the filter's embedder reads (its head)
     tokens_per_textbook: float = 1500.0  # expected generated tokens per textbook section (paper: <1B tokens in all)
@@ -142,7 +141,6 @@ _PAPER_DATA = DataPlan(
     annotate_tokens_out=10,
     textbook_tokens=1e9,
     exercise_tokens=180e6,
-    synth_input_ratio=0.1,
     filtered_tokens=6e9,
 )
 _PAPER_PRETRAIN = TrainSchedule(steps=24_000, batch_seqs=1024, seq_len=2048, peak_lr=1e-3, warmup_steps=750,
@@ -172,7 +170,7 @@ PRESETS: dict[str, Preset] = {
         description="~1M-param Phi on a 2-core CPU, offline, whole pipeline in <= 15 minutes",
         model=_TINY_MODEL,
         data=DataPlan(corpus_samples=3000, corpus_tokens=3e6, annotate_samples=600, annotate_tokens_in=400,
-                      annotate_tokens_out=10, textbook_tokens=3e5, exercise_tokens=1e5, synth_input_ratio=0.1,
+                      annotate_tokens_out=10, textbook_tokens=3e5, exercise_tokens=1e5,
                       filtered_tokens=1e6, embed_max_length=64),
         pretrain=TrainSchedule(steps=100, batch_seqs=8, seq_len=128, peak_lr=3e-3, warmup_steps=10,
                                weight_decay=0.1),  # ~102k tokens: ~30-45 s on 2 cores
