@@ -264,7 +264,7 @@ def annotate(samples: Sequence[dict], *, annotator: str = HEURISTIC, client=None
     return rows, stats
 
 
-def label_from_rating(rating: int, positive_min: int = 3) -> int:
+def label_from_rating(rating: int, positive_min: int) -> int:
     """Binary target for the classifier: 1 = educational (rating >= positive_min)."""
     return int(rating >= positive_min)
 

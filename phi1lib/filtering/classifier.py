@@ -33,7 +33,7 @@ def binary_metrics(y_true, y_score, threshold: float = 0.5) -> dict[str, Any]:
             "support": int(len(y_true)), "positives": int(y_true.sum())}
 
 
-def train_classifier(X, y, *, n_estimators: int = 300, min_samples_leaf: int = 1, seed: int = 0):
+def train_classifier(X, y, *, n_estimators: int, min_samples_leaf: int = 1, seed: int = 0):
     from sklearn.ensemble import RandomForestClassifier
 
     clf = RandomForestClassifier(n_estimators=n_estimators, min_samples_leaf=min_samples_leaf,
