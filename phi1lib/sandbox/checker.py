@@ -213,7 +213,8 @@ def _checker_main(job, ver_fd):
             pass
         elif non_plain:  # the likeliest cause, e.g. an always-equal object compared by a test
             failure.append(("failed", f"{entry} returned a value of type {non_plain[0]} that is not plain data "
-                                      "(only exact builtin types cross to the tests; there an object equals only itself)"))
+                                      "(builtin values, their subclasses, numpy scalars, Fraction and Decimal cross "
+                                      "to the tests by value; any other object equals only itself there)"))
         elif isinstance(exc, AssertionError):
             detail = f": {exc}" if str(exc) else ""
             failure.append(("failed", f"failed assertion ({where(exc, '<test>', test_lines)}){detail}"))

@@ -147,13 +147,44 @@ def _static_filesystem():
             pass
 
 
-def _job_filesystem():
+SCRATCH_DIRS = ("/tmp", "/dev/shm")  # each job gets fresh, size-capped copies of these
+
+
+def covered_interpreter_dirs():
+    """The interpreter's directories (as sys.path spells them and resolved) that lie under a
+    scratch dir a job's tmpfs would hide, outermost only: a venv or a checkout under /tmp must
+    stay importable (read-only) by programs, as it is in the reference harness."""
+    found = set()
+    for p in [sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path]:
+        for q in {p, os.path.realpath(p)} if p else ():
+            if os.path.isdir(q) and any(q.startswith(d + "/") for d in SCRATCH_DIRS):
+                found.add(q)
+    ordered = sorted(found)
+    return [p for i, p in enumerate(ordered) if not any(p.startswith(q + "/") for q in ordered[:i])]
+
+
+def _job_filesystem(keep=()):
     """Per job, in P (pid 1 of a new pid namespace, own mount namespace): a /proc showing only
-    the job's processes and size-capped tmpfs on /tmp and /dev/shm. Returns the workdir."""
+    the job's processes and size-capped tmpfs on /tmp and /dev/shm, with the interpreter's
+    directories under them (`keep`) bound back read-only. Returns the workdir."""
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV)
-    for d in ("/tmp", "/dev/shm"):
+    held = []  # opened before the tmpfs hides them; bound back through /proc/self/fd
+    for p in keep:
+        try:
+            held.append((p, os.open(p, os.O_PATH | os.O_DIRECTORY)))
+        except OSError:
+            pass
+    for d in SCRATCH_DIRS:
         if os.path.isdir(d):
             _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={TMPFS_SIZE},mode=1777")
+    for p, fd in held:
+        os.makedirs(p, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", p, None, MS_BIND | MS_REC)
+        try:
+            _mount(None, p, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        except OSError:
+            pass  # `/` is read-only already and the program runs as another uid
+        os.close(fd)
     os.mkdir("/tmp/work")
     return "/tmp/work"
 
@@ -228,7 +259,7 @@ def _ns_check(uid):
     inner = os.fork()
     if inner == 0:
         try:
-            _job_filesystem()
+            _job_filesystem(covered_interpreter_dirs())
             if uid is not None:
                 _read_stdlib(uid)
             os._exit(0)

@@ -77,9 +77,11 @@ class _Worker:
     """One pre-started worker interpreter, spoken to with length-prefixed JSON frames."""
 
     def __init__(self, basic: bool = False):
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+        # -s -P and a fresh environment isolate the worker as -I would, while a fixed hash seed keeps
+        # set and dict-of-str iteration order (and so printed output) the same on every run.
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", str(WORKER)] + (["--basic"] if basic else []), stdin=subprocess.PIPE,
+            [sys.executable, "-s", "-P", str(WORKER)] + (["--basic"] if basic else []), stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, start_new_session=True, close_fds=True)
         hello = self._read(60.0)
         if not hello or "hello" not in hello:
@@ -169,6 +171,7 @@ class Sandbox:
             self._idle.put(w)
         caps["uid_drop"] = caps.pop("uid") is not None
         caps.pop("home", None)
+        caps.pop("keep", None)
         return caps
 
     def run_job(self, job: dict) -> SandboxResult:
@@ -176,9 +179,10 @@ class Sandbox:
             raise RuntimeError("this Sandbox is closed")
         w = self._get()
         reply = w.run(job)
-        if reply is None:  # the worker died or hung: replace it, report an error for this job
+        if reply is None:  # the worker died or hung (or kill()): replace it, report an error for this job
             with self._lock:
-                self._all.remove(w)
+                if w in self._all:
+                    self._all.remove(w)
             w.proc.kill()
             w.proc.wait()
             return SandboxResult("error", "the sandbox worker stopped responding", "", "", 0.0)
@@ -186,16 +190,35 @@ class Sandbox:
         return SandboxResult(**reply)
 
     def run_jobs(self, jobs: list[dict], progress=None) -> list[SandboxResult]:
+        """Every job, `workers` at a time; results in input order. Interrupted (Ctrl-C) or failing,
+        it cancels what has not started and kills the workers, so it returns within moments
+        instead of after every queued program has run."""
         if not jobs:
             return []
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+        pool = ThreadPoolExecutor(max_workers=self.workers)
+        try:
             futures = [pool.submit(self.run_job, j) for j in jobs]
             out = []
             for f in futures:
                 out.append(f.result())
                 if progress is not None:
                     progress.update(1)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self.kill()
+            raise
+        pool.shutdown()
         return out
+
+    def kill(self):
+        """Stop now: kill every worker (their checkers and programs die with them); the pool is closed."""
+        self._closed = True
+        with self._lock:
+            for w in self._all:
+                w.proc.kill()
+            for w in self._all:
+                w.proc.wait()
+            self._all.clear()
 
     def close(self):
         self._closed = True

@@ -22,7 +22,7 @@ def _program_main(job, sock_fd):
     """P: confine this process, define the untrusted source, then serve calls or report done."""
     ns_mode = job["_ns"]
     if ns_mode:  # we are pid 1 of a fresh pid namespace, in a private mount namespace
-        workdir = _job_filesystem()
+        workdir = _job_filesystem(job["_keep"])
     else:
         workdir = job["_workdir"]
     uid = job["_uid"]
@@ -36,8 +36,12 @@ def _program_main(job, sock_fd):
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
     os.chdir(workdir)
     os.environ.clear()
-    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"})
+    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
+                       # installed packages are importable; their native thread pools stay at one thread
+                       # (the reference harness sets OMP_NUM_THREADS=1 too; rlimits count threads)
+                       **{v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}})
     tempfile.tempdir = workdir
+    sys.dont_write_bytecode = True  # imports never try to write __pycache__ outside the workdir
     cpu = int(math.ceil(job["timeout_s"])) + 1
     mem = job["memory_mb"] << 20
     limits = [(resource.RLIMIT_CPU, (cpu, cpu + 1)), (resource.RLIMIT_AS, (mem, mem)),

@@ -2,16 +2,25 @@
 
 A value crosses from the program to the checker as JSON with tags for tuples, sets, bytes,
 big ints, non-finite floats...; the other side rebuilds fresh objects, so nothing of the
-program's (classes, patched methods) survives the trip. Anything else may cross only as a
+program's (classes, patched methods) survives the trip. Values a reference harness would compare
+equal cross as their plain equivalent, read through the builtin base type's own methods (so an
+overridden `__eq__`, `__iter__` or `items` plays no part): an instance of a subclass of a builtin
+container or scalar as that builtin (Counter/defaultdict/OrderedDict -> dict, namedtuple -> tuple,
+IntEnum -> int, numpy.float64 -> float), UserDict/UserList/UserString as the data they wrap, a numpy scalar as the Python scalar of its `.item()`, a
+Fraction or Decimal as a fresh Fraction or Decimal. Anything else may cross only as a
 *reference* ({"H": [id, type name]}) when the caller passes `ref`: the program keeps the object,
 the checker gets an opaque handle it can call, read and set attributes on, never compare.
 """
 
 import builtins
+import collections
+import decimal
+import fractions
 import json
 import math
 import os
 import struct
+import sys
 
 MAX_FRAME = 64 << 20  # largest message P may send C (bytes)
 MAX_REFS = 100_000  # program objects one job may hand the tests references to
@@ -19,6 +28,53 @@ MAX_REFS = 100_000  # program objects one job may hand the tests references to
 
 class NotPlain(Exception):
     pass
+
+
+# Bound now, in the trusted worker, before any program runs (a program may rebind module names).
+_Fraction, _Decimal = fractions.Fraction, decimal.Decimal
+_od_items = collections.OrderedDict.items  # a C method: OrderedDict keeps its own order beside dict's
+_USER = ((collections.UserDict, dict), (collections.UserList, list), (collections.UserString, str))
+_BASES = (int, float, complex, str, bytes, bytearray, list, tuple, dict, set, frozenset)
+
+
+def _as_builtin(x):
+    """x, an instance of a subclass of a builtin type, as a fresh object of that builtin type,
+    read with the builtin's own methods (overrides in the subclass are never called)."""
+    if isinstance(x, dict):
+        items = _od_items(x) if isinstance(x, collections.OrderedDict) else dict.items(x)
+        return dict(items)  # dict() of a view: the builtin iteration, then an exact dict
+    if isinstance(x, list):
+        return list(list.__iter__(x))
+    if isinstance(x, tuple):
+        return tuple(tuple.__iter__(x))
+    if isinstance(x, frozenset):
+        return frozenset(frozenset.__iter__(x))
+    if isinstance(x, set):
+        return set(set.__iter__(x))
+    if isinstance(x, str):
+        return str.__str__(x)
+    if isinstance(x, int):
+        return int.__int__(x)
+    if isinstance(x, float):
+        return float.__float__(x)
+    if isinstance(x, complex):
+        return complex(complex.real.__get__(x), complex.imag.__get__(x))
+    if isinstance(x, bytearray):
+        return bytearray.fromhex(bytearray.hex(x))
+    return bytes.fromhex(bytes.hex(x))
+
+
+def _numpy_scalar(x):
+    """A numpy scalar (numpy.int64, numpy.bool_, ...) as its Python scalar; None if x is not one."""
+    np = sys.modules.get("numpy")
+    generic = getattr(np, "generic", None) if np is not None else None
+    if not isinstance(generic, type) or not isinstance(x, generic):
+        return None
+    try:
+        value = x.item()
+    except Exception:
+        return None
+    return value if type(value) in (bool, int, float, complex, str, bytes) else None
 
 
 def enc(x, ref=None):
@@ -44,6 +100,25 @@ def enc(x, ref=None):
         return {"C": [enc(x.real), enc(x.imag)]}
     if t is range:
         return {"R": [x.start, x.stop, x.step]}
+    if t is _Fraction:
+        num, den = x.numerator, x.denominator
+        if type(num) is int and type(den) is int and den > 0:
+            return {"Q": [format(num, "x"), format(den, "x")]}
+    elif t is _Decimal:
+        return {"M": _Decimal.__str__(x)}
+    elif isinstance(x, _BASES):
+        return enc(_as_builtin(x), ref)
+    else:
+        for wrapper, base in _USER:  # UserDict/UserList/UserString compare as the builtin they wrap
+            if isinstance(x, wrapper):
+                data = x.__dict__.get("data") if type(getattr(x, "__dict__", None)) is dict else None
+                if isinstance(data, base):
+                    return enc(data, ref)
+                break
+        else:
+            value = _numpy_scalar(x)
+            if value is not None:
+                return enc(value, ref)
     if ref is not None:
         return {"H": ref(x)}
     raise NotPlain(t.__name__)
@@ -75,6 +150,10 @@ def dec(y, ref=None):
         return complex(dec(v[0]), dec(v[1]))
     if tag == "R":
         return range(*[int(i) for i in v])
+    if tag == "Q":
+        return _Fraction(int(v[0], 16), int(v[1], 16))
+    if tag == "M":
+        return _Decimal(str(v))
     if tag == "H" and ref is not None:
         return ref(v)
     raise NotPlain(f"tag {tag!r}")

@@ -1,6 +1,7 @@
 """Sandbox worker: a pre-started interpreter that forks a confined checker + program per job (stdlib only).
 
-Run as `python -I worker.py` by `phi1lib.sandbox`; never imported by untrusted code.
+Run as `python -s -P worker.py` (a fresh environment: isolated like -I, PYTHONHASHSEED=0) by
+`phi1lib.sandbox`; never imported by untrusted code.
 Confinement primitives live in `confine`, the wire format in `protocol`, the
 checker in `checker`, the program side in `program`.
 Per job the worker (trusted, never runs job code) forks a *checker* C, which forks the
@@ -30,10 +31,11 @@ import traceback
 import bisect, collections, copy, datetime, decimal, fractions, functools, hashlib, heapq  # noqa: E401,F401
 import itertools, operator, random, re, statistics, string, typing, unicodedata  # noqa: E401,F401
 
-# Siblings by path: the worker runs as `python -I` (no script dir on sys.path).
+# Siblings by path: the worker runs as `python -s -P` (no script dir on sys.path).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from confine import (CAPS, CLONE_NEWNS, PR_SET_DUMPABLE, PR_SET_PDEATHSIG, _count_user_procs,  # noqa: E402
-                             _prctl, _static_filesystem, _unshare, interpreter_dirs, probe, sweep)
+                             _prctl, _static_filesystem, _unshare, covered_interpreter_dirs, interpreter_dirs,
+                             probe, sweep)
 from protocol import MAX_FRAME, dec, enc, recv_frame, send_frame  # noqa: E402
 from checker import _checker_main  # noqa: E402
 
@@ -41,6 +43,7 @@ from checker import _checker_main  # noqa: E402
 def run_job(job, scratch):
     max_out = int(job.get("max_output", 65536))
     job["_ns"] = CAPS["pidns"]
+    job["_keep"] = CAPS["keep"]
     job["_uid"] = CAPS["uid"]
     job["_home"] = CAPS.get("home") if CAPS["uid"] is None else None
     job["_nproc"] = 64 if CAPS["uid"] is not None else _count_user_procs(os.getuid()) + 64
@@ -165,6 +168,7 @@ def main():
     except (ImportError, KeyError):
         CAPS["home"] = None
     CAPS.update(probe(basic="--basic" in sys.argv[1:]))
+    CAPS["keep"] = covered_interpreter_dirs() if CAPS["pidns"] else []  # bound back into each job's /tmp
     scratch = tempfile.mkdtemp(prefix="phi1-sandbox-")
     os.chmod(scratch, 0o711)
     if CAPS["pidns"]:
