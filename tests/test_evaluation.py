@@ -9,11 +9,15 @@ import json
 import math
 import os
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from phi1lib import budget
+sys.path.insert(0, str(Path(__file__).parent))
+
+from phi1lib import budget  # noqa: E402
 from phi1lib import evaluation as E
 from phi1lib.cli import main
 from phi1lib.errors import ConfigError, DataError
@@ -262,6 +266,25 @@ def test_run_evaluation_end_to_end_and_resume(tiny_model, tmp_path, sandbox):
     again = E.run(cfg, run_dir, progress=False, sandbox=sandbox)
     assert len((folder / "samples.jsonl").read_text().splitlines()) == 3
     assert again.metrics["pass@1"] == res.metrics["pass@1"] and again.usage.tokens_in < res.usage.tokens_in
+
+
+def test_mbpp_and_humaneval_sit_side_by_side_in_one_run(tiny_model, tmp_path, sandbox):
+    """MBPP writes evaluation-mbpp/ (the pipeline's stage of that name), so evaluating it never disturbs the
+    HumanEval result in evaluation/, and each is stored and reused on its own."""
+    from test_problems import ROWS
+
+    mbpp = tmp_path / "mbpp.jsonl"
+    mbpp.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    run_dir = _run_with_model(tmp_path, tiny_model)
+    he = E.run(_small(limit=2), run_dir, progress=False, sandbox=sandbox)
+    cfg = _small(benchmark="mbpp", problems=str(mbpp), limit=None, canonical_loss=False)
+    assert cfg.stage_name == "evaluation-mbpp" and E.estimate(cfg).stage == "evaluation-mbpp"
+    res = E.run(cfg, run_dir, progress=False, sandbox=sandbox)
+    assert res.out_dir == str(run_dir.path("evaluation-mbpp")) and res.metrics["benchmark"] == "mbpp"
+    assert res.metrics["n_problems"] == len([r for r in ROWS if 11 <= r["task_id"] <= 510])
+    assert "contamination" not in res.metrics  # the Table 3 split is HumanEval's
+    again = E.run(_small(limit=2), run_dir, progress=False, sandbox=sandbox)
+    assert again.finished_at == he.finished_at  # HumanEval's stored result is untouched
 
 
 def test_stored_result_stale_settings_and_force(tiny_model, tmp_path, sandbox):

@@ -14,7 +14,7 @@ from phi1lib.errors import ConfigError
 from phi1lib.paper import ABLATION_PASS_AT_1 as PAPER_ABLATION
 from phi1lib.pipeline import NAMES, RunConfig, report_markdown
 from phi1lib.pipeline.ablation import VARIANTS, AblationConfig
-from phi1lib.presets import PRESET_NAMES
+from phi1lib.presets import PRESET_NAMES, get_preset
 
 
 def _cli_json(capsys, *argv) -> dict:
@@ -38,9 +38,25 @@ def test_paper_ablation_numbers_match_the_paper():
 
 
 def test_ablation_is_opt_in_on_gpu_presets():
-    assert pipeline.default_stages("tiny") == NAMES
+    assert pipeline.default_stages("tiny") == tuple(n for n in NAMES if n != "evaluation-mbpp")
     assert "ablation" not in pipeline.default_stages("phi1")
     assert RunConfig(preset="phi1").stages == pipeline.default_stages("phi1")
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_mbpp_is_run_exactly_where_it_is_priced(preset):
+    """A preset whose eval plan lists MBPP runs it as its own stage (evaluation-mbpp/) and its budget
+    prices that stage's generation and sandbox; tiny (offline: MBPP lives on the hub) does neither."""
+    wants = "mbpp" in get_preset(preset).eval.benchmarks
+    assert ("evaluation-mbpp" in pipeline.default_stages(preset)) == wants
+    priced = {s.stage: s for s in pipeline.estimate_preset(preset).stages}
+    assert ("evaluation-mbpp" in priced) == wants
+    if wants:
+        config = pipeline.stage_configs(preset)["evaluation-mbpp"]
+        assert config.benchmark == "mbpp" and config.stage_name == "evaluation-mbpp"
+        mbpp, he = priced["evaluation-mbpp"], priced["evaluation"]
+        assert [l.item for l in mbpp.lines] == ["generate", "sandbox"]
+        assert mbpp.tokens / he.tokens == pytest.approx(500 / 164, rel=0.01)  # MBPP's 500 test problems
 
 
 @pytest.mark.parametrize("preset", PRESET_NAMES)

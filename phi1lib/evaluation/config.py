@@ -81,6 +81,12 @@ class EvalConfig(StageConfig):
                     hardware=p.hardware)
 
     @property
+    def stage_name(self) -> str:
+        """The run folder this evaluation writes: evaluation/ (HumanEval or a problem file), evaluation-mbpp/
+        (MBPP), so a run holds both benchmarks side by side."""
+        return STAGE if self.benchmark != "mbpp" else f"{STAGE}-mbpp"
+
+    @property
     def api_model(self) -> str | None:
         """The API model's name for an "openai:<name>" model, else None (a local model)."""
         return self.model[len(API_PREFIX):] if self.model and self.model.startswith(API_PREFIX) else None
@@ -107,15 +113,15 @@ def budget_lines(config: EvalConfig) -> list[dict[str, Any]]:
     note = (f"{problems} problems x {config.n_samples} samples; {prompt} prompt + {config.max_new_tokens} "
             "new tokens each")
     if config.api_model:
-        gen = dict(stage=STAGE, item="generate", kind="llm", model=config.api_model, samples=float(programs),
+        gen = dict(stage=config.stage_name, item="generate", kind="llm", model=config.api_model, samples=float(programs),
                    in_per_sample=float(prompt), out_per_sample=float(config.max_new_tokens), note=note)
     else:
         # Prompt tokens are read once; each new token is one forward pass over the cached context.
-        gen = dict(stage=STAGE, item="generate", kind="compute", model=config.preset,
+        gen = dict(stage=config.stage_name, item="generate", kind="compute", model=config.preset,
                    tokens=float(programs * (prompt + config.max_new_tokens)), seq_len=prompt + config.max_new_tokens,
                    n_gpus=1, note=note + "; generation runs on one device")
     workers = config.workers or default_workers()
-    sandbox = dict(stage=STAGE, item="sandbox", kind="cpu", samples=float(programs),
+    sandbox = dict(stage=config.stage_name, item="sandbox", kind="cpu", samples=float(programs),
                    seconds_per_sample=budget.SANDBOX_SECONDS_PER_PROGRAM, workers=workers,
                    note=f"one sandboxed test run per completion, {workers} worker(s) (a hang costs up to its timeout)")
     return [gen, sandbox]
@@ -125,7 +131,7 @@ def estimate(config: EvalConfig, prices: budget.PriceBook | None = None, *,
              items: tuple[str, ...] | None = None) -> budget.StageEstimate:
     """The stage's plan lines priced (`items`: only those lines, e.g. ("generate",))."""
     lines = [l for l in budget_lines(config) if items is None or l["item"] in items]
-    return budget.price_lines(STAGE, lines, plan_defaults(config.hardware), prices)
+    return budget.price_lines(config.stage_name, lines, plan_defaults(config.hardware), prices)
 
 
 def planned_estimate(config: EvalConfig, prices: budget.PriceBook | None) -> tuple[budget.StageEstimate, bool]:
@@ -137,4 +143,4 @@ def planned_estimate(config: EvalConfig, prices: budget.PriceBook | None) -> tup
         if not config.api_model:
             raise
         lines = [l for l in budget_lines(config) if l["kind"] != "llm"]
-        return budget.price_lines(STAGE, lines, plan_defaults(config.hardware), prices), False
+        return budget.price_lines(config.stage_name, lines, plan_defaults(config.hardware), prices), False

@@ -34,7 +34,7 @@ from ..runs import RunDir
 from ..sandbox import isolation
 from ..stage import StageResult, StaleResult, Timer, Usage, common_fields, describe_change, load_stored
 from .completions import canonical_loss, generate_api, generate_local, load_model
-from .config import STAGE, EvalConfig, planned_estimate
+from .config import EvalConfig, planned_estimate
 from .scoring import contamination_table, failure_breakdown, load_split, pass_at_k_report, score_samples
 
 SAMPLES_FILE = "samples.jsonl"
@@ -153,7 +153,7 @@ def _prepare_samples(out: Path, want: dict[str, Any], force: bool) -> None:
         if not force:
             what = (describe_change(have.get("config") or {}, want["config"], have.get("inputs") or {}, want["inputs"])
                     if have is not None else f"by an older version of phi1 (no {SAMPLES_FINGERPRINT_FILE})")
-            raise StaleResult(f"{STAGE}: {samples} holds samples generated {what}; pass --force to discard them "
+            raise StaleResult(f"{out.name}: {samples} holds samples generated {what}; pass --force to discard them "
                               "and generate anew (or use another run folder, --out)")
         samples.unlink()
     with atomic_path(stamp) as tmp:
@@ -164,7 +164,7 @@ def _api_client(config: EvalConfig, out: Path, ledger: budget.Ledger | None, pri
                 progress: bool) -> LLMClient:
     provider = OpenAIProvider(config.api_model, base_url=config.base_url, api_key_env=config.api_key_env)
     return LLMClient(provider, store=out / "llm.sqlite", ledger=ledger, cap_usd=config.cap_usd, prices=prices,
-                     stage=STAGE, progress=progress)
+                     stage=config.stage_name, progress=progress)
 
 
 def _generate_api(config: EvalConfig, problems: list[dict], done: set, gen: Generated, client, ledger) -> None:
@@ -202,7 +202,7 @@ def _generate(config: EvalConfig, run_dir: RunDir, problems: list[dict], paths: 
               ledger: budget.Ledger | None = None, prices: budget.PriceBook | None = None, force: bool = False,
               progress: bool = True) -> Generated:
     """The generate step: the missing (task_id, completion_id) samples appended to samples.jsonl."""
-    out = run_dir.stage(STAGE)
+    out = run_dir.stage(config.stage_name)
     inputs = {name: runs.identity(path) for name, path in paths.items()}
     _prepare_samples(out, generation_fingerprint(config, run_dir.root, inputs), force)
     gen = Generated(path=out / SAMPLES_FILE, model=config.model if config.api_model else str(paths["model"]))
@@ -304,7 +304,7 @@ def run(config: EvalConfig, run_dir: RunDir, *, ledger: budget.Ledger | None = N
         sandbox=None) -> EvalResult:
     """Generate (resuming samples.jsonl), score in the sandbox, canonical loss, contamination table, metrics;
     result.json last. A finished result with the same fingerprint is returned as stored."""
-    out = run_dir.stage(STAGE)
+    out = run_dir.stage(config.stage_name)
     paths = inputs_of(config, run_dir)
     inputs = {name: runs.identity(path) for name, path in paths.items()}
     if (done := load_stored(EvalResult, out, config, root=run_dir.root, inputs=inputs, force=force)) is not None:
@@ -334,7 +334,7 @@ def run(config: EvalConfig, run_dir: RunDir, *, ledger: budget.Ledger | None = N
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str), encoding="utf-8")
     usage = _usage(t, gen, loaded, sandbox_s)
     if ledger is not None:  # API spend the LLM client already wrote to this ledger is not counted twice
-        ledger.record(STAGE, usd=0.0 if gen.ledgered else usage.usd, gpu_seconds=usage.gpu_s, cpu_seconds=usage.cpu_s,
+        ledger.record(config.stage_name, usd=0.0 if gen.ledgered else usage.usd, gpu_seconds=usage.gpu_s, cpu_seconds=usage.cpu_s,
                       estimate_usd=est.cost_usd if complete else None, preset=config.preset)
     files = {"samples": str(gen.path), "samples_fingerprint": str(out / SAMPLES_FINGERPRINT_FILE),
              "results": str(out / RESULTS_FILE), "metrics": str(out / METRICS_FILE)}

@@ -26,6 +26,12 @@ def stage_row(rec: StageRecord) -> dict[str, Any]:
             "stand_in": rec.result.stand_in}
 
 
+def _headline(evaluation: StageResult | None) -> dict[str, Any]:
+    """An evaluation's scalar metrics and its pass@k."""
+    return {k: v for k, v in (evaluation.metrics if evaluation else {}).items()
+            if not isinstance(v, (list, dict)) or k.startswith("pass")}
+
+
 def build_report(preset: str, root: Path, records: list[StageRecord], total_seconds: float,
                  spent_usd: float) -> dict[str, Any]:
     """The report of one `phi1 run` (stage seconds are those measured when each stage ran)."""
@@ -40,8 +46,8 @@ def build_report(preset: str, root: Path, records: list[StageRecord], total_seco
         "stages": {r.stage: stage_row(r) for r in records},
         "ablation": getattr(ablation, "rows", []),
         "ablation_notes": getattr(ablation, "notes", []),
-        "evaluation": {k: v for k, v in (evaluation.metrics if evaluation else {}).items()
-                       if not isinstance(v, (list, dict)) or k.startswith("pass")},
+        "evaluation": _headline(evaluation),
+        **({"evaluation_mbpp": _headline(by_stage["evaluation-mbpp"])} if "evaluation-mbpp" in by_stage else {}),
         "spent_usd": spent_usd,
     }
 

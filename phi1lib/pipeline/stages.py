@@ -44,6 +44,9 @@ STAGES: tuple[Stage, ...] = (
           training.TrainResult),
     Stage("evaluation", evaluation.EvalConfig.for_preset, evaluation.budget_lines, evaluation.estimate,
           evaluation.run, evaluation.EvalResult),
+    # MBPP beside HumanEval, on presets whose eval plan lists it (the paper reports both): its own folder.
+    Stage("evaluation-mbpp", lambda preset, **kw: evaluation.EvalConfig.for_preset(preset, benchmark="mbpp", **kw),
+          evaluation.budget_lines, evaluation.estimate, evaluation.run, evaluation.EvalResult),
     Stage("ablation", ablation.AblationConfig.for_preset, ablation.budget_lines, ablation.estimate, ablation.run,
           ablation.AblationResult),
 )
@@ -58,8 +61,11 @@ def get(name: str) -> Stage:
 
 
 def default_stages(preset: str | Preset) -> tuple[str, ...]:
-    """Every stage on an offline preset; on GPU presets the ablation (five more pretrainings) is opt-in."""
-    return NAMES if get_preset(preset).offline else tuple(n for n in NAMES if n != "ablation")
+    """Every stage on an offline preset; on GPU presets the ablation (five more pretrainings) is opt-in.
+    MBPP is evaluated where the preset's eval plan lists it (the GPU presets; tiny is offline, MBPP is on the hub)."""
+    p = get_preset(preset)
+    names = tuple(n for n in NAMES if n != "evaluation-mbpp" or "mbpp" in p.eval.benchmarks)
+    return names if p.offline else tuple(n for n in names if n != "ablation")
 
 
 def stage_configs(preset: str | Preset, stages: tuple[str, ...] | None = None, *, seeds: tuple[int, ...] = (0, 1),
