@@ -144,14 +144,17 @@ def test_subclasses_cross_by_value_without_their_overrides(box):
             def __eq__(self, other): return True
             __hash__ = str.__hash__
         P = namedtuple('P', 'a b')
+        class Spoof:
+            __class__ = property(lambda self: dict)
         def f():
             od = OrderedDict(a=1, b=2)
             od.move_to_end('a')
-            return Liar([9]), Always('x'), Counter('aab'), od, P(1, 2)
+            return Liar([9]), Always('x'), Counter('aab'), od, P(1, 2), Spoof()
     """)
     test = textwrap.dedent("""
         def check(candidate):
-            liar, always, counter, od, p = candidate()
+            liar, always, counter, od, p, spoof = candidate()
+            assert type(spoof).__name__ == 'Remote'  # claims to be a dict; crosses as a reference
             assert type(liar) is list and liar == [9] and liar != [1, 2, 3]
             assert type(always) is str and always != 'y'
             assert type(counter) is dict and counter == {'a': 2, 'b': 1}

@@ -39,27 +39,29 @@ _BASES = (int, float, complex, str, bytes, bytearray, list, tuple, dict, set, fr
 
 def _as_builtin(x):
     """x, an instance of a subclass of a builtin type, as a fresh object of that builtin type,
-    read with the builtin's own methods (overrides in the subclass are never called)."""
-    if isinstance(x, dict):
-        items = _od_items(x) if isinstance(x, collections.OrderedDict) else dict.items(x)
+    read with the builtin's own methods (overrides in the subclass are never called). The class is
+    judged by type(x), never by a `__class__` the object may claim."""
+    t = type(x)
+    if issubclass(t, dict):
+        items = _od_items(x) if issubclass(t, collections.OrderedDict) else dict.items(x)
         return dict(items)  # dict() of a view: the builtin iteration, then an exact dict
-    if isinstance(x, list):
+    if issubclass(t, list):
         return list(list.__iter__(x))
-    if isinstance(x, tuple):
+    if issubclass(t, tuple):
         return tuple(tuple.__iter__(x))
-    if isinstance(x, frozenset):
+    if issubclass(t, frozenset):
         return frozenset(frozenset.__iter__(x))
-    if isinstance(x, set):
+    if issubclass(t, set):
         return set(set.__iter__(x))
-    if isinstance(x, str):
+    if issubclass(t, str):
         return str.__str__(x)
-    if isinstance(x, int):
+    if issubclass(t, int):
         return int.__int__(x)
-    if isinstance(x, float):
+    if issubclass(t, float):
         return float.__float__(x)
-    if isinstance(x, complex):
+    if issubclass(t, complex):
         return complex(complex.real.__get__(x), complex.imag.__get__(x))
-    if isinstance(x, bytearray):
+    if issubclass(t, bytearray):
         return bytearray.fromhex(bytearray.hex(x))
     return bytes.fromhex(bytes.hex(x))
 
@@ -68,7 +70,7 @@ def _numpy_scalar(x):
     """A numpy scalar (numpy.int64, numpy.bool_, ...) as its Python scalar; None if x is not one."""
     np = sys.modules.get("numpy")
     generic = getattr(np, "generic", None) if np is not None else None
-    if not isinstance(generic, type) or not isinstance(x, generic):
+    if not isinstance(generic, type) or not issubclass(type(x), generic):
         return None
     try:
         value = x.item()
@@ -106,11 +108,11 @@ def enc(x, ref=None):
             return {"Q": [format(num, "x"), format(den, "x")]}
     elif t is _Decimal:
         return {"M": _Decimal.__str__(x)}
-    elif isinstance(x, _BASES):
+    elif issubclass(t, _BASES):
         return enc(_as_builtin(x), ref)
     else:
         for wrapper, base in _USER:  # UserDict/UserList/UserString compare as the builtin they wrap
-            if isinstance(x, wrapper):
+            if issubclass(t, wrapper):
                 data = x.__dict__.get("data") if type(getattr(x, "__dict__", None)) is dict else None
                 if isinstance(data, base):
                     return enc(data, ref)
