@@ -9,8 +9,14 @@ Answers are scripted by directives inside the prompt text:
   [[nousage]]  answer without a `usage` field
 The answer is "answer to: <prompt text>" (cut at a stop string); usage counts words.
 Every request is logged (`server.log`) with its prompt text, status and timing, so tests can
-check what was paid for; a wrong API key gets 401 whose message echoes the key (as some
-servers do), to test that the client redacts it.
+check what was paid for (`paid()`, `bill()`); a wrong API key gets 401 whose message echoes the
+key (as some servers do), to test that the client redacts it.
+
+Switches for whole-server failures (settable between runs, e.g. to make the server healthy again):
+  fail_share=(k, n)  prompts whose crc32 % n < k fail *for good*: HTTP 500 with Retry-After: 0 on
+                     every try (retries are quick, and all fail)
+  models={...}       only these models are served; any other gets 404 "model does not exist"
+  broken="not-json" | "no-choices"   every 200 answer is a body that is not JSON / has no choices
 
 Run standalone: `python tests/llm_server.py [--latency S]` prints the base URL and serves.
 """
@@ -24,6 +30,7 @@ import json
 import re
 import threading
 import time
+import zlib
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -37,7 +44,7 @@ def serve(monkeypatch, **kwargs):
     """Fixture body: a started server whose key sits in $KEY_ENV; stopped after the test."""
     srv = ScriptedLLMServer(**kwargs)
     srv.start()
-    monkeypatch.setenv(KEY_ENV, srv.api_key)
+    monkeypatch.setenv(KEY_ENV, srv.api_key or "no-auth")
     yield srv
     srv.stop()
 
@@ -67,9 +74,13 @@ class _Server(ThreadingHTTPServer):
 
 
 class ScriptedLLMServer:
-    def __init__(self, api_key: str = "sk-test-local-key", *, latency_s: float = 0.0, batch_polls: int = 1,
-                 model: str = "test-model"):
+    def __init__(self, api_key: str | None = "sk-test-local-key", *, latency_s: float = 0.0, batch_polls: int = 1,
+                 model: str = "test-model", fail_share: tuple[int, int] | None = None, models=None,
+                 broken: str | None = None):
         self.api_key = api_key
+        self.fail_share = fail_share
+        self.models = None if models is None else set(models)
+        self.broken = broken
         self.latency_s = latency_s
         self.batch_polls = batch_polls  # GETs that report in_progress before a batch completes
         self.model = model
@@ -113,6 +124,17 @@ class ScriptedLLMServer:
         """Prompt texts of requests answered with 200 (what a real API would bill)."""
         return [e["text"] for e in self.log if e["status"] == 200 and e["path"] != "files"]
 
+    def bill(self, input_per_1k: float, output_per_1k: float) -> float:
+        """Dollars a provider at these prices would bill for every 200 answer sent so far (repeats included)."""
+        return sum(e.get("prompt_tokens", 0) * input_per_1k + e.get("completion_tokens", 0) * output_per_1k
+                   for e in self.log if e["status"] == 200 and e["path"] != "files") / 1000.0
+
+    def fails_for_good(self, text: str) -> bool:
+        if self.fail_share is None:
+            return False
+        k, n = self.fail_share
+        return zlib.crc32(text.encode("utf-8")) % n < k
+
     def new_id(self, prefix: str) -> str:
         with self._lock:
             return f"{prefix}-{next(self._ids)}"
@@ -125,6 +147,12 @@ class ScriptedLLMServer:
             self.tries[text] += 1
             tries = self.tries[text]
         headers: dict = {}
+        if self.models is not None and body.get("model") not in self.models:
+            return 404, headers, {"error": {"message": f"The model `{body.get('model')}` does not exist.",
+                                            "type": "NotFoundError", "code": 404}}
+        if self.fails_for_good(text):
+            headers["Retry-After"] = "0"
+            return 500, headers, {"error": {"message": "scripted failure for good", "type": "server_error"}}
         for kind, a, b in DIRECTIVE.findall(text):
             if kind == "slow":
                 time.sleep(float(a or 1))
@@ -159,6 +187,10 @@ class ScriptedLLMServer:
             resp = {"id": rid, "object": "text_completion", "created": int(time.time()), "model": body.get("model"), "choices": [choice]}
         if "[[nousage]]" not in text:
             resp["usage"] = usage
+        if self.broken == "no-choices":
+            resp["choices"] = []
+        elif self.broken == "not-json":
+            return 200, headers, b"<html>upstream proxy error</html>"
         return 200, headers, resp
 
     def run_batch(self, batch: dict) -> None:
@@ -194,17 +226,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body, headers=None, raw: bool = False) -> None:
         data = body if raw else json.dumps(body).encode()
+        headers = dict(headers or {})
         self.send_response(status)
-        self.send_header("Content-Type", "application/octet-stream" if raw else "application/json")
+        self.send_header("Content-Type", headers.pop("Content-Type", "application/octet-stream" if raw else "application/json"))
         self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
+        for k, v in headers.items():
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
 
     def _authorized(self) -> bool:
         given = self.headers.get("Authorization", "").removeprefix("Bearer ")
-        if given == self.srv.api_key:
+        if self.srv.api_key is None or given == self.srv.api_key:  # api_key=None: a server without auth
             return True
         self.srv.log.append({"t0": time.time(), "t1": time.time(), "path": self.path, "status": 401, "text": ""})
         self._send(401, {"error": {"message": f"Incorrect API key provided: {given}.", "type": "invalid_request_error",
@@ -231,7 +264,12 @@ class _Handler(BaseHTTPRequestHandler):
             finally:
                 with srv._lock:
                     srv.in_flight -= 1
-            srv.log.append({"t0": t0, "t1": time.time(), "path": path, "status": status, "text": prompt_text(body)})
+            entry = {"t0": t0, "t1": time.time(), "path": path, "status": status, "text": prompt_text(body)}
+            if isinstance(resp, dict):
+                entry.update({k: v for k, v in (resp.get("usage") or {}).items() if k != "total_tokens"})
+            srv.log.append(entry)
+            if isinstance(resp, bytes):
+                return self._send(status, resp, {**headers, "Content-Type": "application/json"}, raw=True)
             return self._send(status, resp, headers)
         if path == "/v1/files":
             msg = email.parser.BytesParser().parsebytes(

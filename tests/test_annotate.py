@@ -142,3 +142,35 @@ def test_unparseable_answers_are_retried_then_dropped(tmp_path):
 
 def test_label_threshold():
     assert [annotate.label_from_rating(r, 4) for r in range(1, 6)] == [0, 0, 0, 1, 1]
+
+
+def test_annotation_failures_leave_filtering_unfinished_and_a_rerun_sends_only_those(tmp_path):
+    from phi1lib.filtering import FilterConfig
+    from phi1lib.filtering.stage import annotate_subset
+
+    records = [{"id": f"r{i}", "text": f"def f{i}(x):\n    return x + {i}\n"} for i in range(30)]
+    config = FilterConfig.for_preset("tiny", corpus_samples=30, annotate_samples=30)
+    sent: list[str] = []
+
+    def sometimes_down(request):
+        code = annotate._code_from_prompt(request.messages[0]["content"])
+        sent.append(code)
+        if code.endswith("+ 3\n") or code.endswith("+ 7\n"):
+            raise RuntimeError("HTTP 500 for good")
+        return f"Educational value: {4 if 'return x + 1' in code else 2}"
+
+    store = tmp_path / "annotations.sqlite"
+    client = llm.LLMClient(llm.FunctionProvider(sometimes_down, name="annotator"), store=store, progress=False)
+    with pytest.raises(llm.IncompleteRun, match=r"filtering: 2 of 30 LLM requests failed for good \(2x annotator "
+                                                r"raised RuntimeError: HTTP 500 for good\).*retry exactly those 2"):
+        annotate_subset(records, config, client)
+    assert len(sent) == 30
+    sent.clear()
+    def healthy_fn(request):
+        sent.append(annotate._code_from_prompt(request.messages[0]["content"]))
+        return "Educational value: 4"
+
+    healthy = llm.LLMClient(llm.FunctionProvider(healthy_fn, name="annotator"), store=store, progress=False)
+    labels, stats = annotate_subset(records, config, healthy)
+    assert sorted(sent) == ["def f3(x):\n    return x + 3\n", "def f7(x):\n    return x + 7\n"]  # only the 2
+    assert len(labels) == 30 and stats.failed == 0 and stats.cached == 28

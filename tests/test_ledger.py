@@ -130,3 +130,30 @@ def test_two_processes_sharing_a_ledger_share_the_cap(tmp_path):
         b.check(0.5, "b's call")
     b.record("annotation", usd=0.2)
     assert a.spent_usd == pytest.approx(0.9) and len(a.records) == 2
+
+
+def test_the_cap_is_kept_in_the_file_for_every_later_ledger(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    Ledger(path, cap_usd=0.005)
+    later = Ledger(path)  # another command on the same run folder, told no cap
+    assert later.cap_usd == 0.005 and "--cap-usd on" in later.cap_source
+    later.record("synthesis", usd=0.002)
+    with pytest.raises(BudgetExceeded) as err:
+        later.check(0.0031, "request abc", pending_usd=0.0)
+    msg = str(err.value)
+    assert "$0.005 cap" in msg and "$0.003 left: $0.002 spent and $0.00 reserved" in msg and "$0.0031" in msg
+    assert later.records == [r for r in later.records if r["stage"] == "synthesis"]  # cap lines are not spend
+    Ledger(path, cap_usd=1.0)  # a new cap replaces it, for everyone
+    assert Ledger(path).cap_usd == 1.0 and Ledger(path).spent_usd == pytest.approx(0.002)
+    Ledger(path).set_cap(None)
+    assert Ledger(path).cap_usd is None
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [x.get("cap_usd") for x in lines if x.get("kind") == "cap"] == [0.005, 1.0, None]
+
+
+@pytest.mark.parametrize("usd,text", [(0.0, "$0.00"), (0.005, "$0.005"), (0.00257, "$0.00257"), (0.000112, "$0.000112"),
+                                      (0.25, "$0.25"), (2.5, "$2.50"), (12.345, "$12.35"), (2500, "$2,500.00")])
+def test_usd_text_keeps_the_digits_that_matter(usd, text):
+    from phi1lib.budget.ledger import usd_text
+
+    assert usd_text(usd) == text

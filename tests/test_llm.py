@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 import traceback
@@ -195,7 +196,8 @@ def test_budget_cap_stops_before_crossing(server, tmp_path, prices):
         client.generate(reqs)
     exc = info.value
     msg = str(exc)
-    assert "cap" in msg and "spent $" in msg and "left" in msg and "stored in" in msg
+    assert "cap" in msg and "left" in msg and "stored in" in msg and "rerun the same command" in msg
+    assert re.search(r"\$0\.[0-9]+ spent and \$[0-9.]+ reserved", msg), msg
     paid = sum(expected_usd(t, "answer to: " + t, prices) for t in server.paid())
     assert 0 < paid <= 0.5 and ledger.spent_usd == pytest.approx(paid)
     assert Ledger(tmp_path / "ledger.jsonl").spent_usd == pytest.approx(paid)  # on disk too
@@ -210,7 +212,7 @@ def test_budget_cap_stops_before_crossing(server, tmp_path, prices):
 
 def test_client_cap_without_ledger(server, tmp_path, prices):
     client = make_client(server, tmp_path, prices, cap_usd=0.0001)
-    with pytest.raises(BudgetExceeded, match=r"cap is left"):
+    with pytest.raises(BudgetExceeded, match=r"\$0\.0001 cap has \$0\.0001 left"):
         client.generate([chat("expensive", max_tokens=100)])
     assert server.log == []
 
@@ -290,7 +292,7 @@ def test_function_provider_is_free_cached_and_records_exceptions(tmp_path):
     assert [r.text for r in res] == ["A", "", "B"] and [r.ok for r in res] == [True, False, True]
     assert "ValueError: cannot answer boom" in res[1].error and all(r.usd == 0 for r in res)
     client.generate([Request(prompt="a"), Request(prompt="b")])
-    assert calls == ["a", "boom", "b"]
+    assert sorted(calls) == ["a", "b", "boom"]  # each sent once; threads finish in any order
 
 
 def test_dry_run_prices_only_missing_requests_and_calls_nothing(server, tmp_path, prices):
@@ -370,3 +372,66 @@ def test_torn_wal_tail_from_a_kill_is_ignored(tmp_path):
         f"k{i}": f"answer {i}" for i in range(5)}
     reopened.put({"key": "k5", "provider": "p", "model": "m", "ok": 1, "text": "after"})
     assert reopened.get("k5")["text"] == "after"
+
+
+# -- bookkeeping at scale ------------------------------------------------------------------------
+
+def test_ledger_flush_reads_only_new_rows_through_an_index(tmp_path):
+    store = ResultStore(tmp_path / "s.sqlite")
+    for sql in ("UPDATE results SET ledgered=-1 WHERE ledgered=0 AND (ok=1 OR usd>0)",
+                "SELECT COUNT(*), COALESCE(SUM(usd),0) FROM results WHERE ledgered=-1",
+                "UPDATE results SET ledgered=1 WHERE ledgered=-1",
+                "UPDATE results SET in_flight=-1 WHERE in_flight=1"):
+        plan = " ".join(str(row[-1]) for row in store._db.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "USING INDEX" in plan and "SCAN" not in plan, (sql, plan)
+    # What the flush claims: exactly the rows stored since the last one.
+    for i in range(5):
+        store.put({"key": f"k{i}", "provider": "p", "model": "m", "ok": 1, "text": "t", "usd": 0.5})
+    store.put({"key": "bad", "provider": "p", "model": "m", "ok": 0, "error": "HTTP 500"})
+    assert store.claim_unledgered()["requests"] == 5
+    store.confirm_ledgered()
+    store.put({"key": "k9", "provider": "p", "model": "m", "ok": 1, "text": "t", "usd": 0.25})
+    got = store.claim_unledgered()
+    assert got["requests"] == 1 and got["usd"] == 0.25
+
+
+def test_requests_in_flight_at_a_kill_are_charged_once_at_their_estimate(server, tmp_path, prices):
+    """A request marked as sent whose answer never reached the store (the process died) counts as spent
+    on the next run, at its estimate, once; a request whose answer was stored is not charged twice."""
+    store = ResultStore(tmp_path / "llm.sqlite")
+    store.mark_sent("dead", provider="openai:test-model", model="test-model", est_usd=0.75)
+    store.mark_sent("lived", provider="openai:test-model", model="test-model", est_usd=0.5)
+    store.put({"key": "lived", "provider": "openai:test-model", "model": "test-model", "ok": 1, "text": "x", "usd": 0.01})
+    store.close()
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    client = make_client(server, tmp_path, prices, ledger=ledger)
+    client.generate([chat("hello")])
+    charged = [r for r in ledger.records if r.get("kind") == "in-flight at a kill"]
+    assert len(charged) == 1 and charged[0]["requests"] == 1 and charged[0]["usd"] == pytest.approx(0.75)
+    answer = expected_usd("hello", "answer to: hello", prices)
+    assert ledger.spent_usd == pytest.approx(0.75 + 0.01 + answer)
+    client.generate([chat("hello")])  # nothing charged again
+    assert ledger.spent_usd == pytest.approx(0.75 + 0.01 + answer)
+
+
+def test_dead_endpoints_are_told_apart_from_transient_connection_errors():
+    import socket
+
+    from phi1lib.llm.providers import _unreachable, check_base_url
+
+    def chained(inner):
+        try:
+            try:
+                raise inner
+            except Exception as exc:
+                raise RuntimeError("Connection error.") from exc
+        except RuntimeError as outer:
+            return outer
+
+    assert _unreachable(chained(socket.gaierror(-2, "Name or service not known"))) == "unknown host"
+    assert _unreachable(chained(ConnectionRefusedError(111, "Connection refused"))) == "connection refused"
+    assert _unreachable(chained(ConnectionResetError(104, "Connection reset by peer"))) is None  # retried
+    for bad in ("127.0.0.1:8000/v1", "localhost:8000", "ftp://host/v1", "http:///v1"):
+        with pytest.raises(ConfigError, match="not an http\\(s\\) URL; give it with its scheme"):
+            check_base_url(bad)
+    check_base_url("https://api.example.com/v1")

@@ -124,7 +124,7 @@ def test_cli_batch_status_polls_and_merges(server, tmp_path, prices, capsys):
     [bid] = BatchRunner(make_client(server, tmp_path, prices)).submit(requests)
     store = str(tmp_path / "llm.sqlite")
     args = ["llm", "batch-status", store, "--model", "test-model", "--base-url", server.base_url,
-            "--api-key-env", KEY_ENV, "--free"]
+            "--api-key-env", KEY_ENV, "--price-free"]
     assert main(args) == 0 and f"{bid}\tin_progress" in capsys.readouterr().out
     assert main(args) == 0 and f"{bid}\tcompleted" in capsys.readouterr().out
     assert all(r.cached for r in make_client(server, tmp_path, prices).generate(requests))

@@ -16,6 +16,7 @@ import pytest
 from phi1lib import budget, runs, synthesis
 from phi1lib.errors import BudgetExceeded, ConfigError, DataError
 from phi1lib.jsonl import read_jsonl
+from phi1lib.llm import IncompleteRun
 from phi1lib.presets import get_preset
 from phi1lib.runs import RunDir
 from phi1lib.stage import FieldError, StaleResult
@@ -305,17 +306,27 @@ def test_rejected_bookkeeping_with_a_scripted_provider(tmp_path, monkeypatch):
 
     cfg = SynthesisConfig.for_preset("tiny", kinds=("exercise",), n_exercises=20, concurrency=1)
     provider = FunctionProvider(fake, "scripted")
-    res = synthesis.run(cfg, RunDir(tmp_path), provider=provider, progress=False)
+    # Requests that failed for good leave the stage unfinished: nothing written, the reasons named.
+    with pytest.raises(IncompleteRun, match=r"4 of 20 LLM requests failed for good \(4x scripted raised "
+                                            r"RuntimeError: scripted provider failure\).*retry exactly those 4"):
+        synthesis.run(cfg, RunDir(tmp_path), provider=provider, progress=False)
+    assert not (tmp_path / "synthesis" / "result.json").exists()
+    assert len(calls) == 20
+    # A rerun sends exactly the 4 failed requests again (same provider name, same keys); now they answer.
+    resent = []
+    healthy = FunctionProvider(lambda req: resent.append(req) or "```python\ndef f(:\n```", "scripted")
+    res = synthesis.run(cfg, RunDir(tmp_path), provider=healthy, progress=False)
+    assert len(resent) == 4 and len(calls) == 20
     c = res.counts["exercise"]
-    assert c == {**c, "requested": 20, "llm_errors": 4, "generated": 16, "failed_checks": 8, "duplicates": 3,
+    assert c == {**c, "requested": 20, "llm_errors": 0, "generated": 20, "failed_checks": 12, "duplicates": 3,
                  "accepted": 5}
     reasons = [r["reason"] for r in res.rejected()]
-    assert sum("llm error" in r and "scripted provider failure" in r for r in reasons) == 4
-    assert sum("does not parse" in r for r in reasons) == 4
+    assert not any("llm error" in r for r in reasons)
+    assert sum("does not parse" in r for r in reasons) == 8
     assert sum("no docstring" in r for r in reasons) == 4
     assert sum(r.startswith("exact duplicate of exercise-") for r in reasons) == 3
     cats = res.reasons["exercise"]
-    assert cats["llm error"] == 4 and cats["does not parse"] == 4 and sum(cats.values()) == 15
+    assert cats["does not parse"] == 8 and sum(cats.values()) == 15
     assert res.checked == "parse-only (phi1lib.sandbox unavailable)"
     assert res.generator == "scripted" and res.stand_in is None
     assert res.inputs == {"provider": "function:scripted"}  # no kept.parquet read: the provider answers
@@ -524,8 +535,12 @@ def test_llm_run_produces_caches_and_resumes(tmp_path, synth_server):
     assert 0 < paid_before < 16
     assert not (out / "result.json").exists()
 
-    # 2) resume without the cap: only the missing answers are paid for.
-    res = synthesis.run(SynthesisConfig.for_preset("tiny", **base), run_dir, progress=False)
+    # 2) the cap is the job's, kept in the run folder: a rerun without cap_usd still honours it ...
+    with pytest.raises(BudgetExceeded, match="kept in"):
+        synthesis.run(SynthesisConfig.for_preset("tiny", **base), run_dir, progress=False)
+    assert len(server.paid()) == paid_before
+    # ... and raising it resumes: only the missing answers are paid for.
+    res = synthesis.run(SynthesisConfig.for_preset("tiny", cap_usd=100.0, **base), run_dir, progress=False)
     assert len(server.paid()) == 16 and len(set(server.paid())) == 16
     assert res.metrics["cached"] == paid_before and res.usage.usd > 0 and res.usage.requests == 16
     assert res.generator == "gpt-3.5-turbo-0613" and res.stand_in is None and res.inputs == {}  # no kept.parquet needed

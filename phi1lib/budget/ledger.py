@@ -5,6 +5,11 @@ file restores the running total (a torn line is skipped with a warning), and lin
 processes append to the same file count against the same cap. `check` raises
 `BudgetExceeded` *before* a spend that would cross the cap; `reserve` does the same for
 concurrent callers by holding the amount until the matching `record`.
+
+One cap per job: a cap given to a file-backed ledger is written into the file (a `kind: "cap"`
+line), so every later command on the same run folder honours it without being told again; a
+new cap replaces it the same way. Dollar amounts in messages keep their significant digits
+(`usd_text`): $0.00257 is never shown as $0.0000, nor a $0.005 cap as $0.01.
 """
 
 from __future__ import annotations
@@ -25,6 +30,16 @@ from ..jsonl import append_jsonl
 _NUMERIC = ("usd", "tokens_in", "tokens_out", "gpu_seconds", "cpu_seconds")
 
 
+def usd_text(value: float) -> str:
+    """Dollars with the digits that matter: $2,500.00, $12.35, $0.005, $0.00257, $0.000112."""
+    value = float(value)
+    if abs(value) >= 10 or value == 0:
+        return f"${value:,.2f}"
+    text = f"{value:.6f}".rstrip("0")
+    whole, _, frac = text.partition(".")
+    return f"${whole}.{frac.ljust(2, '0')}"
+
+
 def _num(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ConfigError(f"ledger: {name} must be a finite number >= 0, got {value!r}")
@@ -35,10 +50,13 @@ class Ledger:
     """Running account of spend; persisted to `path` (JSONL) when given, in memory otherwise."""
 
     def __init__(self, path: str | os.PathLike | None = None, cap_usd: float | None = None):
+        """`cap_usd`: the job's cap; None keeps the cap stored in the file (if any). A file-backed ledger
+        writes a new cap into the file, so later commands on the run folder honour it too."""
         if cap_usd is not None:
             cap_usd = _num("cap_usd", cap_usd)
         self.path = Path(path) if path is not None else None
-        self.cap_usd = cap_usd
+        self.cap_usd: float | None = None
+        self.cap_source = ""  # where the cap came from, for messages
         self._lock = threading.RLock()
         self._records: list[dict[str, Any]] = []
         self._reserved = 0.0
@@ -46,6 +64,20 @@ class Ledger:
         self._offset = 0  # bytes of the file already read: other processes' appends are picked up
         self._warned: set[int] = set()
         self._refresh()
+        if cap_usd is not None:
+            self.set_cap(cap_usd, source="--cap-usd" if self.path is not None else "")
+
+    def set_cap(self, cap_usd: float | None, source: str = "--cap-usd") -> None:
+        """Make `cap_usd` the job's cap (None: no cap); written into the file when it changes."""
+        cap = None if cap_usd is None else _num("cap_usd", cap_usd)
+        with self._lock:
+            self._refresh()
+            if cap == self.cap_usd:
+                return
+            if self.path is not None:
+                self.record("cap", kind="cap", cap_usd=cap, source=source)
+            else:
+                self.cap_usd, self.cap_source = cap, source
 
     def _refresh(self) -> None:
         """Read lines appended since the last read (by us or another process sharing the file)."""
@@ -83,6 +115,16 @@ class Ledger:
 
     def _add(self, rec: dict[str, Any]) -> None:
         self._records.append(rec)
+        if rec.get("kind") == "cap":  # the job's cap, as last set in the file
+            cap = rec.get("cap_usd")
+            ok = cap is None or (isinstance(cap, (int, float)) and not isinstance(cap, bool)
+                                 and math.isfinite(cap) and cap >= 0)
+            if ok:
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(rec.get("ts") or 0)))
+                self.cap_usd = None if cap is None else float(cap)
+                self.cap_source = f"{rec.get('source') or 'set'} on {when}, kept in {self.path}"
+            else:
+                self._warn(-len(self._records), f"cap line with a bad cap_usd {cap!r}")
         try:
             self._spent += float(rec.get("usd") or 0.0)
         except (TypeError, ValueError):
@@ -96,9 +138,10 @@ class Ledger:
     # ---- totals --------------------------------------------------------------------------
     @property
     def records(self) -> list[dict[str, Any]]:
+        """Spend and estimate records, oldest first (the job's cap lines are in `cap_usd`, not here)."""
         with self._lock:
             self._refresh()
-            return list(self._records)
+            return [r for r in self._records if r.get("kind") != "cap"]
 
     @property
     def spent_usd(self) -> float:
@@ -119,19 +162,23 @@ class Ledger:
             return max(0.0, self.cap_usd - self.spent_usd - self._reserved)
 
     # ---- the cap -------------------------------------------------------------------------
-    def check(self, usd: float, what: str = "this call") -> None:
-        """Raise BudgetExceeded if spending `usd` more would cross the cap; spends nothing."""
+    def check(self, usd: float, what: str = "this call", *, pending_usd: float = 0.0) -> None:
+        """Raise BudgetExceeded if spending `usd` more would cross the cap; spends nothing.
+
+        `pending_usd`: spend already made but not yet written here (it counts as spent)."""
         usd = _num("usd", usd)
         if self.cap_usd is None:
             return
         with self._lock:
-            committed = self.spent_usd + self._reserved
+            spent = self.spent_usd + max(0.0, float(pending_usd))
+            committed = spent + self._reserved
             if committed + usd > self.cap_usd + 1e-12:
+                where = f" ({self.cap_source})" if self.cap_source else ""
                 raise BudgetExceeded(
-                    f"{what} would cost ${usd:,.4f} but only ${max(0.0, self.cap_usd - committed):,.4f} of the "
-                    f"${self.cap_usd:,.2f} cap is left (spent ${self.spent_usd:,.4f}"
-                    + (f", ${self._reserved:,.4f} reserved by calls in flight" if self._reserved else "")
-                    + "); raise the cap or shrink the request. Nothing was spent.",
+                    f"{what} may cost up to {usd_text(usd)}, but the job's {usd_text(self.cap_usd)} cap{where} has "
+                    f"{usd_text(max(0.0, self.cap_usd - committed))} left: {usd_text(spent)} spent and "
+                    f"{usd_text(self._reserved)} reserved by requests in flight. Nothing more was sent; raise the cap "
+                    "(--cap-usd) and rerun the same command to continue (stored answers are not paid again)",
                     spent_usd=committed, cap_usd=self.cap_usd, needed_usd=usd)
 
     @contextlib.contextmanager
@@ -206,5 +253,15 @@ class Ledger:
         return pd.DataFrame(rows, columns=cols).set_index("stage")
 
     def __repr__(self) -> str:
-        cap = "no cap" if self.cap_usd is None else f"cap ${self.cap_usd:,.2f}"
-        return f"Ledger({self.path or 'in memory'}, spent ${self.spent_usd:,.4f}, {cap})"
+        cap = "no cap" if self.cap_usd is None else f"cap {usd_text(self.cap_usd)}"
+        return f"Ledger({self.path or 'in memory'}, spent {usd_text(self.spent_usd)}, {cap})"
+
+
+def job_ledger(path: str | os.PathLike, ledger: Ledger | None = None, cap_usd: float | None = None) -> Ledger:
+    """The job's ledger: `ledger` if given, else the one at `path` (a run folder's ledger.jsonl, which keeps the
+    job's cap across commands and reruns); `cap_usd`, when given, becomes the job's cap."""
+    if ledger is None:
+        ledger = Ledger(path)
+    if cap_usd is not None:
+        ledger.set_cap(cap_usd, source="--cap-usd")
+    return ledger

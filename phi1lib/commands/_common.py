@@ -2,7 +2,9 @@
 
 `--preset` (with its choices), `--out` (always the RUN folder; a stage writes OUT/<stage>/),
 `--force` (redo a finished stage), `--set FIELD=VALUE` (any config field, parsed by its type),
-`--prices DIR`, `--cap-usd USD`, `--json`. Errors name the flag the user typed, not the field.
+`--prices DIR`, `--cap-usd USD`, `--json`; for commands that call an LLM, `add_llm_args` (--base-url,
+--api-key-env, --concurrency, --rpm, --tpm, --price-free | --rental NAME --tokens-per-s N) with
+`llm_prices` and `llm_limits`. Errors name the flag the user typed, not the field.
 """
 
 from __future__ import annotations
@@ -56,7 +58,105 @@ def usd(text: str) -> float:
 
 def add_cap(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cap-usd", type=usd, metavar="USD",
-                   help="budget cap in USD for this run folder's ledger: work stops before spend would cross it")
+                   help="the job's budget cap in USD, kept in the run folder's ledger so later commands and reruns "
+                        "honour it too: work stops before spend would cross it")
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 from the command line (e.g. --concurrency 64)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1, e.g. 64")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 from the command line (e.g. --tokens-per-s 2500)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number > 0, e.g. 2500")
+    return value
+
+
+def add_llm_args(p: argparse.ArgumentParser, *, endpoint: bool = True) -> None:
+    """The LLM flags every command that calls an LLM shares (synth, filter, eval generate):
+    --base-url, --api-key-env (with endpoint=True), --concurrency, --rpm, --tpm and the self-hosted
+    pricing flags --price-free | --rental NAME --tokens-per-s N. `--prices DIR` comes with
+    add_stage_args/add_prices. Build the price book with `llm_prices(args, model)` and the client
+    limits with `llm_limits(args)`."""
+    if endpoint:
+        p.add_argument("--base-url", metavar="URL",
+                       help="OpenAI-compatible endpoint with its scheme, e.g. --base-url http://localhost:8000/v1 "
+                            "(vLLM; default: api.openai.com)")
+        p.add_argument("--api-key-env", metavar="VAR",
+                       help="environment variable holding the API key, e.g. --api-key-env OPENAI_API_KEY (the "
+                            "default); 'none' for a server without auth. The key itself is never stored")
+    g = p.add_argument_group("LLM throughput and self-hosted pricing")
+    g.add_argument("--concurrency", type=positive_int, metavar="N",
+                   help="LLM requests in flight at once, e.g. --concurrency 256 for a vLLM server "
+                        "(default: the preset's; tiny 8, phi1 64)")
+    g.add_argument("--rpm", type=positive_float, metavar="N", help="at most N requests started per minute "
+                                                                  "(the endpoint's rate limit; default: none)")
+    g.add_argument("--tpm", type=positive_float, metavar="N",
+                   help="at most N tokens per minute, counted as prompt + max_tokens (default: none)")
+    price = g.add_mutually_exclusive_group()
+    price.add_argument("--price-free", action="store_true",
+                       help="price the model at $0 (a self-hosted server whose cost you count elsewhere)")
+    price.add_argument("--rental", metavar="NAME",
+                       help="price a self-hosted model from GPU-hours: a rental in the price books, e.g. --rental "
+                            "p4d.24xlarge (needs --tokens-per-s)")
+    g.add_argument("--tokens-per-s", type=positive_float, metavar="N",
+                   help="with --rental: tokens (prompt + completion) the server processes per second, as vLLM "
+                        "logs it or as a previous run measured, e.g. --tokens-per-s 2500")
+
+
+def llm_limits(args: argparse.Namespace) -> dict[str, Any]:
+    """{concurrency, rpm, tpm} the user gave (config field -> value), for stage_config's `extra`."""
+    return {k: getattr(args, k) for k in ("concurrency", "rpm", "tpm") if getattr(args, k, None) is not None}
+
+
+def llm_prices(args: argparse.Namespace, model: str | None) -> budget.PriceBook:
+    """The price book for an LLM command: --prices DIR folders, then the self-hosted pricing flags for `model`
+    (--price-free: $0; --rental NAME --tokens-per-s N: the rental's dollars per hour spread over the tokens
+    the server processes in that hour). Checks now that `model` is priced, naming the flags that fix it."""
+    prices = load_prices(args)
+    tps, rental = getattr(args, "tokens_per_s", None), getattr(args, "rental", None)
+    if tps is not None and rental is None:
+        raise ConfigError("--tokens-per-s is used with --rental NAME (GPU-hour pricing of a self-hosted model); "
+                          "add --rental, e.g. --rental p4d.24xlarge, or drop --tokens-per-s")
+    if model is None:
+        return prices
+    if getattr(args, "price_free", False):
+        return prices.with_free(model, source="--price-free: self-hosted, priced at $0")
+    if rental is not None:
+        if tps is None:
+            raise ConfigError(f"--rental {rental}: also give the server's throughput, --tokens-per-s N (tokens/s "
+                              "processed, prompt + completion; vLLM logs it, and every phi1 run prints it measured)")
+        r = prices.rental(rental)
+        per_1k = r.usd_per_hour / 3600.0 / tps * 1000.0
+        return prices.with_llm(model, per_1k, per_1k,
+                               source=f"self-hosted on {r.name} (${r.usd_per_hour:,.2f}/h) at {tps:g} tokens/s")
+    check_priced(prices, model)
+    return prices
+
+
+def check_priced(prices: budget.PriceBook, model: str) -> None:
+    """ConfigError naming the CLI fixes when `model` has no price (a self-hosted model name, a typo)."""
+    try:
+        prices.llm(model)
+    except ConfigError:
+        known = ", ".join(sorted(m for m in prices.llms if not prices.llms[m].free)[:12])
+        raise ConfigError(
+            f"--model {model}: no price for this LLM in the price books. A self-hosted model (vLLM): add "
+            f"--price-free, or --rental NAME --tokens-per-s N to price it from GPU-hours; an API model: add "
+            f"[llm.\"{model}\"] with input_per_1k/output_per_1k to a *.toml in a folder passed as --prices DIR. "
+            f"Priced models include: {known}") from None
 
 
 def add_sets(p: argparse.ArgumentParser, config: str) -> None:
@@ -145,11 +245,12 @@ def show_estimate(args: argparse.Namespace, stage: str, est) -> bool:
     return False
 
 
-def run_stage(args: argparse.Namespace, stage, config, **run_kw):
+def run_stage(args: argparse.Namespace, stage, config, *, prices: budget.PriceBook | None = None, **run_kw):
     """The body every stage command shares: estimate (and stop with --estimate-only), run the stage into the
     run folder with its ledger, print the result as JSON with --json. Returns the result to print, or None
-    when the command has printed all it will."""
-    where, prices = run_dir(args), load_prices(args)
+    when the command has printed all it will. `prices`: a book built by `llm_prices` (default: --prices)."""
+    where = run_dir(args)
+    prices = prices if prices is not None else load_prices(args)
     if show_estimate(args, stage.STAGE, stage.estimate(config, prices)):
         return None
     result = stage.run(config, where, ledger=ledger(args, where), prices=prices, force=args.force,

@@ -10,13 +10,15 @@ from ..embed import POOLINGS
 from ..filtering.annotate import HEURISTIC
 from ..filtering.corpus import GRANULARITIES
 from ..stage import parse_assignments
+from ..budget.ledger import usd_text
 from . import _common as C
 
 FLAGS = {"corpus_samples": "--limit", "corpus": "--corpus", "granularity": "--granularity",
          "annotate_samples": "--annotate", "annotator": "--annotator", "base_url": "--base-url",
          "embedder": "--embedder", "pooling": "--pooling", "max_length": "--max-length", "device": "--device",
          "threshold": "--threshold", "keep_fraction": "--keep-fraction", "num_proc": "--num-proc", "seed": "--seed",
-         "cap_usd": "--cap-usd"}
+         "cap_usd": "--cap-usd", "api_key_env": "--api-key-env", "concurrency": "--concurrency", "rpm": "--rpm",
+         "tpm": "--tpm"}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -28,6 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "{pool,kept,dropped,labels,examples}.parquet, classifier.joblib, metrics.json and result.json.",
         epilog="examples: phi1 filter --out runs/tiny | "
                "phi1 filter --out runs/x --corpus ~/src/myproject --limit 500 --annotate 200 --keep-fraction 0.3 | "
+               "phi1 filter --out runs/x --annotator MODEL --base-url http://localhost:8000/v1 --price-free | "
                "phi1 filter --preset phi1 --estimate-only",
     )
     p.add_argument("--limit", type=int, metavar="N",
@@ -41,7 +44,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--annotate", type=int, metavar="N", help="samples sent to the annotator (default: the preset's)")
     p.add_argument("--annotator", metavar="MODEL", help=f"'{HEURISTIC}' (the offline stand-in) or an LLM model name "
                                                         "(default: the preset's)")
-    p.add_argument("--base-url", metavar="URL", help="OpenAI-compatible endpoint for the annotator (vLLM, ...)")
     p.add_argument("--embedder", metavar="ID|DIR", help="'minilm-local', a hub id or a local transformers folder "
                                                          "(default: the preset's)")
     p.add_argument("--pooling", choices=POOLINGS, help="how token states become one vector: mean, last (decoder "
@@ -59,6 +61,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="processes scoring the pool (default: 1 offline, 8 otherwise)")
     p.add_argument("--seed", type=int, metavar="N", help="seed of the corpus sample, annotation subset, split and "
                                                          "forest (default: 0)")
+    C.add_llm_args(p)
     C.add_stage_args(p, "FilterConfig")
     p.set_defaults(func=run)
     return p
@@ -83,8 +86,10 @@ def _annotate_within_limit(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = C.stage_config(filtering.FilterConfig, args, FLAGS, _annotate_within_limit(args))
-    res = C.run_stage(args, filtering, config, log=lambda *_: None)  # the summary below says it all, once
+    config = C.stage_config(filtering.FilterConfig, args, FLAGS, _annotate_within_limit(args),
+                            nullable=("api_key_env",))
+    prices = C.llm_prices(args, None if config.annotator == HEURISTIC else config.annotator)
+    res = C.run_stage(args, filtering, config, prices=prices, log=lambda *_: None)  # the summary below says it all
     if res is None:
         return 0
     c, m = res.counts, res.metrics
@@ -97,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
           f"tokens: {res.threshold_rule}")
     print(f"classifier (held-out): precision {rf['precision']:.3f} recall {rf['recall']:.3f} f1 {rf['f1']:.3f} "
           f"ROC-AUC {_auc(rf)}; logistic-regression baseline ROC-AUC {_auc(m['logreg_embeddings'])}")
-    print(f"measured: ${res.usage.usd:,.4f}, {res.usage.wall_s:,.0f} s wall; files in {res.out_dir}")
+    print(f"measured: {usd_text(res.usage.usd)}, {res.usage.wall_s:,.0f} s wall; files in {res.out_dir}")
     return 0
 
 

@@ -47,7 +47,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--base-url", help="OpenAI-compatible base URL (default: OpenAI)")
     b.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
     b.add_argument("--prices", action="append", default=[], metavar="DIR", help="extra folder of price books (*.toml)")
-    b.add_argument("--free", action="store_true", help="price the model at $0 (a self-hosted server)")
+    b.add_argument("--price-free", action="store_true", help="price the model at $0 (a self-hosted server)")
     b.set_defaults(func=run_batch_status)
     return p
 
@@ -76,6 +76,9 @@ def _read_requests(path: str, max_tokens: int):
             out.append(Request(**kw))
         except ConfigError as exc:
             raise DataError(f"{path}: request {i}: {exc}") from None
+    if not out:
+        raise DataError(f"{path}: no requests in the file; expected one JSON object per line, e.g. "
+                        '{"prompt": "..."} or {"messages": [...]}')
     return out
 
 
@@ -104,8 +107,8 @@ def run_dry_run(args) -> int:
 
 def run_batch_status(args) -> int:
     prices = budget.load_prices(args.prices)
-    if args.free:
-        prices = prices.with_free(args.model)
+    if args.price_free:
+        prices = prices.with_free(args.model, source="--price-free: self-hosted, priced at $0")
     client = LLMClient(OpenAIProvider(args.model, base_url=args.base_url, api_key_env=args.api_key_env),
                        store=args.store, progress=False, prices=prices)
     statuses = BatchRunner(client).poll()

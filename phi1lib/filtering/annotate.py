@@ -193,23 +193,27 @@ class AnnotationStats:
     unparseable: int = 0  # answers without one clear rating (each attempt counted)
     retried: int = 0
     dropped_unparseable: int = 0  # still unparseable after the retries: no label
-    failed: int = 0  # requests that errored (network, budget, provider)
+    failed: int = 0  # requests that failed for good (network, provider, malformed answers)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usd: float = 0.0
     cached: int = 0
     errors: list[str] = field(default_factory=list)
+    failure_reasons: str = ""  # the main reasons requests failed, most common first ("3x HTTP 500 from ...")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def make_client(annotator: str, *, store=None, ledger=None, cap_usd=None, base_url=None, **client_kwargs):
-    """An LLMClient for `annotator`: the heuristic stand-in as a FunctionProvider, else an OpenAI model."""
+def make_client(annotator: str, *, store=None, ledger=None, cap_usd=None, base_url=None,
+                api_key_env: str | None = "OPENAI_API_KEY", **client_kwargs):
+    """An LLMClient for `annotator`: the heuristic stand-in as a FunctionProvider, else an OpenAI-compatible
+    model at `base_url` (key in $api_key_env; None for a server without auth). `client_kwargs` go to
+    LLMClient (prices, concurrency, rpm, tpm, progress, ...)."""
     if annotator == HEURISTIC:
         provider = llm.FunctionProvider(heuristic_answer, name=STAND_IN_NAME)
     else:
-        provider = llm.OpenAIProvider(annotator, base_url=base_url)
+        provider = llm.OpenAIProvider(annotator, base_url=base_url, api_key_env=api_key_env)
     client_kwargs.setdefault("stage", "filtering")
     return llm.LLMClient(provider, store=store, ledger=ledger, cap_usd=cap_usd, **client_kwargs)
 
@@ -228,6 +232,7 @@ def annotate(samples: Sequence[dict], *, annotator: str = HEURISTIC, client=None
     rows: list[dict] = []
     pending = list(range(len(samples)))
     answers: dict[int, list[str]] = {i: [] for i in pending}
+    failed: list = []
     for attempt in range(max_retries + 1):
         if not pending:
             break
@@ -248,6 +253,7 @@ def annotate(samples: Sequence[dict], *, annotator: str = HEURISTIC, client=None
             stats.cached += bool(getattr(res, "cached", False))
             if not res.ok:
                 stats.failed += 1
+                failed.append(res)
                 if len(stats.errors) < 5:
                     stats.errors.append(str(res.error))
                 continue
@@ -261,6 +267,7 @@ def annotate(samples: Sequence[dict], *, annotator: str = HEURISTIC, client=None
         pending = still
     stats.dropped_unparseable = len(pending)
     stats.labelled = len(rows)
+    stats.failure_reasons = llm.failure_reasons(failed) if failed else ""
     return rows, stats
 
 

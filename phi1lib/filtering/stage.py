@@ -24,11 +24,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import budget, runs
+from .. import budget, llm, runs
 from ..embed import MINILM_LOCAL, POOLINGS, Embedder
 from ..errors import ConfigError, DataError
 from ..paths import atomic_path
 from ..presets import PRESET_NAMES, Hardware, ModelSpec, Preset, get_preset
+from ..budget.ledger import job_ledger
 from ..runs import RunDir
 from ..stage import StageConfig, StageResult, Timer, Usage, common_fields, load_stored, plan_defaults
 from .annotate import HEURISTIC, STAND_IN_NAME, STAND_IN_NOTE, AnnotationStats, annotate, heuristic_score, \
@@ -61,7 +62,8 @@ class FilterConfig(StageConfig):
     # annotate_tokens_out does: it also caps the annotator's answer.)
     NOT_FINGERPRINTED: ClassVar[tuple[str, ...]] = (
         "annotate_tokens_in", "tokens_per_sample", "hardware",
-        "num_proc", "device", "batch_size", "score_batch_size", "cap_usd", "base_url")
+        "num_proc", "device", "batch_size", "score_batch_size", "cap_usd", "base_url", "api_key_env", "concurrency",
+        "rpm", "tpm")
 
     preset: str = "tiny"  # preset name the defaults come from
     corpus: str = "installed"  # "installed", "the-stack-python", "stackoverflow", "hub:<id|folder>", folder, .jsonl/.parquet
@@ -78,7 +80,11 @@ class FilterConfig(StageConfig):
     max_retries: int = 1  # re-asks for an unparseable answer before it is dropped
     positive_min: int = 4  # rating (1-5) from which a sample counts as educational
     base_url: str | None = None  # OpenAI-compatible endpoint (vLLM, ...) for the LLM annotator
-    cap_usd: float | None = None  # budget cap for the annotation spend (USD)
+    api_key_env: str | None = "OPENAI_API_KEY"  # environment variable holding the annotator's key; None: no auth
+    concurrency: int = 8  # annotation requests in flight at once
+    rpm: float | None = None  # annotation requests started per minute at most; None = unlimited
+    tpm: float | None = None  # annotation tokens (prompt + max_tokens) per minute at most; None = unlimited
+    cap_usd: float | None = None  # the job's budget cap (USD), kept in the run folder's ledger; None = the stored one
     embedder: str = MINILM_LOCAL  # hub id or local folder of a transformers model, or "minilm-local"
     pooling: str = "mean"  # "mean", "last" (decoder models) or "cls"
     max_length: int = 64  # tokens per sample fed to the embedder
@@ -121,6 +127,12 @@ class FilterConfig(StageConfig):
             self.need(0.0 < self.keep_fraction <= 1.0, "keep_fraction", "a share in (0, 1]")
         if self.cap_usd is not None:
             self.need(self.cap_usd >= 0, "cap_usd", "USD >= 0")
+        self.need_ints("concurrency")
+        for name in ("rpm", "tpm"):
+            value = getattr(self, name)
+            self.need(value is None or value > 0, name, "a rate > 0 per minute, or none for no limit")
+        self.need(self.api_key_env is None or bool(self.api_key_env), "api_key_env",
+                  "the name of an environment variable, or none for a server without auth")
         self.need(self.tokens_per_sample > 0, "tokens_per_sample", "tokens > 0")
 
     @classmethod
@@ -284,6 +296,9 @@ def annotate_subset(records: list[dict], config: FilterConfig, client):
     labels["label"] = [label_from_rating(r, config.positive_min) for r in labels["rating"]]
     labels["annotator"] = astats.annotator
     counts_y = labels["label"].value_counts().to_dict()
+    if astats.failed:  # the job is not finished: a rerun retries exactly these (stored answers are reused)
+        raise llm.incomplete(STAGE, astats.failed, astats.requested + astats.retried, astats.failure_reasons,
+                             getattr(getattr(client, "store", None), "path", None))
     if len(labels) < 10 or min(counts_y.get(0, 0), counts_y.get(1, 0)) < 2:
         raise DataError(f"annotation gave {len(labels)} labels ({counts_y} by class; dropped unparseable "
                         f"{astats.dropped_unparseable}, failed {astats.failed}); the classifier needs >= 10 labels "
@@ -393,8 +408,11 @@ def run(config: FilterConfig, run_dir: RunDir, *, ledger: budget.Ledger | None =
     with t("read"):
         records, pool, cstats = read_pool(config)
     with t("annotate"):
+        ledger = job_ledger(run_dir.ledger_path, ledger, config.cap_usd)
         client = client or make_client(config.annotator, store=out / "annotations.sqlite", ledger=ledger,
-                                       cap_usd=config.cap_usd, base_url=config.base_url)
+                                       base_url=config.base_url,
+                                       api_key_env=config.api_key_env, prices=prices, concurrency=config.concurrency,
+                                       rpm=config.rpm, tpm=config.tpm, progress=progress)
         labels, astats = annotate_subset(records, config, client)
     with t("embed_labelled"):
         embedder, texts, X = embed_labelled(pool, labels, config, progress)

@@ -5,15 +5,25 @@
 
 Answers are committed to the store as they arrive, so a rerun after a crash pays only for
 what is missing; failed requests come back as `Result(ok=False, error=...)`, never as blanks.
+A caller whose job needs every answer calls `require_all(results, stage)`: any request that
+failed for good raises `IncompleteRun` (one line: how many failed, why, and that rerunning the
+same command retries exactly those), so the job is never written as finished.
+
+Errors retrying cannot fix (no server at the URL, unknown host, a rejected key, an unknown
+model) stop the whole run at once; so does a run whose first `fail_fast_after` requests all
+failed (a server answering garbage). Each request is marked as sent in the store before it
+leaves, so a killed run's requests in flight are charged (at their estimate) by the next run.
 Providers live in `providers` / `local`, limits in `limits`, the store in
 `store`, token counting in `tokens`, the Batch API in `batch`.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -22,7 +32,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .. import budget
-from ..errors import BudgetExceeded, ConfigError
+from ..budget.ledger import usd_text
+from ..errors import BudgetExceeded, ConfigError, Phi1Error
 from ..paths import cache_dir
 from .guard import SpendGuard
 from .limits import Backoff, RateLimits, Throttle
@@ -119,6 +130,43 @@ def _result_from_row(row: dict, request: Request) -> Result:
                   finish_reason=row["finish_reason"], attempts=0)
 
 
+class IncompleteRun(Phi1Error):
+    """Some requests failed for good: the job is not finished. Rerunning the same command sends exactly
+    those again (the stored answers are reused, never paid twice). `.results` holds every result."""
+
+    def __init__(self, message: str, results: list | None = None):
+        super().__init__(message)
+        self.results = results or []
+
+
+_ATTEMPTS = re.compile(r" after \d+ attempts?$")
+
+
+def failure_reasons(results: Sequence[Result], top: int = 3) -> str:
+    """The main reasons among failed results, most common first: '3x HTTP 500 from ...; 1x timed out'."""
+    counts = collections.Counter(_ATTEMPTS.sub("", str(r.error or "unknown error"))[:140] for r in results if not r.ok)
+    parts = [f"{n}x {why}" for why, n in counts.most_common(top)]
+    if len(counts) > top:
+        parts.append(f"{sum(counts.values()) - sum(n for _, n in counts.most_common(top))} other")
+    return "; ".join(parts)
+
+
+def incomplete(stage: str, n_failed: int, total: int, reasons: str, store=None, results=None) -> IncompleteRun:
+    """The IncompleteRun for `n_failed` of `total` requests that failed for good."""
+    where = f" in {store}" if store is not None else ""
+    return IncompleteRun(
+        f"{stage}: {n_failed} of {total} LLM requests failed for good ({reasons}), so the stage is not marked "
+        f"finished. Rerun the same command to retry exactly those {n_failed}: the {total - n_failed} stored "
+        f"answers{where} are reused, never paid again", results)
+
+
+def require_all(results: Sequence[Result], stage: str, store=None) -> None:
+    """Raise IncompleteRun when any result failed: n of N failed, the main reasons, how to finish."""
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise incomplete(stage, len(failed), len(results), failure_reasons(failed), store, list(results))
+
+
 class _Stop(Exception):
     """Raised in a worker to stop the whole run (budget cap, rejected key)."""
 
@@ -139,13 +187,16 @@ class LLMClient:
     def __init__(self, provider, store: str | Path | None = None, ledger=None, cap_usd: float | None = None,
                  concurrency: int = 8, rpm: float | None = None, tpm: float | None = None, prices=None, *,
                  backoff: Backoff | None = None, stage: str = "llm", flush_every: int = 50, flush_s: float = 10.0,
-                 progress: bool = True, burst_s: float = 1.0):
+                 progress: bool = True, burst_s: float = 1.0, fail_fast_after: int = 10):
         if not all(hasattr(provider, a) for a in ("cache_id", "call")):
             raise ConfigError(f"LLMClient: provider must be an OpenAIProvider, TransformersProvider or FunctionProvider, got {provider!r}")
         self.provider = provider
         self.limits = RateLimits(concurrency=concurrency, rpm=rpm, tpm=tpm, burst_s=burst_s)
         self.backoff = backoff or Backoff()
         self.stage = stage
+        self.fail_fast_after = int(fail_fast_after)  # the first N finished requests all failed: stop
+        self.last_run: dict[str, Any] = {}  # counts of the latest generate(): sent, answered, failed, retries, ...
+        self._bar: Progress | None = None
         self.progress = progress
         if store is None:
             store = cache_dir("llm") / "results.sqlite"
@@ -153,7 +204,14 @@ class LLMClient:
         self.prices = prices if prices is not None else budget.load_prices()
         self.price_model = getattr(provider, "price_model", None)
         if self.price_model is not None:
-            self.prices.llm(self.price_model)  # unknown model: ConfigError now, before any work
+            try:
+                self.prices.llm(self.price_model)  # unknown model: ConfigError now, before any work
+            except ConfigError:
+                raise ConfigError(
+                    f"{stage}: no price for LLM {self.price_model!r} in the price books. A self-hosted model: add "
+                    "--price-free, or --rental NAME --tokens-per-s N to price it from GPU-hours (Python: prices="
+                    "load_prices().with_free(model)); an API model: an [llm.\"NAME\"] entry in a *.toml under "
+                    "--prices DIR") from None
         if ledger is None:
             ledger = budget.Ledger(cap_usd=cap_usd)
             cap_usd = None  # enforced by the ledger itself
@@ -213,29 +271,42 @@ class LLMClient:
             raise _Stop(exc) from None
         try:
             attempt = 0
+            sent = False
             while True:
                 attempt += 1
                 if stop_flag.is_set():
                     return self._fail(key, request, "not sent: the run was stopped (budget cap or rejected key)", attempt - 1)
                 self.throttle.wait(rate_tokens)
+                if not sent:  # durable before it leaves: a kill from here on is charged at `worst` next run
+                    self.store.mark_sent(key, provider=self.provider.cache_id, model=self.provider.model,
+                                         est_usd=worst, request=request.to_dict())
+                    sent = True
                 try:
                     comp = self.provider.call(request)
                 except Exception as exc:
                     if not isinstance(exc, ProviderError):  # a bug or an unexpected reply: record, don't crash
                         redact = getattr(self.provider, "redact", str)
-                        exc = ProviderError(redact(f"{type(exc).__name__}: {exc}"))
+                        exc = ProviderError(redact(f"unexpected reply from {getattr(self.provider, 'endpoint', self.provider)}"
+                                                   f": {type(exc).__name__}: {exc}"))
                     if exc.fatal:
-                        raise _Stop(ConfigError(f"{self.provider!r}: {exc}; check the API key and base_url")) from None
+                        self._fail(key, request, str(exc), attempt)
+                        raise _Stop(ConfigError(str(exc))) from None
                     if exc.retryable and attempt < self.backoff.max_attempts:
                         delay = self.backoff.delay(attempt, exc.retry_after)
                         log.info("%s: request %s try %d failed (%s); retrying in %.2f s",
                                  self.stage, key[:12], attempt, exc, delay)
+                        if self._bar is not None:
+                            self._bar.retry(exc)
                         if exc.status == 429:
                             self.throttle.cool_down(delay)
                         time.sleep(delay)
                         continue
                     tries = f" after {attempt} attempt{'s' if attempt > 1 else ''}"
-                    log.warning("%s: request %s failed%s: %s", self.stage, key[:12], tries, exc)
+                    msg = f"{self.stage}: request {key[:12]} failed{tries}: {exc}"
+                    if self._bar is not None and self._bar.enabled:
+                        self._bar.write(msg)  # above the bar, not glued onto it
+                    else:
+                        log.warning("%s", msg)
                     return self._fail(key, request, f"{exc}{tries}", attempt)
                 return self._settle(key, request, comp, attempt)
         finally:
@@ -256,6 +327,7 @@ class LLMClient:
         """
         requests = list(requests)
         keys = self._keys(requests)
+        self.guard.recover()  # requests a killed run had in flight: charged at their estimate
         self.flush_ledger(recovered=True)  # a previous run killed before its last flush
         stored = self.store.get_ok(set(keys))
         results: list[Result | None] = [None] * len(requests)
@@ -267,8 +339,10 @@ class LLMClient:
                 todo.setdefault(k, r)  # identical requests in one call are paid once
         bar = Progress(len(requests), len(requests) - sum(1 for k in keys if k in todo), desc or self.stage,
                        enabled=self.progress)
+        self._bar = bar
         fresh: dict[str, Result] = {}
         stop: _Stop | None = None
+        t0 = time.monotonic()
         try:
             if getattr(self.provider, "batch_size", None):
                 stop = self._generate_local(todo, fresh, bar)
@@ -276,7 +350,9 @@ class LLMClient:
                 stop = self._generate_threads(todo, fresh, bar)
         finally:
             bar.close()
+            self._bar = None
             self.flush_ledger()
+            self._summarise(len(requests), len(todo), fresh, bar, time.monotonic() - t0)
         for i, k in enumerate(keys):
             if results[i] is None:
                 got = fresh.get(k)
@@ -291,12 +367,40 @@ class LLMClient:
             done = sum(1 for r in results if r.ok)
             msg = f"{self.stage}: stopped with {done} of {len(requests)} answers (all stored in {self.store.path}): {err}"
             if isinstance(err, BudgetExceeded):
-                new = BudgetExceeded(msg, spent_usd=err.spent_usd, cap_usd=err.cap_usd, needed_usd=err.needed_usd)
+                spent = self.ledger.spent_usd  # after the final flush: what the requests in flight then cost too
+                msg += f". In all, this ledger now records {usd_text(spent)} spent"
+                if self.ledger.cap_usd is not None:
+                    msg += f" of its {usd_text(self.ledger.cap_usd)} cap"
+                new = BudgetExceeded(msg, spent_usd=spent, cap_usd=err.cap_usd, needed_usd=err.needed_usd)
             else:
                 new = type(err)(msg)
             new.results = results
             raise new
         return results
+
+    def _summarise(self, total: int, todo: int, fresh: dict[str, Result], bar: Progress, seconds: float) -> None:
+        """`last_run` counts, and one summary line (above where the bar was) when anything was retried or failed."""
+        answered = [r for r in fresh.values() if r.ok]
+        failed = [r for r in fresh.values() if not r.ok]
+        tokens = sum(r.prompt_tokens + r.completion_tokens for r in answered)
+        self.last_run = {"requests": total, "stored_before": total - todo, "sent": len(fresh), "answered": len(answered),
+                         "failed": len(failed), "retries": bar.retries, "retry_reasons": dict(bar.retry_reasons),
+                         "usd": sum(r.usd for r in answered), "tokens": tokens, "seconds": seconds,
+                         "tokens_per_s": tokens / seconds if seconds > 0 and answered else None}
+        if not bar.enabled:
+            return
+        if answered and seconds > 0:  # the figure --tokens-per-s wants for GPU-hour pricing of a self-hosted model
+            bar.write(f"{self.stage}: measured {tokens / seconds:,.0f} tokens/s (prompt + completion, "
+                      f"{len(answered)} answers in {seconds:,.1f} s at concurrency {self.limits.concurrency})")
+        if not (bar.retries or failed):
+            return
+        line = f"{self.stage}: {len(answered)} of {len(fresh)} sent requests answered"
+        if bar.retries:
+            why = ", ".join(f"{n}x {k}" for k, n in bar.retry_reasons.most_common(3))
+            line += f" after {bar.retries} retries ({why})"
+        if failed:
+            line += f"; {len(failed)} failed for good ({failure_reasons(failed)})"
+        bar.write(line)
 
     def _generate_threads(self, todo: dict[str, Request], fresh: dict, bar) -> _Stop | None:
         stop_flag = threading.Event()
@@ -313,6 +417,7 @@ class LLMClient:
                         return
                     running[pool.submit(self._run_one, nxt[0], nxt[1], stop_flag)] = nxt[0]
 
+            finished = ok = 0
             try:
                 refill()
                 while running:
@@ -327,12 +432,25 @@ class LLMClient:
                             continue
                         fresh[key] = res
                         bar.update(res)
+                        if not stop_flag.is_set():
+                            finished += 1
+                            ok += res.ok
+                            if not ok and finished >= self.fail_fast_after > 0:
+                                stop = stop or self._fail_fast(finished, fresh)
+                                stop_flag.set()
                     refill()
             except BaseException:
                 # Ctrl-C: send nothing new; requests in flight finish and are stored on the way out.
                 stop_flag.set()
                 raise
         return stop
+
+    def _fail_fast(self, finished: int, fresh: dict[str, Result]) -> _Stop:
+        endpoint = getattr(self.provider, "endpoint", repr(self.provider))
+        why = failure_reasons([r for r in fresh.values() if not r.ok], top=2)
+        return _Stop(ConfigError(
+            f"the first {finished} requests to {endpoint} all failed ({why}); stopped before sending the rest. Fix "
+            f"the endpoint or model (--base-url, --model) and rerun the same command"))
 
     def _generate_local(self, todo: dict[str, Request], fresh: dict, bar) -> _Stop | None:
         """Local models: one batch at a time in this thread (the model uses the cores itself)."""

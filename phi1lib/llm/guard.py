@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+from ..budget.ledger import usd_text
 from ..errors import BudgetExceeded
 
 
@@ -15,7 +16,11 @@ class SpendGuard:
     is sent, through `Ledger.reserve`, so requests in flight together can never cross the cap;
     the reservation is released when the answer is stored. Spend reaches the ledger in
     batches (`flush`) straight from the store's not-yet-ledgered rows, so a killed run's spend
-    is recorded by the next run; until then it still counts against the cap here.
+    is recorded by the next run; until then it still counts against the cap here. Requests a
+    killed run had in flight (sent, never stored) are charged at their worst-case estimate by
+    `recover` (the provider billed them; the store has no answer to say how much).
+    Each flush reads only the rows stored since the last one (indexed), so it costs the same
+    at 10k stored answers as at 1M.
     """
 
     def __init__(self, ledger, store, *, cap_usd: float | None, stage: str, provider_id: str,
@@ -36,14 +41,16 @@ class SpendGuard:
     def check(self, usd: float, what: str, committed: float = 0.0) -> None:
         """Raise BudgetExceeded if `usd` more (on top of `committed`, e.g. open batches) would cross a cap."""
         # Spend stored but not yet written to the ledger counts as spent.
-        self.ledger.check(usd + committed + self.unflushed_usd, what)
+        self.ledger.check(usd + committed, what, pending_usd=self.unflushed_usd)
         if self.cap_usd is not None:
             used = self.spent_usd + self.reserved_usd + committed
             if used + usd > self.cap_usd + 1e-12:
                 raise BudgetExceeded(
-                    f"{what} would cost up to ${usd:,.4f} but only ${max(0.0, self.cap_usd - used):,.4f} of this client's "
-                    f"${self.cap_usd:,.2f} cap is left (spent ${self.spent_usd:,.4f}); raise cap_usd or shrink the "
-                    "request. Nothing was spent.", spent_usd=used, cap_usd=self.cap_usd, needed_usd=usd)
+                    f"{what} may cost up to {usd_text(usd)}, but this client's {usd_text(self.cap_usd)} cap has "
+                    f"{usd_text(max(0.0, self.cap_usd - used))} left: {usd_text(self.spent_usd)} spent and "
+                    f"{usd_text(self.reserved_usd + committed)} reserved. Nothing more was sent; raise cap_usd and "
+                    "rerun to continue (stored answers are not paid again)",
+                    spent_usd=used, cap_usd=self.cap_usd, needed_usd=usd)
 
     def reserve(self, usd: float, what: str):
         """Check and hold `usd`; returns a handle for `release` (held across retries)."""
@@ -69,6 +76,18 @@ class SpendGuard:
             due = self._since_flush >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_s
         if due:
             self.flush()
+
+    def recover(self) -> dict[str, float]:
+        """Charge requests a killed run left in flight at their estimate (once); returns what was charged."""
+        with self._lock:
+            got = self.store.claim_in_flight()
+            if got["requests"]:
+                self.ledger.record(self.stage, usd=got["usd"], requests=got["requests"], provider=self.provider_id,
+                                   kind="in-flight at a kill",
+                                   note="sent by a run that was killed before their answers were stored: the "
+                                        "provider may have billed them, so they count at their worst-case estimate")
+            self.store.confirm_in_flight()
+        return got
 
     def flush(self, **meta) -> None:
         """Write spend stored since the last flush (including a killed run's) to the ledger."""

@@ -7,7 +7,10 @@ The local `transformers` provider is in `phi1lib.llm_local`.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import socket
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -26,7 +29,8 @@ class Completion:
 
 
 class ProviderError(Exception):
-    """A failed call. `retryable`: 429/5xx/timeouts; `fatal`: no request can succeed (bad key)."""
+    """A failed call. `retryable`: 429/5xx/timeouts; `fatal`: no request can succeed (bad key, dead
+    endpoint, unknown model), so the whole run stops at once, naming the endpoint and the fix."""
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = False,
                  retry_after: float | None = None, fatal: bool = False):
@@ -35,6 +39,38 @@ class ProviderError(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
         self.fatal = fatal
+
+
+def check_base_url(base_url: str | None) -> None:
+    """A base URL must carry its scheme and host (http://host:port/v1): without them every request
+    would fail as a connection error after all its retries."""
+    if base_url is None:
+        return
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(str(base_url))
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        guess = f"http://{base_url}" if "://" not in str(base_url) else "http://HOST:PORT/v1"
+        raise ConfigError(f"base URL {base_url!r} is not an http(s) URL; give it with its scheme, e.g. {guess} "
+                          "(--base-url)")
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """'connection refused' / 'unknown host' when a connection error cannot be fixed by retrying."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, socket.gaierror):
+            return "unknown host"
+        if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED:
+            return "connection refused"
+        text = str(exc).lower()
+        if "connection refused" in text:
+            return "connection refused"
+        if "name or service not known" in text or "nodename nor servname" in text or "name resolution" in text:
+            return "unknown host"
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def redact(text: str, secrets) -> str:
@@ -62,6 +98,7 @@ class OpenAIProvider:
                  price_model: str | None = None):
         if not model or not isinstance(model, str):
             raise ConfigError(f"OpenAIProvider: model must be a model name string, got {model!r}")
+        check_base_url(base_url)
         self.model = model
         self.base_url = base_url
         self.api_key_env = api_key_env
@@ -76,8 +113,9 @@ class OpenAIProvider:
             if not key.strip():
                 where = f" for {base_url}" if base_url else ""
                 raise ConfigError(
-                    f"OpenAIProvider: environment variable ${api_key_env} is empty or unset; export your API key"
-                    f"{where} there, or pass api_key_env='OTHER_VAR' (or api_key_env=None for a server without auth)"
+                    f"environment variable ${api_key_env} is empty or unset; export your API key{where} there, "
+                    "or name another variable with --api-key-env VAR (--api-key-env none for a server without "
+                    "auth; api_key_env= in Python)"
                 )
         self._secrets = (key,)
         try:
@@ -95,6 +133,11 @@ class OpenAIProvider:
     def client(self):
         """The underlying openai.OpenAI client (for the Batch API)."""
         return self._client
+
+    @property
+    def endpoint(self) -> str:
+        """Where requests go, for messages."""
+        return self.base_url or "https://api.openai.com/v1"
 
     def __repr__(self) -> str:
         return f"OpenAIProvider(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
@@ -130,22 +173,40 @@ class OpenAIProvider:
                 resp = self._client.completions.create(**kwargs, extra_body=extra or None)
         except openai.APIStatusError as exc:
             status = exc.status_code
-            msg = self.redact(f"HTTP {status} from {self.base_url or 'api.openai.com'}: {exc.message}")
+            detail = re.sub(r"^Error code: \d+ - ", "", str(exc.message))  # the status is said once, first
+            msg = self.redact(f"HTTP {status} from {self.endpoint}: {detail}")
+            fix = {401: "check the API key in the variable --api-key-env names (and --base-url)",
+                   403: "check the API key's permissions for this model (and --base-url)",
+                   404: f"check --model {self.model} against the server's models (GET {self.endpoint}/models) and "
+                        "that --base-url ends in /v1"}.get(status)
             # `from None`: the openai exception (and its request/response) stays out of tracebacks.
-            raise ProviderError(msg, status=status, retryable=status in (408, 409, 429) or status >= 500,
-                                retry_after=parse_retry_after(exc.response.headers), fatal=status in (401, 403)) from None
+            raise ProviderError(msg + (f"; {fix}" if fix else ""), status=status,
+                                retryable=status in (408, 409, 429) or status >= 500,
+                                retry_after=parse_retry_after(exc.response.headers), fatal=fix is not None) from None
         except openai.APITimeoutError:
             raise ProviderError(f"timed out after {self.timeout_s:g} s", retryable=True) from None
         except openai.APIConnectionError as exc:
-            raise ProviderError(self.redact(f"connection error to {self.base_url or 'api.openai.com'}: {exc}"), retryable=True) from None
-        return parse_response(resp.model_dump() if hasattr(resp, "model_dump") else resp, endpoint)
+            why = _unreachable(exc)
+            if why is not None:
+                raise ProviderError(f"cannot reach {self.endpoint}: {why}; start the server there or fix --base-url",
+                                    fatal=True) from None
+            raise ProviderError(self.redact(f"connection error to {self.endpoint}: {exc}"), retryable=True) from None
+        except ValueError as exc:  # a body that is not JSON
+            raise ProviderError(self.redact(f"the reply from {self.endpoint} is not an OpenAI-compatible response "
+                                            f"({type(exc).__name__}: {str(exc)[:80]}); is --base-url the server's "
+                                            "OpenAI API (ending in /v1)?")) from None
+        body = resp.model_dump() if hasattr(resp, "model_dump") else resp
+        if not isinstance(body, dict):
+            raise ProviderError(f"the reply from {self.endpoint} is not an OpenAI-compatible response "
+                                f"({type(body).__name__}: {str(body)[:80]}); is --base-url the server's OpenAI API?")
+        return parse_response(body, endpoint)
 
 
 def parse_response(body: dict, endpoint: str) -> Completion:
     """A Completion from a chat or completions response body (also used for Batch API output)."""
     choices = body.get("choices") or []
-    if not choices:
-        raise ProviderError(f"response has no choices: {str(body)[:200]}")
+    if not choices or not isinstance(choices[0], dict):
+        raise ProviderError(f"the reply has no choices (a malformed answer: {str(body)[:120]})")
     choice = choices[0]
     if endpoint.endswith("chat/completions"):
         text = (choice.get("message") or {}).get("content")
@@ -168,6 +229,7 @@ class FunctionProvider:
     kind = "function"
     batch_size = None
     price_model = None  # free
+    endpoint = "a Python function"
 
     def __init__(self, fn: Callable[[Any], Any], name: str):
         if not callable(fn):

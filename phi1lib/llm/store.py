@@ -3,7 +3,12 @@
 A run killed at any point (even SIGKILL) keeps every committed answer; the rerun looks keys
 up here and pays only for what is missing. Failed requests are stored too (ok=0, with their
 error) for the record, but never count as answers: a rerun tries them again. The store also
-remembers which spend has reached the usage ledger, and the Batch API jobs in flight.
+remembers which spend has reached the usage ledger, which requests were sent and not yet
+answered (`mark_sent`: a run killed with requests in flight has them counted at their estimate
+by the next run, `claim_in_flight`), and the Batch API jobs in flight.
+
+Bookkeeping stays O(log n) per request however large the store grows: the ledger and in-flight
+columns are indexed, so a flush touches only the rows it claims, never the whole table.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ CREATE TABLE IF NOT EXISTS results (
     via_batch INTEGER NOT NULL DEFAULT 0,
     ledgered INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL,
-    request TEXT
+    request TEXT,
+    in_flight INTEGER NOT NULL DEFAULT 0,
+    sent_usd REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS batches (
     batch_id TEXT PRIMARY KEY,
@@ -47,6 +54,13 @@ CREATE TABLE IF NOT EXISTS batches (
     created REAL NOT NULL,
     finished REAL
 );
+"""
+
+# Columns added after the first release: older stores get them on open.
+MIGRATIONS = {"in_flight": "INTEGER NOT NULL DEFAULT 0", "sent_usd": "REAL NOT NULL DEFAULT 0"}
+INDEXES = """
+CREATE INDEX IF NOT EXISTS results_ledgered ON results(ledgered);
+CREATE INDEX IF NOT EXISTS results_in_flight ON results(in_flight);
 """
 
 RESULT_COLUMNS = (
@@ -74,6 +88,11 @@ class ResultStore:
             # power loss can drop the last commits. FULL also fsyncs each commit (~4 ms here).
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.executescript(SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
+            for col, decl in MIGRATIONS.items():
+                if col not in have:
+                    self._db.execute(f"ALTER TABLE results ADD COLUMN {col} {decl}")
+            self._db.executescript(INDEXES)
         except sqlite3.DatabaseError as exc:
             raise DataError(
                 f"{self.path}: not a usable LLM result store ({exc}); move it aside or pass another store path"
@@ -122,13 +141,42 @@ class ResultStore:
         marks = ", ".join("?" * len(RESULT_COLUMNS))
         sql = f"INSERT INTO results ({cols}) VALUES ({marks}) ON CONFLICT(key) DO UPDATE SET "
         sql += ", ".join(f"{c}=excluded.{c}" for c in RESULT_COLUMNS if c != "key")
-        sql += ", ledgered=0"  # new spend on this key has not reached the ledger yet
+        # New spend on this key has not reached the ledger yet; the request is no longer in flight.
+        sql += ", ledgered=CASE WHEN excluded.ok=1 OR excluded.usd>0 THEN 0 ELSE 1 END, in_flight=0, sent_usd=0"
         if not rec["ok"]:
             # A failed retry must not erase an answer we already paid for; its spend (if any)
             # is still recorded by the caller through the ledger.
             sql += " WHERE results.ok = 0"
         with self._lock:
             self._db.execute(sql, [rec[c] for c in RESULT_COLUMNS])
+            if not (rec["ok"] or rec["usd"] > 0):  # a fresh failure row: nothing for the ledger
+                self._db.execute("UPDATE results SET ledgered=1 WHERE key=? AND ledgered=0 AND ok=0 AND usd=0",
+                                 (rec["key"],))
+
+    def mark_sent(self, key: str, *, provider: str, model: str, est_usd: float, request: Any = None) -> None:
+        """Record, before it leaves, that a request is being sent and what it may cost at most: if this
+        process dies before the answer is stored, the next run counts it as spent (`claim_in_flight`)."""
+        if isinstance(request, (dict, list)):
+            request = json.dumps(request, ensure_ascii=False, default=str)
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO results (key, provider, model, ok, error, created, request, ledgered, in_flight, sent_usd)"
+                " VALUES (?, ?, ?, 0, 'sent, not answered yet', ?, ?, 1, 1, ?)"
+                " ON CONFLICT(key) DO UPDATE SET in_flight=1, sent_usd=excluded.sent_usd WHERE results.ok=0",
+                (key, provider, model, time.time(), request, float(est_usd)))
+
+    def claim_in_flight(self) -> dict[str, float]:
+        """Requests a killed run sent and never stored an answer for: claim them (-1) and return their
+        count and estimated dollars. Call `confirm_in_flight()` after writing them to the ledger (a kill
+        in between counts them again next time: an over-count, never an under-count)."""
+        with self._lock:
+            self._db.execute("UPDATE results SET in_flight=-1 WHERE in_flight=1")
+            row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(sent_usd),0) FROM results WHERE in_flight=-1").fetchone()
+        return {"requests": row[0], "usd": row[1]}
+
+    def confirm_in_flight(self) -> None:
+        with self._lock:
+            self._db.execute("UPDATE results SET in_flight=0, sent_usd=0 WHERE in_flight=-1")
 
     # -- ledger bookkeeping ----------------------------------------------------------------
     def claim_unledgered(self) -> dict[str, float]:
@@ -139,6 +187,7 @@ class ResultStore:
         crash's spend, never under-count it.
         """
         with self._lock:
+            # Indexed on `ledgered`: touches only the rows stored since the last flush.
             self._db.execute("UPDATE results SET ledgered=-1 WHERE ledgered=0 AND (ok=1 OR usd>0)")
             row = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(usd),0), COALESCE(SUM(prompt_tokens),0), "
@@ -149,6 +198,25 @@ class ResultStore:
     def confirm_ledgered(self) -> None:
         with self._lock:
             self._db.execute("UPDATE results SET ledgered=1 WHERE ledgered=-1")
+
+    def import_answers(self, other: str | os.PathLike) -> int:
+        """Copy the answers of another store (a shard's) that this one lacks; returns how many. Their spend
+        keeps its ledger state: what the shard already wrote to the ledger is not counted again here."""
+        cols = ", ".join(RESULT_COLUMNS)
+        with self._lock:
+            self._db.execute("ATTACH DATABASE ? AS other", (str(other),))
+            try:
+                before = self._db.total_changes
+                self._db.execute(
+                    f"INSERT INTO results ({cols}, ledgered) SELECT {cols}, CASE WHEN ledgered=1 THEN 1 ELSE 0 END "
+                    "FROM other.results WHERE ok=1 ON CONFLICT(key) DO UPDATE SET "
+                    + ", ".join(f"{c}=excluded.{c}" for c in RESULT_COLUMNS if c != "key")
+                    + ", ledgered=excluded.ledgered, in_flight=0, sent_usd=0 WHERE results.ok=0")
+                return self._db.total_changes - before
+            except sqlite3.DatabaseError as exc:
+                raise DataError(f"{other}: not a usable LLM result store ({exc}); remove it or rerun its shard") from exc
+            finally:
+                self._db.execute("DETACH DATABASE other")
 
     # -- batch jobs ------------------------------------------------------------------------
     def add_batch(self, batch_id: str, *, input_file_id: str, model: str, endpoint: str, keys: list[str], reserved_usd: float) -> None:

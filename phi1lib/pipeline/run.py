@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from .. import budget, runs
 from ..errors import ConfigError
+from ..llm import IncompleteRun
 from ..presets import PRESET_NAMES, get_preset
 from ..runs import RunDir
 from ..stage import StageConfig, StaleResult
@@ -75,6 +76,11 @@ class Pipeline:
                                progress=False)
         except StaleResult as exc:
             raise StaleResult(f"{exc} (phi1 run: --force redoes the selected --stages)") from None
+        except IncompleteRun as exc:  # requests failed for good: this stage and the ones after it are not done
+            later = list(self.configs)[list(self.configs).index(name) + 1:]
+            note = f"; {', '.join(later)} did not run" if later else ""
+            raise IncompleteRun(f"{exc} (phi1 run: stopped at {name}{note}; rerun the same command)",
+                                exc.results) from None
         if result.reused:
             self.log(f"[{name}] finished earlier with the same settings and inputs: "
                      f"{self.run_dir.path(name, runs.RESULT_FILE)} (not redone)")

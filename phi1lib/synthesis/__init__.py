@@ -8,7 +8,8 @@ rule), `generate` (the work loop: request -> check -> sandbox -> dedup, a Genera
 
 from .generate import GenerationOutcome
 from .stage import (KINDS, PROVIDERS, STAGE, STAND_IN_NOTE, SynthesisConfig, SynthesisResult, budget_lines, estimate,
-                    kind_config, make_provider, reason_category, run)
+                    kind_config, make_provider, parse_shard, reason_category, run, run_shard)
 
 __all__ = ["STAGE", "KINDS", "PROVIDERS", "STAND_IN_NOTE", "SynthesisConfig", "SynthesisResult", "GenerationOutcome",
-           "budget_lines", "estimate", "run", "kind_config", "make_provider", "reason_category"]
+           "budget_lines", "estimate", "run", "kind_config", "make_provider", "reason_category",
+           "run_shard", "parse_shard"]

@@ -37,6 +37,8 @@ class GenerationOutcome:
     checked: str  # how exercises were checked: "sandbox doctests" | "parse-only (...)"
     generator: str  # "extractive-stand-in" or the model name
     kinds: tuple[str, ...] = field(default=())  # the kinds generated, in order
+    failed: list[Result] = field(default_factory=list)  # requests that failed for good (the job is not finished)
+    sent: int = 0  # requests made of the LLM layer (stored answers included)
 
 
 def how_checked(config: Any) -> str:
@@ -130,16 +132,34 @@ def sandbox_exercises(config: Any, good: list[dict], counts: dict[str, int]) -> 
     return passed, failed
 
 
-def generate_kind(config: Any, client: LLMClient, kind: str, units: list[Unit] | None, generator: str, t: Timer,
-                  usage: Usage, use_sandbox: bool) -> tuple[list[dict], list[dict], dict[str, int], int]:
-    """(accepted, rejected, counts, cached answers) for one kind: request, check, sandbox, dedup."""
+def shard_of(items: Sequence, shard: tuple[int, int] | None) -> list:
+    """Shard i of n: every n-th item from the i-th (all items without a shard)."""
+    if shard is None:
+        return list(items)
+    i, n = shard
+    return list(items)[i::n]
+
+
+def kind_requests(config: Any, kind: str, units: list[Unit] | None) -> tuple[list[Request], list[SynthPrompt], int]:
+    """(requests, the prompts they came from, prompts drawn) for one kind."""
     prompts = config.prompts(kind)
     assigned = assign_units(prompts, units) if units is not None else None
     reqs, used = make_requests(config, kind, prompts, assigned)
+    return reqs, used, len(prompts)
+
+
+def generate_kind(config: Any, client: LLMClient, kind: str, units: list[Unit] | None, generator: str, t: Timer,
+                  usage: Usage, use_sandbox: bool,
+                  failed_requests: list | None = None) -> tuple[list[dict], list[dict], dict[str, int], int]:
+    """(accepted, rejected, counts, cached answers) for one kind: request, check, sandbox, dedup.
+    Requests that failed for good are appended to `failed_requests`."""
+    reqs, used, n_prompts = kind_requests(config, kind, units)
     with t(f"generate_{kind}"):
         results = client.generate(reqs, desc=f"synthesis: {kind}s") if reqs else []
+    if failed_requests is not None:
+        failed_requests.extend(r for r in results if not r.ok)
     counts = {k: 0 for k in COUNT_KEYS}
-    counts.update(requested=len(prompts), no_source=len(prompts) - len(reqs))
+    counts.update(requested=n_prompts, no_source=n_prompts - len(reqs))
     with t(f"check_{kind}"):
         good, rejected, cached = check_replies(config, kind, used, results, generator, counts, usage)
     if kind == "exercise" and use_sandbox and good:
@@ -169,11 +189,13 @@ def generate_all(config: Any, client: LLMClient, *, kinds: Sequence[str] | None 
     rejected: list[dict] = []
     counts: dict[str, dict[str, int]] = {}
     cached = 0
+    failed_requests: list[Result] = []
     for kind in kinds:
         units = units_by_kind.get(kind, []) if units_by_kind is not None else None
         accepted[kind], failed, counts[kind], n_cached = generate_kind(config, client, kind, units, generator, t,
-                                                                       usage, use_sandbox)
+                                                                       usage, use_sandbox, failed_requests)
         rejected.extend(failed)
         cached += n_cached
     return GenerationOutcome(accepted=accepted, rejected=rejected, counts=counts, usage=usage, cached=cached,
-                             seconds=dict(t.seconds), checked=how_checked(config), generator=generator, kinds=kinds)
+                             seconds=dict(t.seconds), checked=how_checked(config), generator=generator, kinds=kinds,
+                             failed=failed_requests, sent=sum(c["requested"] - c["no_source"] for c in counts.values()))

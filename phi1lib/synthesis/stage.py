@@ -18,6 +18,13 @@ exercises` into one run folder keeps both. A requested kind stored with the same
 is reused, one stored with another fingerprint stops the run (StaleResult, `--force` redoes
 it), a missing one is generated and merged in; kinds not requested are kept as they are. The
 result's `fingerprint` combines every stored kind's, so it changes whenever one of them does.
+
+Nothing is written as finished unless every request was answered: a request that failed for
+good raises `llm.IncompleteRun` (rerunning retries exactly those). The budget cap is the run
+folder's (`ledger.jsonl`): one cap per job, whichever command or process spends. Large jobs
+split across processes with `shard=(i, n)` (`run_shard`, `phi1 synth --shard i/n`): each shard
+answers every n-th prompt into its own store under `shards/`, and the plain run afterwards
+merges those stores and sends only what is still missing.
 """
 
 from __future__ import annotations
@@ -30,14 +37,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .. import budget, runs
-from ..errors import DataError
-from ..jsonl import read_jsonl, write_jsonl
-from ..llm import FunctionProvider, LLMClient, OpenAIProvider
+from ..errors import ConfigError, DataError
+from ..jsonl import read_jsonl, read_parquet, write_jsonl
+from ..llm import FunctionProvider, LLMClient, OpenAIProvider, failure_reasons, incomplete
+from ..llm.store import ResultStore
 from ..presets import PRESET_NAMES, Hardware, Preset, get_preset
+from ..budget.ledger import job_ledger
 from ..runs import RunDir
 from ..stage import StageConfig, StageResult, StaleResult, Timer, common_fields, describe_change, plan_defaults
 from .extractive import GENERATOR, STAND_IN_NAME, ExtractiveStandIn, Unit, extract_units
-from .generate import GenerationOutcome, generate_all
+from .generate import GenerationOutcome, generate_all, kind_requests, shard_of
 from .prompts import SynthPrompt, build_prompts, load_list
 
 STAGE = "synthesis"
@@ -47,6 +56,7 @@ OUT_FILES = {"textbook": "textbooks.jsonl", "exercise": "exercises.jsonl"}
 ITEMS = {"textbook": "textbooks", "exercise": "exercises"}  # plan line items (and the CLI's kind names)
 REJECTED_FILE = "rejected.jsonl"
 STORE_FILE = "llm_store.sqlite"  # the LLM client's answers: an interrupted run resumes without paying twice
+SHARDS_DIR = "shards"  # shard runs' stores (llm_store.<i>-of-<n>.sqlite), merged by the plain run
 CHARS_PER_TOKEN = 4.0  # rough prompt-size estimate before a tokenizer is involved
 ESTIMATE_SAMPLE = 2000  # prompts measured for the input-token estimate
 STAND_IN_NOTE = "extractive stand-in (not an LLM): textbook sections and exercises cut from stage 1's filtered code"
@@ -63,16 +73,17 @@ class SynthesisConfig(StageConfig):
     """What the synthesis stage generates and how; `SynthesisConfig.for_preset(name, **overrides)`."""
 
     STAGE: ClassVar[str] = STAGE
-    # How the work runs or is priced, not what it makes: the records do not change with these.
+    # How the work runs or is priced, not what it makes: the records do not change with these. (Nor with
+    # base_url: the same model behind another URL answers the same; the model name stays fingerprinted.)
     NOT_FINGERPRINTED: ClassVar[tuple[str, ...]] = (
-        "preset", "api_key_env", "workers", "concurrency", "batch", "cap_usd", "tokens_per_textbook",
+        "preset", "base_url", "api_key_env", "workers", "concurrency", "rpm", "tpm", "batch", "cap_usd", "tokens_per_textbook",
         "tokens_per_exercise", "hardware")
 
     preset: str = "tiny"  # preset the defaults came from (tiny | phi1-small | phi1)
     provider: str = "extractive"  # "extractive" (offline stand-in) or "openai" (any OpenAI-compatible endpoint)
     model: str = STAND_IN_NAME  # LLM model name (priced from the price books); "extractive" is the stand-in
     base_url: str | None = None  # OpenAI-compatible endpoint URL (vLLM, a local server); None = OpenAI
-    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key (the key is never stored)
+    api_key_env: str | None = "OPENAI_API_KEY"  # environment variable holding the key (never stored); None: no auth
     kinds: tuple[str, ...] = KINDS  # record kinds to generate: textbook and/or exercise
     n_textbooks: int = _TINY.data.n_textbooks  # textbook sections requested (prompts); preset: data plan
     n_exercises: int = _TINY.data.n_exercises  # exercises requested (prompts); preset: data plan
@@ -90,8 +101,10 @@ class SynthesisConfig(StageConfig):
     sandbox_timeout_s: float = 5.0  # sandbox limit per exercise (seconds)
     workers: int = 2  # sandbox processes
     concurrency: int = 8  # parallel LLM requests
+    rpm: float | None = None  # requests started per minute at most (the endpoint's limit); None = unlimited
+    tpm: float | None = None  # tokens (prompt + max_tokens) per minute at most; None = unlimited
     batch: bool = False  # price as Batch API (50% off) where the provider supports it (estimate only)
-    cap_usd: float | None = None  # budget cap for this stage's LLM client (USD); None = no cap of its own
+    cap_usd: float | None = None  # the job's budget cap (USD), kept in the run folder's ledger; None = the stored one
     source: str | None = None  # stand-in input, a parquet with id and text; None = the run's filtering/kept.parquet
     topics_file: str = "synth_topics.txt"  # topic list (packaged name or path), both kinds
     audiences_file: str = "synth_audiences.txt"  # textbook audiences (packaged name or path)
@@ -108,10 +121,17 @@ class SynthesisConfig(StageConfig):
         else:
             self.need(bool(self.model) and self.model != STAND_IN_NAME, "model",
                       "an LLM model name with provider 'openai' (e.g. gpt-3.5-turbo, or your vLLM model)")
-        self.need(bool(self.api_key_env), "api_key_env", "the name of an environment variable")
+        self.need(self.api_key_env is None or bool(self.api_key_env), "api_key_env",
+                  "the name of an environment variable, or none for a server without auth")
+        for name in ("rpm", "tpm"):
+            value = getattr(self, name)
+            self.need(value is None or value > 0, name, "a rate > 0 per minute, or none for no limit")
         self.need(bool(self.kinds) and all(k in KINDS for k in self.kinds) and len(set(self.kinds)) == len(self.kinds),
                   "kinds", f"one or more of {', '.join(KINDS)}, each once")
-        self.need_ints("n_textbooks", "n_exercises", "min_chars", minimum=0)
+        self.need_ints("n_textbooks", "n_exercises", "min_chars", "seed", minimum=0)
+        for kind in self.kinds if isinstance(self.kinds, tuple) else ():
+            field_name = "n_textbooks" if kind == "textbook" else "n_exercises"
+            self.need(getattr(self, field_name) >= 1, field_name, f"a number of {ITEMS.get(kind, kind)} >= 1")
         self.need_ints("max_tokens_textbook", "max_tokens_exercise", "max_chars_textbook", "max_chars_exercise",
                        "workers", "concurrency")
         self.need(self.temperature >= 0, "temperature", "a number >= 0")
@@ -276,12 +296,13 @@ def combined_fingerprint(made: dict[str, dict[str, Any]]) -> str:
 
 def load_units(path: Path) -> dict[str, list[Unit]]:
     """The stand-in's source: documented functions of stage 1's kept code, grouped by kind."""
-    import pandas as pd
+    import pyarrow as pa
 
-    try:
-        df = pd.read_parquet(path, columns=["id", "text"])
-    except Exception as exc:  # pyarrow raises several types for a bad file or missing columns
-        raise DataError(f"{path}: cannot read columns id, text ({exc}); expected stage 1's kept.parquet") from exc
+    table = read_parquet(path, ["id", "text"], what="filtered code (stage 1's kept.parquet: id, text)")
+    if not (pa.types.is_string(table.schema.field("text").type) or pa.types.is_large_string(table.schema.field("text").type)):
+        raise DataError(f"{path}: column text holds {table.schema.field('text').type}, not strings; expected stage "
+                        "1's kept.parquet (id, text: the code)")
+    df = table.to_pandas()
     return extract_units(zip(df["id"].astype(str), df["text"].astype(str)))
 
 
@@ -311,6 +332,60 @@ def write_outputs(out: Path, stored: dict[str, Any], outcome: GenerationOutcome)
     return files, counts, reasons
 
 
+def make_client(config: SynthesisConfig, provider, store: Path, ledger: budget.Ledger,
+                prices: budget.PriceBook | None, progress: bool) -> LLMClient:
+    """The stage's LLM client: the job's ledger holds the cap; concurrency and rate limits from the config."""
+    return LLMClient(provider, store=store, ledger=ledger, concurrency=config.concurrency, rpm=config.rpm,
+                     tpm=config.tpm, prices=prices, stage=STAGE, progress=progress)
+
+
+def merge_shards(out: Path, store: ResultStore) -> int:
+    """Copy the answers of every shard store under OUT/synthesis/shards/ into the stage's store."""
+    folder = out / SHARDS_DIR
+    return sum(store.import_answers(p) for p in sorted(folder.glob("*.sqlite"))) if folder.is_dir() else 0
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' -> (i, n) with 0 <= i < n (ConfigError naming --shard otherwise)."""
+    try:
+        i, n = (int(x) for x in str(text).split("/"))
+    except ValueError:
+        i, n = -1, 0
+    if not (n >= 1 and 0 <= i < n):
+        raise ConfigError(f"--shard {text}: expected I/N with 0 <= I < N, e.g. --shard 0/4 (the first of four)")
+    return i, n
+
+
+def run_shard(config: SynthesisConfig, run_dir: RunDir, shard: tuple[int, int], *, ledger: budget.Ledger | None = None,
+              prices: budget.PriceBook | None = None, progress: bool = True, provider=None) -> dict[str, Any]:
+    """Answer shard i of n (every n-th prompt of each kind) into OUT/synthesis/shards/llm_store.<i>-of-<n>.sqlite.
+
+    Writes no records and no result: run the stage without a shard afterwards to merge every shard's
+    answers (nothing is paid again). The cap is the run folder's ledger, shared by the shard processes.
+    Raises IncompleteRun when a request failed for good (rerun the same shard)."""
+    i, n = shard
+    out = run_dir.stage(STAGE)
+    source = source_path(config, run_dir) if config.is_stand_in and provider is None else None
+    units = load_units(source) if source is not None else None
+    provider = provider or make_provider(config, units)
+    store = out / SHARDS_DIR / f"llm_store.{i}-of-{n}.sqlite"
+    ledger = job_ledger(run_dir.ledger_path, ledger, config.cap_usd)
+    client = make_client(config, provider, store, ledger, prices, progress)
+    if (out / STORE_FILE).exists():  # answers the plain run already has are not asked for again
+        client.store.import_answers(out / STORE_FILE)
+    sent, failed, usd = 0, [], 0.0
+    for kind in config.kinds:
+        kind_units = units.get(kind, []) if units is not None else None
+        reqs = shard_of(kind_requests(config, kind, kind_units)[0], shard)
+        results = client.generate(reqs, desc=f"synthesis shard {i}/{n}: {kind}s") if reqs else []
+        sent += len(results)
+        failed += [r for r in results if not r.ok]
+        usd += sum(r.usd for r in results)
+    if failed:
+        raise incomplete(f"{STAGE} shard {i}/{n}", len(failed), sent, failure_reasons(failed), store)
+    return {"shard": f"{i}/{n}", "requests": sent, "store": str(store), "usd": usd}
+
+
 def run(config: SynthesisConfig, run_dir: RunDir, *, ledger: budget.Ledger | None = None,
         prices: budget.PriceBook | None = None, force: bool = False, progress: bool = True,
         provider=None) -> SynthesisResult:
@@ -320,7 +395,8 @@ def run(config: SynthesisConfig, run_dir: RunDir, *, ledger: budget.Ledger | Non
     `provider` replaces the one built from the config (any LLM-layer provider; its cache id is
     then an input). Requests go through an LLMClient whose store lives in the stage folder, so an
     interrupted run resumes without paying twice; the budget cap is checked before each spend and
-    spend is recorded in `ledger` by the client.
+    spend is recorded in `ledger` by the client (default: the run folder's, which keeps the job's cap).
+    Raises llm.IncompleteRun, writing nothing as finished, when a request failed for good.
     """
     out = run_dir.stage(STAGE)
     source = source_path(config, run_dir) if config.is_stand_in and provider is None else None
@@ -338,9 +414,12 @@ def run(config: SynthesisConfig, run_dir: RunDir, *, ledger: budget.Ledger | Non
         units = load_units(source) if source is not None else None
     provider = provider or make_provider(config, units)
     generator = GENERATOR if units is not None else getattr(provider, "model", config.model)
-    client = LLMClient(provider, store=out / STORE_FILE, ledger=ledger, cap_usd=config.cap_usd,
-                       concurrency=config.concurrency, prices=prices, stage=STAGE, progress=progress)
+    ledger = job_ledger(run_dir.ledger_path, ledger, config.cap_usd)
+    client = make_client(config, provider, out / STORE_FILE, ledger, prices, progress)
+    merge_shards(out, client.store)
     outcome = generate_all(config, client, kinds=todo, units_by_kind=units, generator=generator)
+    if outcome.failed:
+        raise incomplete(STAGE, len(outcome.failed), outcome.sent, failure_reasons(outcome.failed), client.store.path)
     t.seconds.update(outcome.seconds)
     with t("write"):
         files, counts, reasons = write_outputs(out, stored, outcome)
