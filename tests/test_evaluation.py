@@ -22,7 +22,7 @@ from phi1lib import evaluation as E
 from phi1lib.cli import main
 from phi1lib.errors import ConfigError, DataError
 from phi1lib.evaluation.completions import canonical_loss, generate_local
-from phi1lib.llm import FunctionProvider, LLMClient
+from phi1lib.llm import FunctionProvider, IncompleteRun, LLMClient
 from phi1lib.presets import get_preset
 from phi1lib.problems import load_humaneval
 from phi1lib.runs import RunDir
@@ -405,12 +405,12 @@ def test_api_failures_are_not_scored_as_empty(humaneval, tmp_path, sandbox):
     cfg = E.EvalConfig(model="openai:flaky-chat", limit=2, ks=(1,), split_file=str(tmp_path / "none.json"))
     run_dir = RunDir(tmp_path / "run")
     samples = run_dir.path("evaluation", "samples.jsonl")
-    with pytest.raises(DataError, match="1 of 2 API generations failed"):
+    with pytest.raises(IncompleteRun, match="1 of 2 LLM requests failed for good"):
         E.run(cfg, run_dir, client=client, progress=False, sandbox=sandbox)
     saved = samples.read_text().splitlines()
     assert len(saved) == 1 and json.loads(saved[0])["task_id"] == "HumanEval/1"
     # `phi1 eval generate` is this same step: a failed call is never saved, the rerun asks only for it
-    with pytest.raises(DataError, match="1 of 1 API generations failed"):
+    with pytest.raises(IncompleteRun, match="1 of 1 LLM requests failed for good"):
         E.generate(cfg, run_dir, client=client, progress=False)
     assert samples.read_text().splitlines() == saved
     calls["down"] = False  # the server recovers: only the missing one is asked again

@@ -292,3 +292,28 @@ def test_phi1_run_exits_non_zero_when_a_stage_has_failed_requests(tmp_path, caps
     assert rc == 2
     assert "2 of 30 LLM requests failed for good" in err and "stopped at filtering; synthesis did not run" in err
     assert not (tmp_path / "run" / "synthesis").exists()
+
+
+def test_eval_generate_against_a_self_hosted_server_resumes_exactly_the_failures(server, tmp_path, capsys):
+    """`phi1 eval generate` is the stage's generation with the shared LLM flags: any model name at --base-url,
+    priced free; requests that fail for good leave it unfinished (exit 2), the rerun sends exactly those."""
+    run = tmp_path / "run"
+    argv = ["eval", "generate", "--model", "openai:my-vllm-coder", "--base-url", server.base_url, "--api-key-env",
+            KEY_ENV, "--price-free", "--limit", "12", "--concurrency", "4", "--out", run]
+    server.fail_share = (1, 3)
+    rc, out, err = phi1(argv, capsys)
+    failed = sum(1 for t in set(server.paid()) if server.fails_for_good(t))
+    first = answered(server)
+    assert rc == 2 and "LLM requests failed for good" in err and "Traceback" not in err
+    assert failed == 0 and 0 < sum(first.values()) < 12  # the failing ones were never answered
+    server.fail_share = None
+    rc, out, err = phi1(argv, capsys)
+    again = answered(server)
+    assert rc == 0 and sum(again.values()) == 12 and max(again.values()) == 1  # none twice
+    samples = (run / "evaluation" / "samples.jsonl").read_text().splitlines()
+    assert len(samples) == 12
+    rc, out, err = phi1(argv, capsys)
+    assert rc == 0 and answered(server) == again  # a third run sends nothing
+    rc, out, err = phi1(["eval", "generate", "--model", "openai:my-vllm-coder", "--base-url", server.base_url,
+                         "--api-key-env", KEY_ENV, "--limit", "1", "--out", tmp_path / "r2"], capsys)
+    assert rc == 2 and "--price-free" in err  # an unpriced self-hosted name names the flags that fix it

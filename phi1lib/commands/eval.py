@@ -16,7 +16,7 @@ FLAGS = {"model": "--model", "benchmark": "--benchmark", "problems": "--problems
          "n_samples": "--n-samples", "temperature": "--temperature", "top_p": "--top-p",
          "max_new_tokens": "--max-new-tokens", "batch_size": "--batch-size", "limit": "--limit", "seed": "--seed",
          "device": "--device", "threads": "--threads", "base_url": "--base-url", "api_key_env": "--api-key-env",
-         "cap_usd": "--cap-usd"}
+         "cap_usd": "--cap-usd", "concurrency": "--concurrency", "rpm": "--rpm", "tpm": "--tpm"}
 RUN_FLAGS = {**FLAGS, "ks": "--k", "timeout_s": "--timeout", "memory_mb": "--memory-mb", "workers": "--workers",
              "split_file": "--split"}
 
@@ -74,11 +74,7 @@ def _generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="torch device for a local model, e.g. cuda:0 or cpu (default: cuda if available)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU torch threads (default: 1 on CPU presets, else torch's; 1 is fastest for tiny models)")
-    p.add_argument("--base-url", metavar="URL",
-                   help="OpenAI-compatible endpoint for an openai: model, e.g. http://localhost:8000/v1 (vLLM)")
-    p.add_argument("--api-key-env", metavar="VAR",
-                   help="environment variable holding the API key (default OPENAI_API_KEY; 'none' for a server "
-                        "without auth)")
+    C.add_llm_args(p)  # --base-url, --api-key-env, --concurrency, --rpm, --tpm, --price-free | --rental/--tokens-per-s
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -150,12 +146,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace, flags: dict[str, str], extra: dict | None = None) -> evaluation.EvalConfig:
-    return C.stage_config(evaluation.EvalConfig, args, flags, extra, nullable=("api_key_env",))
+    return C.stage_config(evaluation.EvalConfig, args, flags, {**C.llm_limits(args), **(extra or {})},
+                          nullable=("api_key_env",))
+
+
+def _prices(args: argparse.Namespace, config: evaluation.EvalConfig):
+    """--prices DIR, and for an API model its self-hosted pricing flags (checked before any work)."""
+    return C.llm_prices(args, config.api_model)
 
 
 def run_generate(args: argparse.Namespace) -> int:
     config = _config(args, FLAGS)
-    where, prices = C.run_dir(args), C.load_prices(args)
+    where, prices = C.run_dir(args), _prices(args, config)
     if C.show_estimate(args, evaluation.STAGE, evaluation.estimate(config, prices, items=("generate",))):
         return 0
     path = evaluation.generate(config, where, ledger=C.ledger(args, where), prices=prices, force=args.force,
@@ -170,7 +172,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
 def run_stage(args: argparse.Namespace) -> int:
     config = _config(args, RUN_FLAGS, {"canonical_loss": False} if args.no_canonical_loss else None)
-    res = C.run_stage(args, evaluation, config)
+    res = C.run_stage(args, evaluation, config, prices=_prices(args, config))
     if res is None:
         return 0
     m = res.metrics

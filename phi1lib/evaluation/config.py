@@ -23,7 +23,7 @@ class EvalConfig(StageConfig):
 
     STAGE: ClassVar[str] = STAGE
     NOT_FINGERPRINTED: ClassVar[tuple[str, ...]] = ("workers", "threads", "device", "cap_usd", "api_key_env",
-                                                    "hardware")
+                                                    "concurrency", "rpm", "tpm", "hardware")
 
     preset: str = "tiny"  # preset the defaults came from (phi1lib.presets); the estimate's model shape
     # model folder, or "openai:<model>" for an API model; None = the run's finetune/final, else its pretrain/final
@@ -55,6 +55,9 @@ class EvalConfig(StageConfig):
     cap_usd: float | None = None  # budget cap for API generation (USD)
     base_url: str | None = None  # OpenAI-compatible endpoint for an "openai:" model (vLLM, ...); None = OpenAI
     api_key_env: str | None = "OPENAI_API_KEY"  # environment variable holding the key; None = a server without auth
+    concurrency: int = 8  # API models: requests in flight at once
+    rpm: float | None = None  # API models: requests started per minute at most; None = unlimited
+    tpm: float | None = None  # API models: tokens (prompt + max_tokens) per minute at most; None = unlimited
     hardware: Hardware = field(default_factory=lambda: get_preset("tiny").hardware)  # the preset's; estimate only
 
     def validate(self) -> None:
@@ -67,7 +70,9 @@ class EvalConfig(StageConfig):
                   "a problem file (HumanEval-format JSONL) when benchmark is jsonl")
         self.need(self.model is None or (bool(self.model.strip()) and self.model != API_PREFIX), "model",
                   "a model folder or openai:<model name>")
-        self.need_ints("n_samples", "max_new_tokens", "batch_size", "memory_mb")
+        self.need_ints("n_samples", "max_new_tokens", "batch_size", "memory_mb", "concurrency")
+        for name in ("rpm", "tpm"):
+            self.need(getattr(self, name) is None or getattr(self, name) > 0, name, "none or a number > 0")
         for name in ("limit", "workers", "threads"):
             self.need(getattr(self, name) is None or getattr(self, name) >= 1, name, "an integer >= 1 or none")
         self.need(0.0 <= self.temperature <= 2.0, "temperature", "a number in [0, 2] (0 = greedy)")

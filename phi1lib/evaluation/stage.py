@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ from typing import Any
 from .. import budget, runs
 from ..errors import DataError
 from ..jsonl import append_jsonl, write_jsonl
-from ..llm import LLMClient, OpenAIProvider
+from ..budget.ledger import job_ledger
+from ..llm import LLMClient, OpenAIProvider, incomplete
 from ..paths import atomic_path
 from ..problems import load_benchmark
 from ..runs import RunDir
@@ -160,11 +162,12 @@ def _prepare_samples(out: Path, want: dict[str, Any], force: bool) -> None:
         tmp.write_text(json.dumps(want, indent=1, sort_keys=True), encoding="utf-8")
 
 
-def _api_client(config: EvalConfig, out: Path, ledger: budget.Ledger | None, prices: budget.PriceBook | None,
+def _api_client(config: EvalConfig, out: Path, ledger: budget.Ledger, prices: budget.PriceBook | None,
                 progress: bool) -> LLMClient:
+    """The API model's client: the job's ledger holds the cap; concurrency and rate limits from the config."""
     provider = OpenAIProvider(config.api_model, base_url=config.base_url, api_key_env=config.api_key_env)
-    return LLMClient(provider, store=out / "llm.sqlite", ledger=ledger, cap_usd=config.cap_usd, prices=prices,
-                     stage=config.stage_name, progress=progress)
+    return LLMClient(provider, store=out / "llm.sqlite", ledger=ledger, concurrency=config.concurrency,
+                     rpm=config.rpm, tpm=config.tpm, prices=prices, stage=config.stage_name, progress=progress)
 
 
 def _generate_api(config: EvalConfig, problems: list[dict], done: set, gen: Generated, client, ledger) -> None:
@@ -178,10 +181,10 @@ def _generate_api(config: EvalConfig, problems: list[dict], done: set, gen: Gene
     gen.tokens_out = sum(int(r.get("n_tokens") or 0) for r in ok)
     gen.usd = sum(r.get("usd", 0.0) for r in ok)
     gen.ledgered = ledger is not None and getattr(client, "ledger", None) is ledger
-    if failed:
-        raise DataError(f"{len(failed)} of {len(new)} API generations failed (first: {failed[0]['error']}); "
-                        f"the {len(ok)} that arrived are saved in {gen.path} and the LLM store; "
-                        "rerun to retry only the missing ones")
+    if failed:  # the stage stays unfinished; a plain rerun asks for exactly these again
+        reasons = "; ".join(f"{n}x {why[:140]}" for why, n in Counter(str(r["error"]) for r in failed).most_common(3))
+        store = getattr(getattr(client, "store", None), "path", None)
+        raise incomplete(config.stage_name, len(failed), len(new), reasons, store)
 
 
 def _generate_local(config: EvalConfig, problems: list[dict], done: set, gen: Generated, progress: bool) -> None:
@@ -214,7 +217,10 @@ def _generate(config: EvalConfig, run_dir: RunDir, problems: list[dict], paths: 
         return gen
     (out / runs.RESULT_FILE).unlink(missing_ok=True)  # the samples change: a stored result no longer holds
     if config.api_model:
-        _generate_api(config, problems, done, gen, client or _api_client(config, out, ledger, prices, progress), ledger)
+        if client is None:
+            ledger = job_ledger(run_dir.ledger_path, ledger, config.cap_usd)  # the cap is the job's, across reruns
+            client = _api_client(config, out, ledger, prices, progress)
+        _generate_api(config, problems, done, gen, client, ledger)
     else:
         _generate_local(config, problems, done, gen, progress)
     return gen
