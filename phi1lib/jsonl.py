@@ -1,4 +1,5 @@
-"""JSONL files that survive crashes: fsync'd appends, reads that skip a torn last line, strict record reads."""
+"""Record files: JSONL that survives crashes (fsync'd appends, reads that skip a torn last line, strict
+record reads) and Parquet tables read with the same one-line errors."""
 
 from __future__ import annotations
 
@@ -6,48 +7,76 @@ import gzip
 import json
 import os
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from .errors import DataError
-from .paths import atomic_path
+from .paths import atomic_path, check_file
 
 
 def iter_numbered(path: str | os.PathLike, *, strict: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (physical line number, record) for each line of a .jsonl or .jsonl.gz file.
 
-    A line that is not a JSON object (typically the torn tail of a killed writer) is skipped
-    with a warning naming file and line; with `strict=True` it raises `DataError` instead, as do
-    bytes that are not UTF-8. Blank lines are ignored. A folder or a missing file is a DataError.
+    A line that is not a UTF-8 JSON object (typically the torn tail of a killed writer) is skipped,
+    and one warning at the end names the file, the first such line and how many there were; with
+    `strict=True` the first one raises `DataError` instead. A file none of whose lines is a JSON
+    object (another format, binary data, a wrong encoding) is a DataError either way, unless its
+    only line is a torn tail. Blank lines are ignored. A folder, a missing or unreadable file, and
+    a .gz that is not gzip are DataErrors naming the path.
     """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file; check the path (expected a JSONL file, one JSON object per line)")
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder; expected a JSONL file (one JSON object per line)")
+    path = check_file(path, "a JSONL file (one JSON object per line)")
     opener = gzip.open if path.suffix == ".gz" else open
+    skipped: list[tuple[int, str]] = []
+    good, torn_tail = 0, False
     try:
-        with opener(path, "rt", encoding="utf-8", errors="strict" if strict else "replace") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
+        with opener(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                obj, problem = _parse_line(raw, lineno)
+                if problem is None and obj is None:  # blank
                     continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
+                if problem is not None:
                     if strict:
-                        raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-                    warnings.warn(f"{path}:{lineno}: corrupt JSONL line skipped ({exc.msg}); the rest of the file "
-                                  "is kept", stacklevel=3)
+                        raise DataError(f"{path}:{lineno}: {problem}; expected one JSON object per line")
+                    skipped.append((lineno, problem))
+                    torn_tail = not raw.endswith(b"\n")
                     continue
-                if not isinstance(obj, dict):
-                    msg = f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
-                    if strict:
-                        raise DataError(msg)
-                    warnings.warn(msg + "; line skipped", stacklevel=3)
-                    continue
+                good += 1
                 yield lineno, obj
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
-        raise DataError(f"{path}: not a UTF-8 JSONL file ({exc})") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: not a readable gzip file ({exc}); give plain .jsonl or a complete .jsonl.gz") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}); check the file and its permissions") from None
+    if skipped:
+        (first, problem), more = skipped[0], len(skipped) - 1
+        if not good and not (len(skipped) == 1 and torn_tail):
+            raise DataError(f"{path}: not a JSONL file: none of its lines is a JSON object (line {first}: {problem}); "
+                            "expected one JSON object per line, UTF-8")
+        rest = f", and {more} more (lines {', '.join(str(n) for n, _ in skipped[1:6])}" \
+               f"{', ...' if more > 5 else ''})" if more else ""
+        warnings.warn(f"{path}:{first}: corrupt JSONL line skipped ({problem}){rest}; the rest of the file is kept",
+                      stacklevel=3)
+
+
+def _parse_line(raw: bytes, lineno: int) -> tuple[Any, str | None]:
+    """(record, None), (None, None) for a blank line, or (None, what is wrong with it)."""
+    try:
+        line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+    if not line.strip():
+        return None, None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON ({exc.msg})"
+    if not isinstance(obj, dict):
+        return None, f"expected a JSON object {{...}}, got {_JSON_TYPES.get(type(obj), type(obj).__name__)}"
+    return obj, None
+
+
+_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
+               type(None): "null"}
 
 
 def iter_jsonl(path: str | os.PathLike, *, strict: bool = False) -> Iterator[dict[str, Any]]:
@@ -72,6 +101,41 @@ def read_records(path: str | os.PathLike, required: Sequence[str], what: str, hi
 
 def read_jsonl(path: str | os.PathLike, *, strict: bool = False) -> list[dict[str, Any]]:
     return list(iter_jsonl(path, strict=strict))
+
+
+def parquet_columns(path: str | os.PathLike, *, what: str = "records") -> list[str]:
+    """The column names of a Parquet file (its footer only); a missing file, a folder or a file that is
+    not Parquet is a DataError naming the path."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = check_file(path, f"a Parquet file of {what}")
+    try:
+        return list(pq.read_schema(path).names)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)}); "
+                        f"expected a Parquet file of {what}") from None
+
+
+def read_parquet(path: str | os.PathLike, columns: Sequence[str] | None = None, *, what: str = "records"):
+    """A Parquet file as a pyarrow Table (`columns` only, when given). A missing file, a folder, a file
+    that is not Parquet, and a missing column are DataErrors naming the path and the columns it has."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = parquet_columns(path, what=what)
+    missing = [c for c in columns or () if c not in names]
+    if missing:
+        raise DataError(f"{path}: no column(s) {missing} (columns: {names}); {what} need {list(columns or ())}")
+    try:
+        return pq.read_table(path, columns=list(columns) if columns else None)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)}); "
+                        f"expected a Parquet file of {what}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _ends_with_newline(fh) -> bool:

@@ -6,6 +6,7 @@ import math
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from phi1lib import budget, paper, pipeline, presets
-from phi1lib.errors import ConfigError
+from phi1lib.errors import ConfigError, Phi1Error
 from phi1lib.paths import costs_dir
 
 
@@ -78,6 +79,10 @@ def _write(tmp_path: Path, text: str, name: str = "mine.toml") -> Path:
     ('[llm.m]\ninput_per_1k = 0.01\noutput_per_1k = 0.02\nas_of = 2024-01-01\n', "llm.m.source", "missing"),
     ('[gpus.A]\npeak_tflops = 1\n', "gpus", "unknown table"),
     ('[llm.m\ninput_per_1k = 1\n', "not valid TOML", "line"),
+    ('[gpu.X]\npeak_tflops = 0\nsource = "s"\nas_of = 2024-01-01\n', "gpu.X.peak_tflops", "> 0"),
+    ('[gpu.X]\npeak_tflops = inf\nsource = "s"\nas_of = 2024-01-01\n', "gpu.X.peak_tflops", "> 0"),
+    ('[llm.m]\ninput_per_1k = nan\noutput_per_1k = 1\nsource = "s"\nas_of = 2024-01-01\n', "llm.m.input_per_1k",
+     "finite"),
 ])
 def test_malformed_price_book_names_file_key_and_type(tmp_path, text, key, expected):
     d = _write(tmp_path, text)
@@ -85,6 +90,56 @@ def test_malformed_price_book_names_file_key_and_type(tmp_path, text, key, expec
         budget.load_prices([d])
     msg = str(err.value)
     assert "mine.toml" in msg and key in msg and expected in msg, msg
+
+
+def test_unreadable_price_books_and_folders_are_one_error(tmp_path):
+    d = tmp_path / "prices"
+    d.mkdir()
+    (d / "mine.toml").write_bytes(b"\xff\xfe[coffee]\n")
+    with pytest.raises(ConfigError, match=r"mine.toml: not UTF-8 text \(byte 0xff"):
+        budget.load_prices([d])
+    (d / "mine.toml").unlink()
+    with pytest.raises(ConfigError, match="holds no \\*.toml files"):
+        budget.load_prices([d])
+    (d / "sub.toml").mkdir()
+    with pytest.raises(Phi1Error, match="sub.toml: is a folder"):
+        budget.load_prices([d])
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        budget.load_prices([tmp_path / "f.txt"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        budget.load_scenario("phi1-paper", [tmp_path / "nope"])
+
+
+def test_zero_peak_or_throughput_never_divides_by_zero(tmp_path, prices):
+    d = _write(tmp_path, '[gpu.B]\npeak_tflops = 0\nsource = "s"\nas_of = 2024-01-01\n')
+    with pytest.raises(ConfigError, match="peak_tflops"):
+        budget.load_prices([d])
+    zero = replace(prices, gpus={**prices.gpus, "A100": replace(prices.gpus["A100"], peak_tflops=0.0)})
+    with pytest.raises(ConfigError, match="peak_tflops must be > 0"):
+        budget.estimate_compute("s", 1e18, zero, "A100", 8, 0.5)
+    for tpm in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="tokens_per_minute"):
+            budget.estimate_llm("s", "gpt-3.5-turbo", 10, 10, prices, tokens_per_minute=tpm)
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("n_gpus=0", "n_gpus: expected an integer >= 1"), ("mfu=0", "in (0, 1]"), ("mfu=nan", "in (0, 1]"),
+    ("tokens_per_minute=0", "> 0"), ("batch=on", "true/false"), ("textbooks.tokens_out=inf", ">= 0"),
+    ("textbooks.tokens_per_minute=-1", "> 0"),
+])
+def test_set_rejects_meaningless_numbers_with_the_range(override, needle):
+    sc = budget.load_scenario("phi1-paper")
+    with pytest.raises(ConfigError) as err:
+        sc.with_overrides([override])
+    assert f"--set {override.split('=')[0]}" in str(err.value) and needle in str(err.value), str(err.value)
+
+
+def test_unknown_gpu_is_refused_even_where_no_line_uses_it(prices):
+    sc = budget.load_scenario("phi1-paper")  # a rental line only: gpu is not used by any line
+    for key in ("gpu", "rental", "coffee"):
+        with pytest.raises(ConfigError, match=f"{key}: unknown {key if key != 'gpu' else 'GPU'} 'nope'"):
+            budget.price_scenario(sc.with_overrides([f"{key}=nope"]), prices)
 
 
 def test_dropped_in_price_book_is_picked_up_and_overrides(tmp_path, prices):
@@ -237,8 +292,10 @@ def test_preset_total_grows_with_any_token_knob(scale, key):
 def test_preset_stages_are_derived_from_the_config(prices):
     p = presets.get_preset("phi1-small")
     b = pipeline.estimate_preset(p, prices)
-    # What `phi1 run` runs on a GPU preset, in order; the ablation is opt-in there.
-    assert [s.stage for s in b.stages] == ["filtering", "synthesis", "decontam", "pretrain", "finetune", "evaluation"]
+    # What `phi1 run` runs on a GPU preset, in order; the ablation is opt-in there, MBPP when the preset scores it.
+    mbpp = ["evaluation-mbpp"] if "mbpp" in p.eval.benchmarks else []
+    assert [s.stage for s in b.stages] == ["filtering", "synthesis", "decontam", "pretrain", "finetune", "evaluation",
+                                           *mbpp]
     pre = b.stage("pretrain")
     assert pre.tokens == p.pretrain.tokens
     assert pre.flops == pytest.approx(budget.flops_per_token(p.model, p.pretrain.seq_len) * p.pretrain.tokens)

@@ -183,7 +183,7 @@ def test_mbpp_file_and_bad_inputs(tmp_path, contaminated):
         decontam.run(DecontamConfig(embedder=None), _synthesis(tmp_path / "none", []))
     with pytest.raises(DataError, match="appears more than once"):
         decontam.run(DecontamConfig(embedder=None), _synthesis(tmp_path / "dup", [{"id": "a", "text": "x"}] * 2))
-    with pytest.raises(DataError, match="record 1 needs `id` and a string `text`"):
+    with pytest.raises(DataError, match=r"textbooks.jsonl:1: needs an `id` \(string or integer\) and a string `text`"):
         decontam.run(DecontamConfig(embedder=None), _synthesis(tmp_path / "tb", [{"id": "a", "text": "x"}], [{"id": 1}]))
     with pytest.raises(ConfigError, match="taus"):
         DecontamConfig(taus=(1.5,))

@@ -58,6 +58,70 @@ def test_jsonl_skips_torn_tail_and_appends_after_it(tmp_path):
         jsonl.read_jsonl(path, strict=True)
 
 
+def test_jsonl_many_bad_lines_warn_once_and_a_file_of_none_is_refused(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b'{"a": 1}\n[1]\n{bad\n\xff\xfe\n{"a": 2}\n')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert [r["a"] for r in jsonl.read_jsonl(path)] == [1, 2]
+    assert len(caught) == 1, [str(w.message) for w in caught]
+    assert "x.jsonl:2" in str(caught[0].message) and "2 more (lines 3, 4)" in str(caught[0].message)
+    (tmp_path / "y.jsonl").write_bytes(b'{"a": 1}\n\xff\n')
+    with pytest.raises(DataError, match=r"y.jsonl:2: not UTF-8"):
+        jsonl.read_jsonl(tmp_path / "y.jsonl", strict=True)
+    for content in (bytes(range(256)) * 4, b"[1, 2]\n", b'"text"\n', b"a,b,c\n1,2,3\n"):
+        path.write_bytes(content)
+        with pytest.raises(DataError, match="not a JSONL file"):
+            jsonl.read_jsonl(path)
+    path.write_bytes(b'{"a": 1, "b"')  # a writer killed during its first record: a torn tail, not a wrong file
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert jsonl.read_jsonl(path) == []
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}\n')  # a UTF-8 byte-order mark, as some editors write
+    assert jsonl.read_jsonl(path, strict=True) == [{"a": 1}]
+
+
+def test_readers_name_the_path_for_folders_and_bad_formats(tmp_path):
+    (tmp_path / "d.jsonl").mkdir()
+    with pytest.raises(DataError, match="d.jsonl: is a folder"):
+        jsonl.read_jsonl(tmp_path / "d.jsonl")
+    (tmp_path / "x.jsonl.gz").write_bytes(b"not gzip")
+    with pytest.raises(DataError, match="x.jsonl.gz: not a readable gzip file"):
+        jsonl.read_jsonl(tmp_path / "x.jsonl.gz")
+    (tmp_path / "t.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(DataError, match="t.parquet: not a readable Parquet file"):
+        jsonl.read_parquet(tmp_path / "t.parquet", ["text"])
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"code": ["x"]}), tmp_path / "t.parquet")
+    with pytest.raises(DataError, match=r"no column\(s\) \['text'\] \(columns: \['code'\]\)"):
+        jsonl.read_parquet(tmp_path / "t.parquet", ["text"])
+    assert jsonl.read_parquet(tmp_path / "t.parquet", ["code"]).column("code").to_pylist() == ["x"]
+
+
+@pytest.mark.parametrize("files, needle", [
+    (None, "no such folder"), ({}, "no config.json"), ({"config.json": b"{not json"}, "not a UTF-8 JSON file"),
+    ({"config.json": b"\xff\xfe"}, "not a UTF-8 JSON file"), ({"config.json": b"[1, 2]"}, "model_type"),
+    ({"config.json": b'{"vocab_size": 5}'}, "model_type"),
+])
+def test_model_config_checks_a_model_folder_before_loading(tmp_path, files, needle):
+    folder = tmp_path / "model"
+    if files is not None:
+        folder.mkdir()
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+    with pytest.raises(DataError, match=needle):
+        paths.model_config(folder)
+
+
+def test_model_config_reads_a_saved_config(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "phi", "n_layer": 2}')
+    assert paths.model_config(tmp_path)["model_type"] == "phi"
+    with pytest.raises(DataError, match="is a file, not a folder"):
+        paths.model_config(tmp_path / "config.json")
+
+
 def test_write_jsonl_roundtrip(tmp_path):
     recs = [{"i": i, "s": "é" * i} for i in range(5)]
     assert jsonl.write_jsonl(tmp_path / "y.jsonl", recs) == 5

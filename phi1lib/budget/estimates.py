@@ -128,7 +128,10 @@ def estimate_llm(stage: str, model: str, tokens_in: float, tokens_out: float, pr
     name = item or stage
     label = entry.name if entry.name == model else f"{model} = {entry.name}"
     tag = " batch" if batch and not entry.free else ""
-    wall = (tokens_in + tokens_out) / max(tokens_per_minute, 1e-9) / 60.0
+    if isinstance(tokens_per_minute, bool) or not isinstance(tokens_per_minute, (int, float)) \
+            or not (math.isfinite(tokens_per_minute) and tokens_per_minute > 0):
+        raise ConfigError(f"tokens_per_minute: expected a number > 0, got {tokens_per_minute!r}")
+    wall = (tokens_in + tokens_out) / tokens_per_minute / 60.0
     lines = [
         LineItem(stage, f"{name} input", f"{tokens_in:,.0f} in x ${pin:g}/1K ({label}{tag})",
                  tokens_in * pin / 1000.0, tokens=tokens_in, wall_hours=wall * tokens_in / max(tokens_in + tokens_out, 1),
@@ -189,11 +192,13 @@ def estimate_compute(stage: str, flops: float, prices: PriceBook, gpu: str = "A1
                      coffee: str = DEFAULT_COFFEE, tokens: float = 0.0) -> StageEstimate:
     """GPU-hours = FLOPs / (peak x MFU); you pay whole machines for the wall-clock time."""
     flops = _check_count("flops", flops)
-    if not (0 < mfu <= 1):
+    if isinstance(mfu, bool) or not isinstance(mfu, (int, float)) or not (0 < mfu <= 1):
         raise ConfigError(f"mfu: expected a fraction in (0, 1], got {mfu!r}")
     if isinstance(n_gpus, bool) or not isinstance(n_gpus, int) or n_gpus < 1:
         raise ConfigError(f"n_gpus: expected an integer >= 1, got {n_gpus!r}")
     g: GPU = prices.gpu(gpu)
+    if not (math.isfinite(g.peak_tflops) and g.peak_tflops > 0):
+        raise ConfigError(f"GPU {gpu!r} ({g.file or 'price book'}): peak_tflops must be > 0, got {g.peak_tflops!r}")
     r = _rental_for(prices, gpu, rental)
     gpu_hours = flops / (g.peak_tflops * 1e12 * mfu) / 3600.0
     wall = gpu_hours / n_gpus

@@ -9,6 +9,7 @@ is on or before the book's date, so one scenario can be priced "as of mid-2023" 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import sys
 from dataclasses import dataclass, field, replace
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import ConfigError, unknown_choice
-from ..paths import costs_dir
+from ..paths import check_file, costs_dir
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -90,6 +91,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "free": {"models": (list, "a list of model names priced at $0", True), **_COMMON},
 }
 _ALLOWED_TOP = set(SCHEMA) | {"alias", "meta"}
+# Numbers that must be > 0, not just >= 0 (FLOPs are divided by them), with why.
+_POSITIVE = {("gpu", "peak_tflops"): "GPU-hours are FLOPs divided by the peak"}
 
 
 def _where(file: Path, key: str) -> str:
@@ -119,8 +122,11 @@ def _check_entry(file: Path, table: str, name: str, entry: Any) -> dict[str, Any
             value = _parse_date(value, file, full)
         elif types is _NUM:
             value = float(value)
-            if value < 0:
-                raise ConfigError(f"{_where(file, full)}: expected {desc} >= 0, got {value!r}")
+            low = _POSITIVE.get((table, key))
+            if low is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{_where(file, full)}: expected {desc} > 0 ({low}), got {value!r}")
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{_where(file, full)}: expected {desc} >= 0 (finite), got {value!r}")
         elif types is list and not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{_where(file, full)}: expected {desc}, got {value!r}")
         out[key] = value
@@ -263,11 +269,19 @@ class PriceBook:
 
 
 def _read_toml(path: Path) -> dict:
+    """A TOML file's tables; a folder, a missing or unreadable file, non-UTF-8 bytes or bad syntax is one
+    error naming the file."""
+    path = check_file(path, "a .toml file")
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax or remove the file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                          "TOML files must be saved as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions") from None
 
 
 def _merge_file(book: dict, path: Path, seen: dict) -> None:
@@ -299,10 +313,15 @@ def price_files(extra_dirs: Iterable[str | os.PathLike] = ()) -> list[Path]:
     """Shipped price books, then each extra folder's (later folders override earlier ones)."""
     dirs = [costs_dir() / "prices", *[Path(d) for d in extra_dirs]]
     files: list[Path] = []
-    for d in dirs:
+    for i, d in enumerate(dirs):
+        if d.is_file():
+            raise ConfigError(f"price book folder {d} is a file; pass the folder that holds it (--prices DIR)")
         if not d.is_dir():
             raise ConfigError(f"price book folder {d} does not exist; pass a folder holding *.toml price books")
-        files.extend(sorted(d.glob("*.toml")))
+        found = sorted(d.glob("*.toml"))
+        if i and not found:
+            raise ConfigError(f"price book folder {d} holds no *.toml files; pass a folder holding price books")
+        files.extend(found)
     return files
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,23 +65,38 @@ def model_spec(name: str) -> ModelSpec:
                          list(PRESET_NAMES) + list(EXTRA_MODELS))
 
 
+# Fields whose accepted range is narrower than ">= 0": name -> (check, the range after "an integer"/"a number").
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "n_gpus": (lambda v: v >= 1, ">= 1 (GPUs per run)"),
+    "machines": (lambda v: v >= 1, ">= 1"),
+    "workers": (lambda v: v >= 1, ">= 1"),
+    "seq_len": (lambda v: v >= 1, ">= 1 (tokens per sequence)"),
+    "batch_seqs": (lambda v: v >= 1, ">= 1 (sequences per step)"),
+    "mfu": (lambda v: 0 < v <= 1, "in (0, 1], the fraction of peak FLOP/s achieved, e.g. 0.5"),
+    "tokens_per_minute": (lambda v: v > 0, "> 0 (LLM throughput)"),
+}
+_ARTICLE = {_INT: "an integer", _NUM: "a number", _BOOL: "a boolean (true/false)", _STR: "a string"}
+
+
 def _coerce(value: Any, kind: str, where: str) -> Any:
-    """Accept TOML values and --set strings; anything else gets an error naming `where`."""
+    """Accept TOML values and --set strings; anything else gets an error naming `where` and the accepted range
+    (the field's range is looked up from the last part of `where`, e.g. "--set mfu" or "line[0].n_gpus")."""
     if isinstance(value, str) and kind != _STR:
         text = value.strip().lower().replace("_", "")
-        if kind == _BOOL and text in ("true", "yes", "1", "on", "false", "no", "0", "off"):
-            return text in ("true", "yes", "1", "on")
+        if kind == _BOOL and text in ("true", "yes", "1", "false", "no", "0"):
+            return text in ("true", "yes", "1")
         try:
             value = float(text) if kind == _NUM else int(float(text)) if kind == _INT and float(text).is_integer() else value
-        except ValueError:
+        except (ValueError, OverflowError):
             pass
     ok = {_STR: isinstance(value, str), _BOOL: isinstance(value, bool),
           _INT: isinstance(value, int) and not isinstance(value, bool),
-          _NUM: isinstance(value, (int, float)) and not isinstance(value, bool)}[kind]
-    if not ok:
-        raise ConfigError(f"{where}: expected a {kind}, got {type(value).__name__} {value!r}")
-    if kind in (_NUM, _INT) and value < 0:
-        raise ConfigError(f"{where}: expected a {kind} >= 0, got {value!r}")
+          _NUM: isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)}[kind]
+    check, bounds = RANGES.get(where.rsplit(".", 1)[-1].rsplit(" ", 1)[-1], (lambda v: v >= 0, ">= 0"))
+    if not ok or (kind in (_NUM, _INT) and not check(value)):
+        expected = _ARTICLE[kind] + (f" {bounds}" if kind in (_NUM, _INT) else "")
+        shown = repr(value) if isinstance(value, (str, int, float)) else f"{type(value).__name__} {value!r}"
+        raise ConfigError(f"{where}: expected {expected}, got {shown}")
     return float(value) if kind == _NUM else value
 
 
@@ -149,7 +165,13 @@ def parse_sets(pairs: Iterable[str]) -> dict[str, str]:
 # ---- loading ------------------------------------------------------------------------------
 
 def scenario_dirs(extra_dirs: Iterable[str | os.PathLike] = ()) -> list[Path]:
-    return [costs_dir() / "scenarios", *[Path(d) for d in extra_dirs]]
+    """The shipped scenarios folder, then each extra one (each must be an existing folder)."""
+    extra = [Path(d) for d in extra_dirs]
+    for d in extra:
+        if not d.is_dir():
+            what = "is a file" if d.exists() else "does not exist"
+            raise ConfigError(f"scenario folder {d} {what}; pass a folder holding *.toml scenarios (--scenarios DIR)")
+    return [costs_dir() / "scenarios", *extra]
 
 
 def list_scenarios(extra_dirs: Iterable[str | os.PathLike] = ()) -> dict[str, Path]:
@@ -375,10 +397,23 @@ def price_lines(stage: str, lines: Iterable[Mapping[str, Any]], defaults: Mappin
     return estimates.combine(stage, priced, book, defaults.get("coffee", estimates.DEFAULT_COFFEE))
 
 
+def _check_names(scenario: Scenario, book: PriceBook) -> None:
+    """A gpu, rental or coffee default must exist in the price books even when no line uses it
+    (`--set gpu=H100` on a plan of rentals only would otherwise be ignored without a word)."""
+    lookups = {"gpu": book.gpu, "rental": book.rental, "coffee": book.coffee}
+    for key, lookup in lookups.items():
+        if scenario.defaults.get(key):
+            try:
+                lookup(scenario.defaults[key])
+            except ConfigError as exc:
+                raise ConfigError(f"scenario {scenario.name!r}: {key}: {exc}") from None
+
+
 def price_scenario(scenario: Scenario, prices: PriceBook | None = None) -> Budget:
     """Price every line at the scenario's date and group the lines into stages (file order)."""
     book = (prices or load_prices()).at(scenario.as_of)
     coffee = scenario.defaults.get("coffee", estimates.DEFAULT_COFFEE)
+    _check_names(scenario, book)
     groups: dict[str, list[estimates.StageEstimate]] = {}
     for line in scenario.lines:
         try:

@@ -45,8 +45,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     try:
         seeds = tuple(int(s) for s in _csv(args.seeds))
     except ValueError:
-        raise ConfigError(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1") from None
-    return RunConfig(preset=args.preset, out=args.out, stages=_csv(args.stages) or None, force=args.force,
+        seeds = ()
+    if not seeds or min(seeds) < 0:
+        raise ConfigError(f"--seeds {args.seeds!r}: expected comma-separated integers >= 0, e.g. 0,1")
+    stages = _csv(args.stages)
+    if args.stages is not None and not stages:
+        raise ConfigError(f"--stages {args.stages!r}: expected comma-separated stage names from: {', '.join(NAMES)}")
+    return RunConfig(preset=args.preset, out=args.out, stages=stages or None, force=args.force,
                      seeds=seeds, cap_usd=args.cap_usd, eval_pass_at_1=not args.no_pass_at_1)
 
 

@@ -21,7 +21,8 @@ import numpy as np
 from .. import budget, paper, runs
 from ..embed import Embedder
 from ..errors import DataError
-from ..jsonl import read_jsonl, write_jsonl
+from ..jsonl import iter_numbered, write_jsonl
+from ..paths import check_file
 from ..presets import Preset
 from ..problems import N_PROBLEMS, load_humaneval
 from ..runs import RunDir
@@ -93,13 +94,16 @@ def benchmark_problems(config: DecontamConfig) -> dict[str, list[dict]]:
                          for p in load_humaneval()]}
     if config.mbpp_path:
         path = Path(config.mbpp_path)
-        rows = read_jsonl(path, strict=True)
         probs = []
-        for i, r in enumerate(rows, 1):
-            code = r.get("code") or (r.get("prompt", "") + r.get("canonical_solution", ""))
-            if "task_id" not in r or not code:
-                raise DataError(f"{path}:{i}: MBPP problem needs task_id and code (or prompt + canonical_solution)")
+        for i, r in iter_numbered(path, strict=True):
+            parts = [r.get("code")] if r.get("code") else [r.get("prompt", ""), r.get("canonical_solution", "")]
+            code = "".join(p for p in parts if isinstance(p, str))
+            if "task_id" not in r or not code or not all(isinstance(p, str) for p in parts):
+                raise DataError(f"{path}:{i}: MBPP problem needs task_id and code as a string "
+                                "(or prompt + canonical_solution)")
             probs.append({"task_id": r["task_id"], "text": code})
+        if not probs:
+            raise DataError(f"{path}: no MBPP problems in the file; give a JSONL with task_id and code per line")
         out["mbpp"] = probs
     return out
 
@@ -213,14 +217,16 @@ class DecontamResult(StageResult):
 
 
 def _read_records(path: Path, what: str) -> list[dict]:
-    records = read_jsonl(path, strict=True)
-    for i, r in enumerate(records, 1):
-        if "id" not in r or not isinstance(r.get("text"), str):
-            raise DataError(f"{path}: record {i} needs `id` and a string `text` field ({what})")
-    ids = [r["id"] for r in records]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise DataError(f"{path}: id {dup!r} appears more than once; record ids must be unique")
+    records, seen = [], set()
+    for i, r in iter_numbered(path, strict=True):
+        rid = r.get("id")
+        if not isinstance(rid, (str, int)) or isinstance(rid, bool) or not isinstance(r.get("text"), str):
+            raise DataError(f"{path}:{i}: needs an `id` (string or integer) and a string `text` field ({what}); "
+                            f"has {', '.join(f'{k}: {type(v).__name__}' for k, v in list(r.items())[:6])}")
+        if rid in seen:
+            raise DataError(f"{path}:{i}: id {rid!r} appears more than once; record ids must be unique")
+        seen.add(rid)
+        records.append(r)
     return records
 
 
@@ -233,8 +239,7 @@ def inputs_of(config: DecontamConfig, run_dir: RunDir) -> dict[str, Path]:
         if config.textbooks_file or tb.exists():
             found["textbooks"] = tb
     for name, path in found.items():
-        if not path.is_file():
-            raise DataError(f"{path}: {name} file not found; give a JSONL with `id` and `text` per line")
+        check_file(path, f"the {name} file, a JSONL with `id` and `text` per line")
     return found
 
 
@@ -243,6 +248,9 @@ def read(paths: dict[str, Path]) -> tuple[list[dict], list[dict]]:
     if not exercises:
         raise DataError(f"{paths['exercises']}: no exercises to check; run synthesis first (phi1 synth exercises)")
     books = _read_records(paths["textbooks"], "a textbook section") if "textbooks" in paths else []
+    if "textbooks" in paths and not books:
+        raise DataError(f"{paths['textbooks']}: no textbook sections to check; give a JSONL with `id` and `text` "
+                        "per line, or --set textbooks=false to check the exercises only")
     return exercises, books
 
 

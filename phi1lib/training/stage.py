@@ -19,12 +19,14 @@ from typing import Iterator, Sequence
 
 from .. import budget, runs
 from ..errors import ConfigError, DataError
+from ..jsonl import parquet_columns
+from ..paths import check_file, model_config
 from ..runs import RunDir
 from ..stage import StaleResult, Timer, Usage, common_fields, load_stored
 from . import loop  # setup -> resume -> loop -> finish
 from .config import TrainConfig, TrainResult, estimate
 from .loop import Callback, TrainState
-from .packing import parse_source
+from .packing import TEXT_COLUMN, parse_source
 from .state import LOG_FILE, check_same_run, checkpoints, read_state
 
 
@@ -48,14 +50,24 @@ def data_files(config: TrainConfig, run_dir: RunDir) -> tuple[str, ...]:
     return found
 
 
+def check_source(path: Path) -> None:
+    """What can be checked about a training file before any work, cheaply: a Parquet file's footer
+    has a `text` column (the records themselves are read, with their own errors, when packing)."""
+    if path.suffix.lower() == ".parquet":
+        names = parquet_columns(path, what="training texts")
+        if TEXT_COLUMN not in names:
+            raise DataError(f"{path}: no '{TEXT_COLUMN}' column (columns: {names}); training needs one")
+
+
 def init_folder(config: TrainConfig, run_dir: RunDir) -> Path | None:
     """Finetuning's starting model: config.init_from, else <run>/pretrain/final."""
     if config.stage != "finetune":
         return None
     src = Path(config.init_from) if config.init_from else run_dir.input("pretrain", "final")
-    if not (src / "config.json").exists():
+    if not (src / "config.json").exists() and (src.is_dir() or not src.exists()):
         raise DataError(f"finetune: no saved model in {src} (config.json missing); run pretraining first "
                         "or pass init_from / --init-from a folder written by save_pretrained")
+    model_config(src, "finetune --init-from: the pretrained model")  # readable before any work starts
     return src
 
 
@@ -64,9 +76,10 @@ def input_identities(config: TrainConfig, sources: Sequence[str], init_from: Pat
     inputs: dict[str, str] = {}
     for i, spec in enumerate(sources):
         path = parse_source(spec).path
-        if not path.is_file():
+        if not path.exists():
             raise DataError(f"{path}: training data file not found; pass JSONL or Parquet files with a 'text' "
                             "column (e.g. filtering/kept.parquet, synthesis/textbooks.jsonl)")
+        check_source(check_file(path, "a training data file: JSONL or Parquet with a 'text' column"))
         name = f"data:{path.name}"
         inputs[name if name not in inputs else f"data:{i}:{path.name}"] = runs.identity(path)
     if init_from is not None:
