@@ -11,6 +11,7 @@ from typing import Callable, Iterable
 
 from ..errors import ConfigError, DataError
 from ..llm import Request
+from ..paths import model_config
 from ..problems import CODEX_STOP
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
@@ -59,9 +60,7 @@ def load_model(model_dir: str | Path, device: str | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_dir = Path(model_dir)
-    if not (model_dir / "config.json").exists():
-        raise DataError(f"{model_dir}: not a model folder (no config.json); pass the `final/` folder a training "
-                        "stage wrote, or any transformers causal-LM folder")
+    model_config(model_dir, "the `final/` folder a training stage wrote, or any transformers causal-LM folder")
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -71,6 +71,7 @@ class EvalConfig(StageConfig):
         self.need(self.model is None or (bool(self.model.strip()) and self.model != API_PREFIX), "model",
                   "a model folder or openai:<model name>")
         self.need_ints("n_samples", "max_new_tokens", "batch_size", "memory_mb", "concurrency")
+        self.need_ints("seed", minimum=0)
         for name in ("rpm", "tpm"):
             self.need(getattr(self, name) is None or getattr(self, name) > 0, name, "none or a number > 0")
         for name in ("limit", "workers", "threads"):
