@@ -39,6 +39,13 @@ class RunDir:
 
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root).expanduser().resolve())
+        up = self.root
+        while not up.exists() and up != up.parent:  # the deepest part of the path that exists must be a folder
+            up = up.parent
+        if not up.is_dir():
+            where = "is a file" if up == self.root else f"lies under {up}, which is a file"
+            raise DataError(f"{self.root}: {where}, not a run folder; pass --out a folder (a new one, or one "
+                            "a phi1 command wrote)")
 
     @classmethod
     def for_preset(cls, preset: str = "tiny", out: str | os.PathLike | None = None) -> "RunDir":

@@ -153,3 +153,17 @@ def test_cli_help_lists_commands(capsys):
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "phi1lib", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("phi1 ")
+
+
+def test_a_run_folder_that_is_a_file_is_one_clear_error(tmp_path):
+    from phi1lib.errors import DataError
+    from phi1lib.runs import RunDir
+
+    f = tmp_path / "notes.txt"
+    f.write_text("mine")
+    with pytest.raises(DataError, match="notes.txt: is a file, not a run folder; pass --out a folder"):
+        RunDir(f)
+    with pytest.raises(DataError, match="lies under .*notes.txt, which is a file"):
+        RunDir(f / "run")
+    assert RunDir(tmp_path / "new" / "run").root == (tmp_path / "new" / "run").resolve()  # creates nothing
+    assert f.read_text() == "mine" and not (tmp_path / "new").exists()

@@ -199,8 +199,9 @@ class PriceBook:
         try:
             return self.llms[name]
         except KeyError:
-            raise unknown_choice("LLM model (not in any price book; add a [llm.\"NAME\"] entry, "
-                                 "or mark a local model free with PriceBook.with_free)", model,
+            raise unknown_choice("LLM model (not in any price book; add a [llm.\"NAME\"] entry to a book in "
+                                 "--prices DIR, or price a self-hosted model with --price-free or --rental NAME "
+                                 "--tokens-per-s N)", model,
                                  list(self.llms) + list(self.aliases)) from None
 
     @property
