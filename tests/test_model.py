@@ -85,3 +85,21 @@ def test_model_info_cli_json(capsys):
     assert main(["model-info", "--preset", "phi1-small", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["params"] == get_preset("phi1-small").model.n_params()
+
+
+@pytest.mark.parametrize("preset", ["phi1", "phi1-small"])
+@pytest.mark.parametrize("gpu, gib", [("A100-40GB", 40), ("A100", 80)])
+def test_model_info_reports_the_training_memory_plan(preset, gpu, gib, capsys):
+    """`phi1 model-info --preset P --set gpu=NAME --json` -> "train_memory" with the plan for that card."""
+    import json
+
+    from phi1lib.cli import main
+    from phi1lib.training import memory
+
+    assert main(["model-info", "--preset", preset, "--set", f"gpu={gpu}", "--json"]) == 0
+    tm = json.loads(capsys.readouterr().out)["train_memory"]
+    assert {"micro_batch", "gradient_checkpointing", "sharding", "peak_gib_per_gpu", "gpu_memory_gib"} <= set(tm)
+    p = get_preset(preset)
+    want = memory.plan_for_gpu(p.model, p.pretrain.seq_len, p.pretrain.batch_seqs // p.hardware.n_gpus, gib,
+                               p.hardware.n_gpus)
+    assert tm == json.loads(json.dumps(want.to_dict())) and tm["fits"] and tm["gpu_memory_gib"] == gib

@@ -33,7 +33,7 @@ class TrainConfig(StageConfig):
     # How the run is carried out, not what it computes (a resumed run may change them freely);
     # `gpu` only names the MFU peak and the rental price, `hardware` only feeds the estimate.
     NOT_FINGERPRINTED: ClassVar[tuple[str, ...]] = ("threads", "device", "compile", "gpu", "checkpoint_every",
-                                                    "keep_checkpoints", "hardware")
+                                                    "keep_checkpoints", "hardware", "gradient_checkpointing")
 
     preset: str = "tiny"  # preset the defaults came from; its name prices the estimate's training line
     stage: str = "pretrain"  # "pretrain" | "finetune": which schedule, and the run folder <run>/<stage>
@@ -52,7 +52,12 @@ class TrainConfig(StageConfig):
     warmup_steps: int = 0  # linear warmup steps
     decay_steps: int | None = None  # linear decay reaches 0 here (paper: 36k schedule stopped at 24k); None = steps
     weight_decay: float = 0.0  # AdamW decoupled weight decay (not on biases / LayerNorm)
-    micro_batch: int = 8  # sequences per forward pass per process (<= batch_seqs); accumulation makes up the rest
+    # sequences per forward pass per process (<= batch_seqs); accumulation makes up the rest. None = the memory
+    # plan's on a GPU (the largest that fits the card, phi1lib.training.memory), 8 on CPU
+    micro_batch: int | None = 8
+    # recompute each layer's activations in the backward pass (saves memory, ~1/3 more compute);
+    # None = the memory plan's on a GPU (only when needed), off on CPU
+    gradient_checkpointing: bool | None = None
     grad_clip: float = 1.0  # max global gradient L2 norm
     adam_betas: tuple[float, float] = (0.9, 0.95)  # AdamW (beta1, beta2)
     adam_eps: float = 1e-8  # AdamW epsilon
@@ -101,12 +106,14 @@ class TrainConfig(StageConfig):
         self.need(self.stage in STAGES, "stage", " or ".join(STAGES))
         self.need(self.precision in PRECISIONS, "precision", " | ".join(PRECISIONS))
         self.need(self.device in DEVICES, "device", " | ".join(DEVICES))
-        self.need_ints("steps", "batch_seqs", "seq_len", "micro_batch", "keep_checkpoints", "tokenizer_train_chars")
+        self.need_ints("steps", "batch_seqs", "seq_len", "keep_checkpoints", "tokenizer_train_chars")
         self.need_ints("warmup_steps", "checkpoint_every", "eval_every", "eval_blocks", "seed", minimum=0)
-        self.need(self.micro_batch <= self.batch_seqs, "micro_batch",
-                  f"at most batch_seqs={self.batch_seqs} (sequences per optimizer step)")
-        self.need(self.batch_seqs % self.micro_batch == 0, "batch_seqs",
-                  f"a multiple of micro_batch={self.micro_batch}")
+        if self.micro_batch is not None:
+            self.need_ints("micro_batch")
+            self.need(self.micro_batch <= self.batch_seqs, "micro_batch",
+                      f"at most batch_seqs={self.batch_seqs} (sequences per optimizer step), or none (auto)")
+            self.need(self.batch_seqs % self.micro_batch == 0, "batch_seqs",
+                      f"a multiple of micro_batch={self.micro_batch}")
         self.need(self.seq_len <= self.model.n_ctx, "seq_len", f"at most the model's {self.model.n_ctx} positions")
         self.need(self.peak_lr > 0, "peak_lr", "a learning rate > 0")
         self.need(self.decay_steps is None or self.decay_steps >= self.steps, "decay_steps",
@@ -141,7 +148,7 @@ class TrainConfig(StageConfig):
             tokenizer=p.tokenizer if stage == "pretrain" else None,
             steps=sched.steps, batch_seqs=sched.batch_seqs, seq_len=sched.seq_len, peak_lr=sched.peak_lr,
             warmup_steps=sched.warmup_steps, decay_steps=sched.decay_steps, weight_decay=sched.weight_decay,
-            micro_batch=min(sched.batch_seqs, 8 if tiny else 16),
+            micro_batch=min(sched.batch_seqs, 8) if tiny else None,  # GPU presets: the memory plan's, per card
             checkpoint_every=max(1, sched.steps // 4) if tiny else 1000,
             eval_every=0 if tiny else 1000,
             eval_blocks=16 if tiny else 256,

@@ -26,6 +26,7 @@ from ..errors import ConfigError, Phi1Error
 from ..jsonl import append_jsonl, iter_jsonl
 from ..stage import Timer
 from .config import TrainConfig
+from .memory import GIB, MemoryPlan, run_settings
 from .model import build_model, count_params, pick_attention
 from .packing import PackedData, SourceTexts, build_data, humaneval_eval_set, load_sources, tokenizer_sample
 from .state import LOG_FILE, checkpoints, read_state, save_checkpoint, truncate_log
@@ -83,6 +84,8 @@ class TrainState:
     accum: int  # forward passes per optimizer step on this process
     n_params: int
     attention: str  # which attention implementation, and why
+    gradient_checkpointing: bool  # layers recomputed in the backward pass
+    memory_plan: dict[str, Any] | None  # the plan this launch follows on a GPU (training.memory)
     flops_per_token: float
     peak_tflops: float | None  # per device; None = unknown (no MFU)
     peak_what: str
@@ -263,7 +266,28 @@ def prepare_data(config: TrainConfig, acc, out: Path, sources: Sequence[str], in
     return tok, data, humaneval_eval_set(tok, config.model.n_ctx, config.humaneval_problems)
 
 
-def build_training(config: TrainConfig, acc, device_type: str, eos_token_id: int, init_from: Path | None):
+def memory_settings(config: TrainConfig, acc, device_type: str) -> tuple[int, bool, MemoryPlan | None]:
+    """(micro_batch, gradient checkpointing, plan) for this launch: on CUDA from the memory plan for the card
+    this process holds (refused with one line when it will not fit); DeepSpeed is refused (its optimizer
+    would step every micro-batch under our accumulation)."""
+    from accelerate.utils import DistributedType
+
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        raise ConfigError(f"{config.stage}: DeepSpeed is not supported (the loop accumulates gradients itself); "
+                          "choose multi-GPU (DDP) or FSDP in `accelerate config`")
+    memory = None
+    if device_type == "cuda":
+        import torch
+
+        memory = torch.cuda.get_device_properties(acc.device).total_memory / GIB
+    return run_settings(config.model, config.seq_len, config.batch_seqs, acc.num_processes,
+                        micro_batch=config.micro_batch, gradient_checkpointing=config.gradient_checkpointing,
+                        gpu_memory_gib=memory, sharded=acc.distributed_type == DistributedType.FSDP,
+                        dropout=config.dropout, what=config.stage)
+
+
+def build_training(config: TrainConfig, acc, device_type: str, eos_token_id: int, init_from: Path | None,
+                   gradient_checkpointing: bool = False):
     """(model, optimizer, scheduler, params, attention reason): a fresh model (pretrain) or init_from's
     weights (finetune), AdamW with grouped weight decay, the LR schedule; prepared by accelerate."""
     import torch
@@ -279,6 +303,8 @@ def build_training(config: TrainConfig, acc, device_type: str, eos_token_id: int
     else:
         model = build_model(config.model, attn_implementation=attn, eos_token_id=eos_token_id, dropout=config.dropout)
     n_params = count_params(model)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.compile:
         model = torch.compile(model)
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.peak_lr,
@@ -293,14 +319,16 @@ def setup(config: TrainConfig, acc, out: Path, sources: Sequence[str], *, init_f
           prices: budget.PriceBook, timer: Timer, estimate: dict[str, Any] | None = None,
           inputs: dict[str, str] | None = None, progress: bool = True) -> TrainState:
     """Data, tokenizer, model, optimizer and schedule for a run writing into the stage folder `out`."""
-    micro, accum = batch_split(config.batch_seqs, config.micro_batch, acc.num_processes)
+    micro_batch, ckpt, plan = memory_settings(config, acc, device_type)  # refuses before any data work
+    micro, accum = batch_split(config.batch_seqs, micro_batch, acc.num_processes)
     tok, data, he_items = prepare_data(config, acc, out, sources, init_from)
     model, optimizer, scheduler, n_params, attention = build_training(config, acc, device_type, tok.eos_token_id,
-                                                                      init_from)
+                                                                      init_from, gradient_checkpointing=ckpt)
     peak, peak_what = device_peak_tflops(device_type, config.gpu, prices)
     return TrainState(config=config, acc=acc, out=out, device_type=device_type, tokenizer=tok, data=data,
                       he_items=he_items, model=model, optimizer=optimizer, scheduler=scheduler, micro=micro,
-                      accum=accum, n_params=n_params, attention=attention,
+                      accum=accum, n_params=n_params, attention=attention, gradient_checkpointing=ckpt,
+                      memory_plan=plan.to_dict() if plan is not None else None,
                       flops_per_token=budget.flops_per_token(config.model, config.seq_len), peak_tflops=peak,
                       peak_what=peak_what, timer=timer, estimate=dict(estimate or {}), inputs=dict(inputs or {}),
                       progress=progress)
@@ -329,6 +357,7 @@ def begin(state: TrainState) -> None:
                "compile": c.compile, "params": state.n_params,
                "threads": torch.get_num_threads() if state.device_type == "cpu" else None,
                "micro_batch": state.micro, "grad_accum": state.accum, "train_blocks": len(state.train_ids),
+               "gradient_checkpointing": state.gradient_checkpointing, "memory_plan": state.memory_plan,
                "data": state.data.stats, "flops_per_token": state.flops_per_token, "mfu_peak": state.peak_what,
                "estimate": state.estimate})
     if acc.is_main_process and state.progress:

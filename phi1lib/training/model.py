@@ -14,6 +14,7 @@ from typing import Any
 from .. import budget
 from ..errors import MissingDependency
 from ..presets import ModelSpec, Preset, get_preset
+from .memory import plan_for_gpu
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +84,17 @@ def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def model_info(preset: str | Preset, prices=None) -> dict[str, Any]:
-    """Parameters (counted on the meta model and from the formula), FLOPs/token, schedule GPU-hours."""
+def model_info(preset: str | Preset, prices=None, *, gpu: str | None = None, n_gpus: int | None = None) -> dict[str, Any]:
+    """Parameters (counted on the meta model and from the formula), FLOPs/token, schedule GPU-hours, and the
+    training memory plan per GPU ("train_memory": micro-batch, checkpointing, sharding, planned peak) on the
+    preset's GPU or `gpu` (a price-book GPU with its memory, e.g. "A100-40GB"), `n_gpus` of them."""
     p = get_preset(preset)
     spec = p.model
     counted = count_params(build_model(spec, device="meta"))
     prices = prices or budget.load_prices()
+    gpu = gpu or p.hardware.gpu
+    n_gpus = n_gpus or p.hardware.n_gpus
+    card = prices.gpu(gpu)  # an unknown name: one line listing the known ones
     info: dict[str, Any] = {
         "preset": p.name,
         "n_layer": spec.n_layer, "d_model": spec.d_model, "d_mlp": spec.d_mlp, "n_head": spec.n_head,
@@ -97,18 +103,24 @@ def model_info(preset: str | Preset, prices=None) -> dict[str, Any]:
         "params": counted,
         "params_formula": spec.n_params(),
         "tokenizer": p.tokenizer,
-        "hardware": f"{p.hardware.n_gpus}x {p.hardware.gpu} at MFU {p.hardware.mfu:.0%}",
+        "hardware": f"{n_gpus}x {card.name} ({card.memory_gb:g} GB) at MFU {p.hardware.mfu:.0%}",
+        "gpu": card.name, "n_gpus": n_gpus,
     }
     for stage in ("pretrain", "finetune"):
         sched = getattr(p, stage)
-        est = budget.estimate_training(stage, spec, sched.tokens, prices, gpu=p.hardware.gpu,
-                                      n_gpus=p.hardware.n_gpus, mfu=p.hardware.mfu)
+        est = budget.estimate_training(stage, spec, sched.tokens, prices, gpu=card.name, n_gpus=n_gpus,
+                                      mfu=p.hardware.mfu)
         info[stage] = {
             "steps": sched.steps, "batch_seqs": sched.batch_seqs, "seq_len": sched.seq_len,
             "tokens": sched.tokens,
             "flops_per_token": budget.flops_per_token(spec, sched.seq_len),
             "gpu_hours": est.gpu_hours, "wall_hours": est.wall_hours, "cost_usd": est.cost_usd,
         }
+        if card.name != "cpu" and card.memory_gb > 0 and sched.batch_seqs % n_gpus == 0:
+            plan = plan_for_gpu(spec, sched.seq_len, sched.batch_seqs // n_gpus, card.memory_gb, n_gpus)
+            info[stage]["train_memory"] = plan.to_dict()
+    if "train_memory" in info["pretrain"]:
+        info["train_memory"] = info["pretrain"]["train_memory"]
     return info
 
 
