@@ -145,17 +145,23 @@ def estimate_llm(stage: str, model: str, tokens_in: float, tokens_out: float, pr
 
 # ---- FLOPs and GPU time ---------------------------------------------------------------------
 
-def flops_per_token(spec: ModelSpec | float, seq_len: int | None = None, attention: bool = True) -> float:
-    """Training FLOPs per token: 6N + 12*L*H*Q*T (nanoGPT/PaLM; forward + backward).
+def matmul_params(spec: ModelSpec) -> int:
+    """Parameters a training token multiplies through: all but the input-embedding table, which is a lookup
+    (a tied LM head still multiplies by it, so it counts once then)."""
+    embed = spec.vocab_size * spec.d_model
+    return spec.n_params() - (0 if spec.tie_embeddings else embed)
 
-    N = all parameters (the convention behind the paper-implied MFU), L layers, H heads of
-    size Q, T the sequence length. A bare number is taken as N with no attention term.
-    """
+
+def flops_per_token(spec: ModelSpec | float, seq_len: int | None = None, attention: bool = True) -> float:
+    """Training FLOPs per token: 6 x (N - input embedding) + 12*L*d_model*T (forward + backward; PaLM's
+    appendix B). The input embedding is a lookup, not a matmul (counting it puts phi-1's FLOPs ~7% high);
+    the attention term is the QK^T and AV matmuls over a T-token context. The same count is used by the
+    budget, `phi1 model-info` and the training log's MFU. A bare number is taken as N with no attention term.
+    (The paper's implied MFU, `paper.IMPLIED_MFU`, is 6 x all parameters, as the paper's numbers allow.)"""
     if isinstance(spec, ModelSpec):
-        n = spec.n_params()
         t = seq_len if seq_len is not None else spec.n_ctx
-        attn = 12 * spec.n_layer * spec.n_head * spec.head_dim * t if attention else 0
-        return 6.0 * n + attn
+        attn = 12 * spec.n_layer * spec.d_model * t if attention else 0
+        return 6.0 * matmul_params(spec) + attn
     return 6.0 * _check_count("params", spec)
 
 

@@ -356,7 +356,8 @@ def price_line(line: dict, defaults: dict, prices: PriceBook) -> estimates.Stage
         spec = model_spec(line["model"]) if "model" in line else None
         if "params" in line:  # explicit N replaces the shape's count; the attention term keeps the shape
             n = line["params"]
-            attn = estimates.flops_per_token(spec, line.get("seq_len"), True) - 6 * spec.n_params() if spec else 0.0
+            attn = (estimates.flops_per_token(spec, line.get("seq_len"), True)
+                    - estimates.flops_per_token(spec, line.get("seq_len"), False)) if spec else 0.0
             per_token = 6 * n + (attn if line.get("attention", True) else 0.0)
         elif spec is not None:
             per_token = estimates.flops_per_token(spec, line.get("seq_len"), line.get("attention", True))
