@@ -148,6 +148,14 @@ def _static_filesystem():
 
 
 SCRATCH_DIRS = ("/tmp", "/dev/shm")  # each job gets fresh, size-capped copies of these
+JOB_WORKDIR = "/tmp/work"  # a program's working directory in namespace mode (its own tmpfs)
+
+
+def program_environment(workdir):
+    """The whole environment a program sees: no secrets, its workdir as HOME and TMPDIR, installed packages'
+    native thread pools at one thread (the reference harness sets OMP_NUM_THREADS=1 too; rlimits count threads)."""
+    return {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
+            **{v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
 
 
 def covered_interpreter_dirs():
@@ -185,8 +193,8 @@ def _job_filesystem(keep=()):
         except OSError:
             pass  # `/` is read-only already and the program runs as another uid
         os.close(fd)
-    os.mkdir("/tmp/work")
-    return "/tmp/work"
+    os.mkdir(JOB_WORKDIR)
+    return JOB_WORKDIR
 
 
 def _children():

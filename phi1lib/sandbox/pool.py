@@ -116,7 +116,8 @@ class _Worker:
 
     def close(self):
         try:
-            self.proc.stdin.close()
+            if not self.proc.stdin.closed:
+                self.proc.stdin.close()
             self.proc.wait(timeout=10)
         except Exception:
             self.proc.kill()
@@ -223,6 +224,8 @@ class Sandbox:
     def close(self):
         self._closed = True
         with self._lock:
+            for w in self._all:  # every worker sees EOF first, so they wind down in parallel
+                w.proc.stdin.close()
             for w in self._all:
                 w.close()
             self._all.clear()

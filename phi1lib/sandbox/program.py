@@ -14,7 +14,8 @@ import signal
 import sys
 import tempfile
 
-from confine import FILE_LIMIT, PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, _audit_guard, _job_filesystem, _prctl
+from confine import (FILE_LIMIT, PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, _audit_guard, _job_filesystem, _prctl,
+                     program_environment)
 from protocol import MAX_REFS, NotPlain, builtin_exception, dec, enc, recv_frame, send_frame, where
 
 
@@ -35,11 +36,10 @@ def _program_main(job, sock_fd):
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
     os.chdir(workdir)
-    os.environ.clear()
-    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
-                       # installed packages are importable; their native thread pools stay at one thread
-                       # (the reference harness sets OMP_NUM_THREADS=1 too; rlimits count threads)
-                       **{v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}})
+    env = program_environment(workdir)
+    if dict(os.environ) != env:  # namespace mode: the worker set it once for every job
+        os.environ.clear()
+        os.environ.update(env)
     tempfile.tempdir = workdir
     sys.dont_write_bytecode = True  # imports never try to write __pycache__ outside the workdir
     cpu = int(math.ceil(job["timeout_s"])) + 1

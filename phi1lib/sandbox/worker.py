@@ -33,9 +33,9 @@ import itertools, operator, random, re, statistics, string, typing, unicodedata 
 
 # Siblings by path: the worker runs as `python -s -P` (no script dir on sys.path).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from confine import (CAPS, CLONE_NEWNS, PR_SET_DUMPABLE, PR_SET_PDEATHSIG, _count_user_procs,  # noqa: E402
-                             _prctl, _static_filesystem, _unshare, covered_interpreter_dirs, interpreter_dirs,
-                             probe, sweep)
+from confine import (CAPS, CLONE_NEWNS, JOB_WORKDIR, PR_SET_DUMPABLE, PR_SET_PDEATHSIG,  # noqa: E402
+                     _count_user_procs, _prctl, _static_filesystem, _unshare, covered_interpreter_dirs,
+                     interpreter_dirs, probe, program_environment, sweep)
 from protocol import MAX_FRAME, dec, enc, recv_frame, send_frame  # noqa: E402
 from checker import _checker_main  # noqa: E402
 
@@ -96,8 +96,9 @@ def run_job(job, scratch):
             truncated[fd] = True
         return True
 
-    # Only C holds the verdict pipe's write end (P closes it first thing), so its EOF means C is done.
-    while ver_r in open_fds:
+    # Only C holds the verdict pipe's write end (P closes it first thing): a whole frame on it, or its EOF,
+    # means C is done (it exits right after writing; no need to wait for that).
+    while ver_r in open_fds and not _whole_frame(bufs[ver_r]):
         left = deadline - time.monotonic()
         if left <= 0:
             timed_out = True
@@ -146,6 +147,10 @@ def run_job(job, scratch):
     return {"status": status, "reason": reason, "stdout": out, "stderr": err, "seconds": round(seconds, 4)}
 
 
+def _whole_frame(buf):
+    return len(buf) >= 4 and len(buf) - 4 >= struct.unpack(">I", bytes(buf[:4]))[0]
+
+
 def _warm():
     """Pay once, in the worker, for what every forked child would otherwise pay per job: the first
     compile() builds all of CPython's AST types (~4 ms, copied again in each fork); then freeze
@@ -176,6 +181,9 @@ def main():
             _static_filesystem()
         else:
             CAPS["pidns"] = False
+    if CAPS["pidns"]:  # every program's workdir is the same path: set its environment once, here
+        os.environ.clear()
+        os.environ.update(program_environment(JOB_WORKDIR))
     _warm()
     send_frame(1, {"hello": CAPS})
     try:
