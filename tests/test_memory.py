@@ -142,3 +142,24 @@ def test_run_settings_pick_refuse_and_leave_cpu_alone():
     micro, ckpt, plan = M.run_settings(p.model, 2048, 1024, 8, micro_batch=None, gradient_checkpointing=None,
                                        gpu_memory_gib=24, sharded=True)
     assert plan.sharding == "fsdp" and plan.fits
+
+
+def test_gpu_check_script_runs_on_cpu(tmp_path):
+    """benchmarks/gpu_check.py is prepared on CPU before any device time is spent: its toy mode runs the same
+    code path (plan, bf16 autocast steps, generation) and writes its JSON."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "gpu_check.json"
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_check.py"), "--cpu-smoke", "--json",
+                           str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(out.read_text())
+    assert got["train"]["tokens_per_s"] > 0 and got["train"]["plan"]["fits"]
+    assert got["generate"]["generated_tokens_per_s"] > 0
+    no_gpu = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_check.py")], capture_output=True,
+                            text=True, timeout=300)
+    assert no_gpu.returncode == 2 and "no CUDA device" in no_gpu.stderr

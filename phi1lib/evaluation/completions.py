@@ -65,7 +65,11 @@ def load_model(model_dir: str | Path, device: str | None = None):
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).to(device).eval()
+    # On a GPU: bf16 (fp16 where the card lacks it), half the memory and several times fp32's speed; CPU: fp32.
+    dtype = torch.float32
+    if str(device).startswith("cuda"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(device).eval()
     # A model saved straight from training may carry use_cache=False; decoding without the KV
     # cache recomputes the whole sequence per token (~20x slower for 128 new tokens).
     model.config.use_cache = True

@@ -37,7 +37,7 @@ class EvalConfig(StageConfig):
     temperature: float = 0.0  # sampling temperature in [0, 2]; 0 = greedy
     top_p: float = 0.95  # nucleus sampling mass in (0, 1] when temperature > 0
     max_new_tokens: int = 512  # generation cap per completion (tokens)
-    batch_size: int = 8  # prompts per generate() call (local models)
+    batch_size: int = 8  # prompts per generate() call (local models; GPU presets 64: bf16 on the card)
     ks: tuple[int, ...] = (1, 10, 100)  # pass@k to report (those with n >= k for every problem)
     timeout_s: float = 3.0  # wall seconds per program in the sandbox, in (0, 600]
     memory_mb: int = 1024  # address-space limit per program (MB)
@@ -89,6 +89,7 @@ class EvalConfig(StageConfig):
     def _from_preset(cls, p: Preset) -> dict[str, Any]:
         return dict(preset=p.name, benchmark=p.eval.benchmarks[0], n_samples=p.eval.n_samples,
                     max_new_tokens=p.eval.max_new_tokens, threads=1 if p.hardware.gpu == "cpu" else None,
+                    batch_size=8 if p.hardware.gpu == "cpu" else 64,
                     hardware=p.hardware)
 
     @property

@@ -54,12 +54,14 @@ def pick_attention(device_type: str, requested: str = "auto") -> tuple[str, str]
     if requested != "auto":
         if requested == "flash_attention_2" and not flash_attn_available():
             raise MissingDependency("attn_implementation='flash_attention_2' needs flash-attn: "
-                                    "pip install 'phi1[gpu]' (or use 'auto' to fall back to sdpa)")
+                                    "pip install flash-attn --no-build-isolation, after torch (or use 'auto' to fall back "
+                                    "to sdpa)")
         return requested, f"attention: {requested} (requested)"
     if device_type != "cuda":
         return "sdpa", f"attention: sdpa (flash_attention_2 needs a CUDA device; running on {device_type})"
     if not flash_attn_available():
-        return "sdpa", "attention: sdpa (flash-attn is not installed; pip install 'phi1[gpu]' for flash_attention_2)"
+        return "sdpa", ("attention: sdpa (flash-attn is not installed; pip install flash-attn --no-build-isolation "
+                        "for flash_attention_2)")
     return "flash_attention_2", "attention: flash_attention_2 (flash-attn installed)"
 
 
