@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from phi1lib import budget  # noqa: E402
 from phi1lib.presets import ModelSpec, get_preset  # noqa: E402
 from phi1lib.training.memory import GIB, plan_for_gpu, step_peak  # noqa: E402
-from phi1lib.training.model import build_model, pick_attention  # noqa: E402
+from phi1lib.training.model import build_model, enable_checkpointing, pick_attention  # noqa: E402
 
 # Dense bf16 peak per device (TFLOP/s), datasheets; the price book holds A100 and H100.
 PEAKS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0}
@@ -43,7 +43,7 @@ def train_check(spec: ModelSpec, seq_len: int, per_gpu: int, device: str, steps:
     attn, why = pick_attention(device)
     model = build_model(spec, attn_implementation=attn).to(device).train()
     if plan.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda" or None)
     micro = plan.micro_batch
     dtype = torch.bfloat16

@@ -8,7 +8,7 @@ import pytest
 
 from phi1lib.presets import ModelSpec, get_preset
 from phi1lib.training import memory as M
-from phi1lib.training.model import build_model
+from phi1lib.training.model import build_model, enable_checkpointing
 
 
 def spec(d=256, layers=4, m=1024, heads=8, vocab=4096, ctx=256, dropout=0.0):
@@ -46,7 +46,7 @@ def measured_step_peak(s: ModelSpec, micro: int, seq_len: int, accum: int, check
 
     model = PhiForCausalLM(cfg).train()
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batches = [torch.randint(0, s.vocab_size, (micro, seq_len)) for _ in range(accum)]
 

@@ -27,7 +27,7 @@ from ..jsonl import append_jsonl, iter_jsonl
 from ..stage import Timer
 from .config import TrainConfig
 from .memory import GIB, MemoryPlan, run_settings
-from .model import build_model, count_params, pick_attention
+from .model import build_model, count_params, enable_checkpointing, pick_attention
 from .packing import PackedData, SourceTexts, build_data, humaneval_eval_set, load_sources, tokenizer_sample
 from .state import LOG_FILE, checkpoints, read_state, save_checkpoint, truncate_log
 from .tokenizer import TRAINED_BPE, build_tokenizer, check_vocab_fits, load_tokenizer
@@ -304,7 +304,7 @@ def build_training(config: TrainConfig, acc, device_type: str, eos_token_id: int
         model = build_model(config.model, attn_implementation=attn, eos_token_id=eos_token_id, dropout=config.dropout)
     n_params = count_params(model)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     if config.compile:
         model = torch.compile(model)
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.peak_lr,

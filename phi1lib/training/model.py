@@ -82,6 +82,16 @@ def build_model(spec: ModelSpec, *, device: str | None = None, attn_implementati
     return model.to(device) if device else model
 
 
+def enable_checkpointing(model) -> None:
+    """Recompute each layer's activations in the backward pass (non-reentrant torch.utils.checkpoint):
+    `activation_checkpointing_enable` in transformers 5.x, `gradient_checkpointing_enable` before it."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
