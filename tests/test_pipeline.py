@@ -121,3 +121,21 @@ def test_report_markdown_shows_every_stage_and_row():
     assert "| synthesis | ran | 1.0 | 0.5000 | 0.0100 | 0.2500 | yes |" in md
     assert "| filtered+textbooks | [0, 1] | 7.0000 ± 0.1000 | – ± – | 0.00 | 20.12 |" in md
     assert md.rstrip().endswith("note one")
+
+
+def test_run_refuses_to_train_a_multi_gpu_preset_in_one_process(tmp_path, capsys, monkeypatch):
+    """phi1 run on a GPU preset would train on one GPU: it says how to launch on all of them, before any work."""
+    out = tmp_path / "run"
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert cli.main(["run", "--preset", "phi1-small", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "trains on 8 GPUs" in err and "accelerate launch --multi_gpu --num_processes 8 -m phi1lib.cli train " \
+        f"pretrain --preset phi1-small --out {out}" in err and "--single-process" in err
+    assert "--stages evaluation,evaluation-mbpp" in err and not out.exists()
+    from phi1lib.commands.run import _check_launch
+
+    config = RunConfig(preset="phi1-small", stages=("evaluation",))
+    _check_launch(config, str(out), False)  # no training stage: nothing to refuse
+    _check_launch(RunConfig(preset="phi1-small"), str(out), True)  # asked to go on
+    monkeypatch.setenv("WORLD_SIZE", "8")  # under accelerate launch / torchrun
+    _check_launch(RunConfig(preset="phi1-small"), str(out), False)

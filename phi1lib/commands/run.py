@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..errors import ConfigError
 from ..pipeline import Pipeline, RunConfig, report_markdown
 from ..pipeline.stages import NAMES
+from ..presets import get_preset
 from . import _common as C
 
 
@@ -30,6 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", default="0,1", metavar="S1,S2,...", help="ablation seeds (default: 0,1)")
     p.add_argument("--no-pass-at-1", action="store_true", help="skip HumanEval generation for the ablation models")
     p.add_argument("--dry-run", action="store_true", help="print what would run and each stage's estimate; run nothing")
+    p.add_argument("--single-process", action="store_true",
+                   help="train in this one process even when the preset plans several GPUs (default: refused; "
+                        "launch the training stages under accelerate instead)")
     C.add_prices(p)
     C.add_cap(p)
     C.add_force(p, "redo the selected stages even if their folders hold finished results")
@@ -55,6 +60,24 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                      seeds=seeds, cap_usd=args.cap_usd, eval_pass_at_1=not args.no_pass_at_1)
 
 
+def _check_launch(config: RunConfig, out: str, single_process: bool) -> None:
+    """A GPU preset plans its training on several GPUs; `phi1 run` is one process, so it would train on one
+    (days longer). Refuse, naming the launch that uses them all, unless asked to go on."""
+    n_gpus = get_preset(config.preset).hardware.n_gpus
+    training = [s for s in config.stages if s in ("pretrain", "finetune")]
+    if single_process or n_gpus <= 1 or not training or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return
+    rest = [s for s in config.stages if s not in training]
+    before = [s for s in rest if NAMES.index(s) < NAMES.index(training[0])]
+    after = [s for s in rest if s not in before]
+    steps = ([f"phi1 run --preset {config.preset} --out {out} --stages {','.join(before)}"] if before else []) + [
+        f"accelerate launch --multi_gpu --num_processes {n_gpus} -m phi1lib.cli train {s} --preset {config.preset} "
+        f"--out {out}" for s in training] + (
+        [f"phi1 run --preset {config.preset} --out {out} --stages {','.join(after)}"] if after else [])
+    raise ConfigError(f"the {config.preset} preset trains on {n_gpus} GPUs, and this one process would train on one "
+                      f"(~{n_gpus}x the wall time); run: " + " ; ".join(steps) + " (or pass --single-process)")
+
+
 def run(args: argparse.Namespace) -> int:
     pipeline = Pipeline(config_from_args(args), prices=C.load_prices(args))
     if args.dry_run:
@@ -69,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
                   + ("  (a stored result exists)" if s["stored"] else ""))
         print(f"  {'total':<11} ${plan['total_usd']:>12,.2f}")
         return 0
+    _check_launch(pipeline.config, str(pipeline.run_dir.root), args.single_process)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one "Loading weights" bar per model load would bury the stage log
