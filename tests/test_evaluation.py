@@ -307,6 +307,22 @@ def test_mbpp_and_humaneval_sit_side_by_side_in_one_run(tiny_model, tmp_path, sa
     assert again.finished_at == he.finished_at  # HumanEval's stored result is untouched
 
 
+def test_budget_run_shows_the_stored_estimate_next_to_the_measured_usage(tiny_model, tmp_path, sandbox, capsys):
+    run_dir = _run_with_model(tmp_path, tiny_model)
+    res = E.run(_small(limit=2, canonical_loss=False), run_dir, progress=False, sandbox=sandbox)
+    assert main(["budget", "--run", str(run_dir.root), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["stage"] == "evaluation" and row["estimate_usd"] == res.estimate["cost_usd"]
+    assert row["measured_wall_hours"] == pytest.approx(res.usage.wall_s / 3600)
+    assert row["wall_ratio"] == pytest.approx(res.usage.wall_s / 3600 / res.estimate["wall_hours"])
+    assert row["measured_tokens"] == res.usage.tokens_in + res.usage.tokens_out > 0
+    assert [l["item"] for l in row["lines"]] == ["generate", "sandbox"] and row["lines"][0]["measured_seconds"] > 0
+    assert main(["budget", "--run", str(tmp_path / "empty")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+    assert main(["budget", "--run", str(run_dir.root), "--set", "mfu=0.4"]) == 2
+    assert "--set and --list do not apply" in capsys.readouterr().err
+
+
 def test_stored_result_stale_settings_and_force(tiny_model, tmp_path, sandbox):
     run_dir = _run_with_model(tmp_path, tiny_model)
     cfg = _small(limit=2, max_new_tokens=8, canonical_loss=False)

@@ -30,6 +30,26 @@ def test_pipeline_writes_report(tiny_run):
 
 
 @pytest.mark.slow
+def test_budget_run_reconciles_every_stage_of_the_tiny_run(tiny_run, capsys):
+    """`phi1 budget --run DIR`: each finished stage's stored estimate next to what it measured."""
+    from phi1lib.cli import main
+    from phi1lib.runs import load_result
+
+    out, report = tiny_run
+    assert main(["budget", "--run", str(out), "--json"]) == 0
+    rows = {r["stage"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(report["stages"])
+    for name, row in rows.items():
+        stored = load_result(out / name)
+        assert row["estimate_wall_hours"] == stored["estimate"]["wall_hours"]
+        assert row["measured_wall_hours"] == pytest.approx(stored["usage"]["wall_s"] / 3600)
+        assert row["measured_tokens"] == stored["usage"]["tokens_in"] + stored["usage"]["tokens_out"]
+        assert [line["item"] for line in row["lines"]] == [line["item"] for line in stored["estimate"]["lines"]]
+    assert main(["budget", "--run", str(out)]) == 0
+    assert "| pretrain |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_pipeline_resume_redoes_nothing(tiny_run):
     from phi1lib.pipeline import run_pipeline
 

@@ -7,10 +7,10 @@ calculator's plans), `ablation` (paper Figure 2.1 at the preset's scale), `repor
 
 from .ablation import AblationConfig, AblationResult
 from .plan import estimate_preset, load_scenario, plans, preset_scenario
-from .report import report_markdown, write_report
+from .report import reconcile, reconcile_markdown, report_markdown, write_report
 from .run import Pipeline, RunConfig, run_pipeline
 from .stages import NAMES, STAGES, Stage, default_stages, stage_configs
 
 __all__ = ["AblationConfig", "AblationResult", "estimate_preset", "load_scenario", "plans", "preset_scenario",
-           "report_markdown", "write_report", "Pipeline", "RunConfig", "run_pipeline", "NAMES", "STAGES", "Stage",
+           "report_markdown", "write_report", "reconcile", "reconcile_markdown", "Pipeline", "RunConfig", "run_pipeline", "NAMES", "STAGES", "Stage",
            "default_stages", "stage_configs"]

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from ..paths import atomic_path
+from ..runs import load_result
 from ..stage import StageResult
+from .stages import NAMES
 
 
 @dataclass
@@ -96,4 +98,50 @@ def report_markdown(report: dict[str, Any]) -> str:
                          f"{_fmt(r.get('pass_at_1'), '.2f')} | {_fmt(r.get('paper_pass_at_1'), '.2f')} |")
         for note in report.get("ablation_notes", []):
             lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+# ---- reconciliation: estimate next to measured, from a run folder's stored results --------------------
+
+def reconcile(root: str | Path) -> list[dict[str, Any]]:
+    """One row per finished stage in the run folder `root` (pipeline order): the estimate it recorded before
+    it ran next to what it measured (wall hours, GPU-hours, dollars, tokens), the wall-time ratio, and its
+    estimate's lines with the measured seconds of the step of the same name where the stage timed one."""
+    rows = []
+    for name in NAMES:
+        stored = load_result(Path(root) / name)
+        if stored is None:
+            continue
+        est, usage, seconds = (v if isinstance(v, dict) else {} for v in
+                               (stored.get("estimate"), stored.get("usage"), stored.get("seconds")))
+        measured = "wall_s" in usage  # else a result written by an older phi1: nothing measured to show
+        wall_h = float(usage["wall_s"]) / 3600 if measured else None
+        tokens = int(usage.get("tokens_in", 0)) + int(usage.get("tokens_out", 0)) if measured else None
+        est_wall = est.get("wall_hours")
+        rows.append({
+            "stage": name, "estimate_usd": est.get("cost_usd"), "measured_usd": usage.get("usd"),
+            "estimate_wall_hours": est_wall, "measured_wall_hours": wall_h,
+            "wall_ratio": (wall_h / est_wall) if est_wall and measured else None,
+            "estimate_gpu_hours": est.get("gpu_hours"),
+            "measured_gpu_hours": float(usage.get("gpu_s", 0.0)) / 3600 if measured else None,
+            "estimate_tokens": est.get("tokens"), "measured_tokens": tokens,
+            "lines": [{"item": line.get("item"), "estimate_seconds": (line.get("wall_hours") or 0.0) * 3600,
+                       "measured_seconds": seconds.get(line.get("item"))}
+                      for line in est.get("lines") or [] if isinstance(line, dict)],
+            "stand_in": stored.get("stand_in"),
+        })
+    return rows
+
+
+def reconcile_markdown(rows: list[dict[str, Any]]) -> str:
+    """The reconciliation as a Markdown table, stage by stage."""
+    lines = ["| stage | estimate wall s | measured wall s | measured / estimate | estimate USD | measured USD | "
+             "estimate tokens | measured tokens |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        est_s = r["estimate_wall_hours"] * 3600 if r["estimate_wall_hours"] is not None else None
+        wall_s = r["measured_wall_hours"] * 3600 if r["measured_wall_hours"] is not None else None
+        lines.append(f"| {r['stage']} | {_fmt(est_s, ',.1f')} | {_fmt(wall_s, ',.1f')} | "
+                     f"{_fmt(r['wall_ratio'], '.2f')} | {_fmt(r['estimate_usd'], ',.4f')} | "
+                     f"{_fmt(r['measured_usd'], ',.4f')} | {_fmt(r['estimate_tokens'], ',.0f')} | "
+                     f"{_fmt(r['measured_tokens'], ',.0f')} |")
     return "\n".join(lines) + "\n"
