@@ -300,12 +300,13 @@ class Budget:
     def format(self) -> str:
         """A plain-text spreadsheet: every line, stage subtotals, the total."""
         out = [f"Scenario {self.scenario.name}  (prices as of {self.scenario.as_of or 'latest'})"]
+        w = max([12, *(len(s.stage) for s in self.stages)])  # e.g. "evaluation-mbpp"
         for s in self.stages:
-            out.append(f"  {s.stage:<12} {usd(s.cost_usd):>13}  {s.gpu_hours:>9,.1f} GPU-h  {s.wall_hours:>8,.1f} h  "
+            out.append(f"  {s.stage:<{w}} {usd(s.cost_usd):>13}  {s.gpu_hours:>9,.1f} GPU-h  {s.wall_hours:>8,.1f} h  "
                        f"{s.cappuccinos:>9,.1f} cappuccinos")
             for l in s.lines:
-                out.append(f"      {l.item:<20} {usd(l.cost_usd):>13}  {l.detail}")
-        out.append(f"  {'TOTAL':<12} {usd(self.total_usd):>13}  {self.total('gpu_hours'):>9,.1f} GPU-h  "
+                out.append(f"      {l.item:<{w + 8}} {usd(l.cost_usd):>13}  {l.detail}")
+        out.append(f"  {'TOTAL':<{w}} {usd(self.total_usd):>13}  {self.total('gpu_hours'):>9,.1f} GPU-h  "
                    f"{self.total('wall_hours'):>8,.1f} h  {self.total('cappuccinos'):>9,.1f} cappuccinos")
         return "\n".join(out)
 
