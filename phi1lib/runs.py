@@ -44,7 +44,7 @@ class RunDir:
             up = up.parent
         if not up.is_dir():
             where = "is a file" if up == self.root else f"lies under {up}, which is a file"
-            raise DataError(f"{self.root}: {where}, not a run folder; pass --out a folder (a new one, or one "
+            raise DataError(f"{self.root}: {where}, not a run folder; give a folder (a new one, or one "
                             "a phi1 command wrote)")
 
     @classmethod

@@ -161,7 +161,7 @@ def test_a_run_folder_that_is_a_file_is_one_clear_error(tmp_path):
 
     f = tmp_path / "notes.txt"
     f.write_text("mine")
-    with pytest.raises(DataError, match="notes.txt: is a file, not a run folder; pass --out a folder"):
+    with pytest.raises(DataError, match="notes.txt: is a file, not a run folder; give a folder"):
         RunDir(f)
     with pytest.raises(DataError, match="lies under .*notes.txt, which is a file"):
         RunDir(f / "run")
