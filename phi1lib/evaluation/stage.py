@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from .. import budget, runs
 from ..errors import DataError
 from ..jsonl import append_jsonl, write_jsonl
 from ..budget.ledger import job_ledger
-from ..llm import LLMClient, OpenAIProvider, incomplete
+from ..llm import LLMClient, OpenAIProvider, error_reasons, incomplete
 from ..paths import atomic_path
 from ..problems import load_benchmark
 from ..runs import RunDir
@@ -182,9 +181,8 @@ def _generate_api(config: EvalConfig, problems: list[dict], done: set, gen: Gene
     gen.usd = sum(r.get("usd", 0.0) for r in ok)
     gen.ledgered = ledger is not None and getattr(client, "ledger", None) is ledger
     if failed:  # the stage stays unfinished; a plain rerun asks for exactly these again
-        reasons = "; ".join(f"{n}x {why[:140]}" for why, n in Counter(str(r["error"]) for r in failed).most_common(3))
         store = getattr(getattr(client, "store", None), "path", None)
-        raise incomplete(config.stage_name, len(failed), len(new), reasons, store)
+        raise incomplete(config.stage_name, len(failed), len(new), error_reasons(r["error"] for r in failed), store)
 
 
 def _generate_local(config: EvalConfig, problems: list[dict], done: set, gen: Generated, progress: bool) -> None:

@@ -5,10 +5,11 @@
 `tokens` (token counting), `progress` (console bars), `batch` (the Batch API).
 """
 
-from .client import IncompleteRun, LLMClient, Request, Result, failure_reasons, incomplete, require_all
+from .client import (IncompleteRun, LLMClient, Request, Result, error_reasons, failure_reasons, incomplete,
+                     require_all)
 from .limits import Backoff, RateLimits
 from .local import TransformersProvider
 from .providers import Completion, FunctionProvider, OpenAIProvider, ProviderError
 
-__all__ = ["Request", "Result", "LLMClient", "IncompleteRun", "require_all", "incomplete", "failure_reasons", "OpenAIProvider", "TransformersProvider", "FunctionProvider",
+__all__ = ["Request", "Result", "LLMClient", "IncompleteRun", "require_all", "incomplete", "failure_reasons", "error_reasons", "OpenAIProvider", "TransformersProvider", "FunctionProvider",
            "Completion", "ProviderError", "Backoff", "RateLimits"]

@@ -144,7 +144,13 @@ _ATTEMPTS = re.compile(r" after \d+ attempts?$")
 
 def failure_reasons(results: Sequence[Result], top: int = 3) -> str:
     """The main reasons among failed results, most common first: '3x HTTP 500 from ...; 1x timed out'."""
-    counts = collections.Counter(_ATTEMPTS.sub("", str(r.error or "unknown error"))[:140] for r in results if not r.ok)
+    return error_reasons((r.error for r in results if not r.ok), top)
+
+
+def error_reasons(errors: Iterable[str | None], top: int = 3) -> str:
+    """The most common of these error messages with their counts ('3x HTTP 500 from ...; 1x timed out; 2 other'),
+    retry counts stripped so the same failure groups together."""
+    counts = collections.Counter(_ATTEMPTS.sub("", str(e or "unknown error"))[:140] for e in errors)
     parts = [f"{n}x {why}" for why, n in counts.most_common(top)]
     if len(counts) > top:
         parts.append(f"{sum(counts.values()) - sum(n for _, n in counts.most_common(top))} other")
