@@ -55,14 +55,22 @@ def category(status: str, reason: str) -> str:
     return head if head.isidentifier() else "other failure"
 
 
+def check_task_ids(samples: list[dict], problems: dict[str, dict], source: str = "this benchmark",
+                   where: str = "") -> None:
+    """A DataError naming the first sample (numbered from 1) whose task_id is not one of `problems`."""
+    for i, s in enumerate(samples, 1):
+        if s.get("task_id") not in problems:
+            raise DataError(f"{where}sample {i} has task_id {s.get('task_id')!r}, which is not a problem of {source} "
+                            f"(known: {', '.join(list(problems)[:3])}, ...); pass the matching --problem-file "
+                            "(or --benchmark)")
+
+
 def sandbox_jobs(samples: list[dict], problems: dict[str, dict], timeout_s: float, memory_mb: int) -> list[dict]:
     """One sandbox job per sample (samples are numbered from 1 in errors)."""
+    check_task_ids(samples, problems)
     jobs = []
     for i, s in enumerate(samples, 1):
-        tid = s.get("task_id")
-        if tid not in problems:
-            raise DataError(f"sample {i}: task_id {tid!r} is not a problem of this benchmark "
-                            f"(known: {', '.join(list(problems)[:3])}, ...); pass the matching --benchmark/--problems")
+        tid = s["task_id"]
         if not isinstance(s.get("completion"), str):
             raise DataError(f"sample {i} ({tid}): 'completion' must be a string")
         p = problems[tid]
@@ -246,11 +254,7 @@ def evaluate_file(samples_file: str | Path, *, benchmark: str = "humaneval", pro
     samples_file = Path(samples_file)
     samples = read_sample_file(samples_file)
     problems = load_benchmark(benchmark, problems_file, mbpp_style)
-    known = {p["task_id"] for p in problems}
-    for i, s in enumerate(samples, 1):
-        if s["task_id"] not in known:
-            raise DataError(f"{samples_file}: sample {i} has task_id {s['task_id']!r}, which is not a problem of "
-                            f"{problems_file or benchmark}; pass the matching --problem-file (or --benchmark)")
+    check_task_ids(samples, {p["task_id"]: p for p in problems}, problems_file or benchmark, f"{samples_file}: ")
     covered(samples, problems, samples_file)
     scored = score_samples(samples, problems, timeout_s=timeout_s, memory_mb=memory_mb, workers=workers,
                            progress=progress)
