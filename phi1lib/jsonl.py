@@ -113,8 +113,7 @@ def parquet_columns(path: str | os.PathLike, *, what: str = "records") -> list[s
     try:
         return list(pq.read_schema(path).names)
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)}); "
-                        f"expected a Parquet file of {what}") from None
+        raise _not_parquet(path, exc, what) from None
 
 
 def read_parquet(path: str | os.PathLike, columns: Sequence[str] | None = None, *, what: str = "records"):
@@ -130,8 +129,27 @@ def read_parquet(path: str | os.PathLike, columns: Sequence[str] | None = None, 
     try:
         return pq.read_table(path, columns=list(columns) if columns else None)
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)}); "
-                        f"expected a Parquet file of {what}") from None
+        raise _not_parquet(path, exc, what) from None
+
+
+def iter_parquet_rows(path: str | os.PathLike, *, what: str = "records",
+                      batch_size: int = 1024) -> Iterator[dict[str, Any]]:
+    """A Parquet file's rows as dicts, streamed in batches (never the whole file in memory). A file that is
+    not Parquet fails before the first row, a damaged page when it is reached: DataErrors naming the path."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    parquet_columns(path, what=what)
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
+            yield from batch.to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        raise _not_parquet(path, exc, what) from None
+
+
+def _not_parquet(path: Path, exc: BaseException, what: str) -> DataError:
+    return DataError(f"{path}: not a readable Parquet file ({_first_line(exc)}); expected a Parquet file of {what}")
 
 
 def _first_line(exc: BaseException) -> str:

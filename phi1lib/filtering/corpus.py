@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..errors import ConfigError, DataError
-from ..jsonl import iter_jsonl, parquet_columns
+from ..jsonl import iter_jsonl, iter_parquet_rows
 
 GRANULARITIES = ("file", "function")
 DEFAULT_MAX_BYTES = 100_000  # files above this are "huge": generated tables, vendored bundles
@@ -280,26 +280,12 @@ def read_table(path: str | os.PathLike, *, text_field: str | list[str] = "text",
     if path.suffix in (".jsonl", ".json"):
         rows: Iterable[dict] = iter_jsonl(path)
     elif path.suffix == ".parquet":
-        parquet_columns(path, what="corpus records")  # a file that is not Parquet: one line, before any work
-        rows = _parquet_rows(path)
+        rows = iter_parquet_rows(path, what="corpus records")  # not Parquet: one line, before the first row
     else:
         raise DataError(f"{path}: unknown corpus file type {path.suffix!r}; use .jsonl or .parquet")
     yield from _records_from_rows(rows, source=path.stem, where=str(path), text_field=text_field,
                                   path_field=path_field, id_field=id_field, granularity=granularity,
                                   max_bytes=max_bytes, limit=limit, stats=stats)
-
-
-def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """A Parquet file's rows, streamed in batches; a damaged page is a DataError naming the file."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-            yield from batch.to_pylist()
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({str(exc).strip().splitlines()[0][:200]}); "
-                        "expected a Parquet file of corpus records") from None
 
 
 def read_hub(name: str, *, data_dir: str | None = None, split: str = "train", text_field: str | list[str] = "content",
