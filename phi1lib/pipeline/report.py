@@ -20,12 +20,26 @@ class StageRecord:
     result: StageResult
 
 
+def estimate_vs_measured(est: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any]:
+    """A stage's estimate (StageEstimate.to_dict) next to its measured Usage (to_dict): dollars, wall and GPU
+    hours, tokens, and measured / estimated wall time. Measured fields are None for a usage without wall_s
+    (a result written by an older phi1)."""
+    measured = "wall_s" in usage
+    wall_h = float(usage["wall_s"]) / 3600 if measured else None
+    est_wall = est.get("wall_hours")
+    return {"estimate_usd": est.get("cost_usd"), "measured_usd": usage.get("usd"),
+            "estimate_wall_hours": est_wall, "measured_wall_hours": wall_h,
+            "wall_ratio": (wall_h / est_wall) if est_wall and measured else None,
+            "estimate_gpu_hours": est.get("gpu_hours"),
+            "measured_gpu_hours": float(usage.get("gpu_s", 0.0)) / 3600 if measured else None,
+            "estimate_tokens": est.get("tokens"),
+            "measured_tokens": int(usage.get("tokens_in", 0)) + int(usage.get("tokens_out", 0)) if measured else None}
+
+
 def stage_row(rec: StageRecord) -> dict[str, Any]:
-    est, usage = rec.result.estimate, rec.result.usage
-    return {"status": rec.status, "seconds": round(usage.wall_s, 2), "estimate_usd": est.get("cost_usd"),
-            "estimate_wall_hours": est.get("wall_hours"), "estimate_gpu_hours": est.get("gpu_hours"),
-            "estimate_tokens": est.get("tokens"), "measured_usd": usage.usd, "measured_gpu_hours": usage.gpu_s / 3600,
-            "stand_in": rec.result.stand_in}
+    usage = rec.result.usage
+    return {"status": rec.status, "seconds": round(usage.wall_s, 2),
+            **estimate_vs_measured(rec.result.estimate, usage.to_dict()), "stand_in": rec.result.stand_in}
 
 
 def _headline(evaluation: StageResult | None) -> dict[str, Any]:
@@ -114,17 +128,8 @@ def reconcile(root: str | Path) -> list[dict[str, Any]]:
             continue
         est, usage, seconds = (v if isinstance(v, dict) else {} for v in
                                (stored.get("estimate"), stored.get("usage"), stored.get("seconds")))
-        measured = "wall_s" in usage  # else a result written by an older phi1: nothing measured to show
-        wall_h = float(usage["wall_s"]) / 3600 if measured else None
-        tokens = int(usage.get("tokens_in", 0)) + int(usage.get("tokens_out", 0)) if measured else None
-        est_wall = est.get("wall_hours")
         rows.append({
-            "stage": name, "estimate_usd": est.get("cost_usd"), "measured_usd": usage.get("usd"),
-            "estimate_wall_hours": est_wall, "measured_wall_hours": wall_h,
-            "wall_ratio": (wall_h / est_wall) if est_wall and measured else None,
-            "estimate_gpu_hours": est.get("gpu_hours"),
-            "measured_gpu_hours": float(usage.get("gpu_s", 0.0)) / 3600 if measured else None,
-            "estimate_tokens": est.get("tokens"), "measured_tokens": tokens,
+            "stage": name, **estimate_vs_measured(est, usage),
             "lines": [{"item": line.get("item"), "estimate_seconds": (line.get("wall_hours") or 0.0) * 3600,
                        "measured_seconds": seconds.get(line.get("item"))}
                       for line in est.get("lines") or [] if isinstance(line, dict)],
