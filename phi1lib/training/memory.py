@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..budget.estimates import matmul_params
 from ..errors import ConfigError
 from ..presets import ModelSpec
 
@@ -52,12 +53,6 @@ def activation_bytes_per_token(spec: ModelSpec, *, dropout: float | None = None,
     return spec.n_layer * per_layer
 
 
-def matmul_params(spec: ModelSpec) -> int:
-    """Parameters autocast casts to bf16 for matmuls: every Linear weight (the embedding is a lookup)."""
-    d, m = spec.d_model, spec.d_mlp
-    return spec.n_layer * (4 * d * d + 2 * d * m) + spec.vocab_size * d
-
-
 def step_peak(spec: ModelSpec, micro_batch: int, seq_len: int, *, gradient_checkpointing: bool = False,
               shards: int = 1, dropout: float | None = None) -> dict[str, float]:
     """Bytes live at the peak of a training step (end of a micro-batch's forward, gradients of earlier
@@ -71,6 +66,7 @@ def step_peak(spec: ModelSpec, micro_batch: int, seq_len: int, *, gradient_check
         "weights": 4.0 * n / shards,
         "gradients": 4.0 * n / shards,
         "optimizer": 8.0 * n / shards,
+        # autocast's bf16 copy of every matmul parameter (FLOPs count the same ones: all but the input embedding)
         "autocast_copies": 0.0 if gradient_checkpointing else AUTOCAST_COPY_BYTES * matmul_params(spec),
         "activations": activation_bytes_per_token(spec, dropout=dropout,
                                                   gradient_checkpointing=gradient_checkpointing) * tokens,
