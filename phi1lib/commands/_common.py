@@ -45,43 +45,29 @@ def add_prices(p: argparse.ArgumentParser) -> None:
                    help="extra folder of price books (*.toml); overrides shipped prices of the same name; repeatable")
 
 
-def usd(text: str) -> float:
-    """A dollar amount from the command line: finite and >= 0 (checked before any work)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a dollar amount >= 0, e.g. 25 or 2.5")
-    return value
+def _cli_number(convert, ok, expected: str):
+    """An argparse `type` for a number: `convert(text)`, then `ok(value)`, else one line saying what was expected."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {expected}")
+        return value
+    return parse
+
+
+# checked by argparse before any work
+usd = _cli_number(float, lambda v: math.isfinite(v) and v >= 0, "a dollar amount >= 0, e.g. 25 or 2.5")
+positive_int = _cli_number(int, lambda v: v >= 1, "a whole number >= 1, e.g. 64")  # e.g. --concurrency 64
+positive_float = _cli_number(float, lambda v: math.isfinite(v) and v > 0, "a number > 0, e.g. 2500")
 
 
 def add_cap(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cap-usd", type=usd, metavar="USD",
                    help="the job's budget cap in USD, kept in the run folder's ledger so later commands and reruns "
                         "honour it too: work stops before spend would cross it")
-
-
-def positive_int(text: str) -> int:
-    """An integer >= 1 from the command line (e.g. --concurrency 64)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1, e.g. 64")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0 from the command line (e.g. --tokens-per-s 2500)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number > 0, e.g. 2500")
-    return value
 
 
 def add_llm_args(p: argparse.ArgumentParser, *, endpoint: bool = True) -> None:
