@@ -132,17 +132,19 @@ def read_parquet(path: str | os.PathLike, columns: Sequence[str] | None = None, 
         raise _not_parquet(path, exc, what) from None
 
 
-def iter_parquet_rows(path: str | os.PathLike, *, what: str = "records",
-                      batch_size: int = 1024) -> Iterator[dict[str, Any]]:
-    """A Parquet file's rows as dicts, streamed in batches (never the whole file in memory). A file that is
-    not Parquet fails before the first row, a damaged page when it is reached: DataErrors naming the path."""
+def iter_parquet_rows(path: str | os.PathLike, *, what: str = "records", batch_size: int = 1024,
+                      columns: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+    """A Parquet file's rows as dicts (only `columns` when given), streamed in batches (never the whole file in
+    memory). A file that is not Parquet fails before the first row, a damaged page when it is reached: DataErrors
+    naming the path."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = Path(path)
     parquet_columns(path, what=what)
     try:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size,
+                                                       columns=list(columns) if columns is not None else None):
             yield from batch.to_pylist()
     except (pa.ArrowException, OSError) as exc:
         raise _not_parquet(path, exc, what) from None

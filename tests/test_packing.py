@@ -1,4 +1,5 @@
-"""Packing: EOT between documents, exact fixed-length blocks, mixture weights, held-out split, HumanEval labels."""
+"""Packing: EOT between documents, exact fixed-length blocks, mixture weights, HumanEval labels (sources, the
+held-out split and shards: test_shards.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ import json
 import pytest
 
 from phi1lib.errors import ConfigError, DataError
-from phi1lib.training.packing import (DataSource, build_data, data_fingerprint, humaneval_eval_set, load_sources, mix, pack,
-                             parse_source, read_texts)
+from phi1lib.training.packing import DataSource, data_fingerprint, humaneval_eval_set, mix, pack, parse_source
 from phi1lib.training.tokenizer import EOT, train_bpe
 
 
@@ -21,18 +21,6 @@ def _docs() -> list[str]:
 @pytest.fixture(scope="module")
 def tok():
     return train_bpe(_docs(), 400)
-
-
-@pytest.fixture()
-def files(tmp_path):
-    docs = _docs()
-    jl = tmp_path / "a.jsonl"
-    jl.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(docs[:5])))
-    import pandas as pd
-
-    pq = tmp_path / "b.parquet"
-    pd.DataFrame({"text": docs[5:] + [""], "score": [1.0] * (len(docs) - 5 + 1)}).to_parquet(pq)
-    return jl, pq
 
 
 def test_parse_source(tmp_path):
@@ -48,22 +36,6 @@ def test_parse_source(tmp_path):
     odd = tmp_path / "data:abc"  # unless a file of that very name exists
     odd.write_text("")
     assert parse_source(str(odd)) == DataSource(odd, 1.0)
-
-
-def test_read_texts_formats_and_errors(files, tmp_path):
-    jl, pq = files
-    assert len(read_texts(jl)) == 5
-    assert len(read_texts(pq)) == 3  # the empty text is skipped
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"content": "x"}) + "\n")
-    with pytest.raises(DataError, match="bad.jsonl.*'text'"):
-        read_texts(bad)
-    with pytest.raises(DataError, match="not found"):
-        read_texts(tmp_path / "missing.jsonl")
-    csv = tmp_path / "x.csv"
-    csv.write_text("text\nx\n")
-    with pytest.raises(DataError, match="unsupported"):
-        read_texts(csv)
 
 
 def test_pack_is_the_eot_joined_stream_cut_into_blocks(tok):
@@ -98,14 +70,6 @@ def test_pack_to_disk_matches_memory_and_is_reused(tok, tmp_path):
     assert data_fingerprint(docs, other, 64) != fp
 
 
-def test_build_data_cache_dir_gives_the_same_data(files, tok, tmp_path):
-    loaded = load_sources([str(files[0]), f"{files[1]}:2"], heldout_fraction=0.3, seed=0)
-    mem = build_data(loaded, tok, 64)
-    disk = build_data(loaded, tok, 64, cache_dir=tmp_path / "c")
-    assert disk.train["input_ids"] == mem.train["input_ids"] and disk.heldout["input_ids"] == mem.heldout["input_ids"]
-    assert disk.stats == mem.stats and len(list((tmp_path / "c").glob("*.arrow"))) == 3  # 2 sources + held-out
-
-
 def test_mixture_weights_repeat_and_subsample(tok):
     a, b = pack(_docs()[:4], tok, 32), pack(_docs()[4:], tok, 32)
     m = mix([a, b], [2, 0.5], seed=0)
@@ -114,22 +78,6 @@ def test_mixture_weights_repeat_and_subsample(tok):
     assert mix([a, b], [1, 0.5], seed=1)["input_ids"][len(a):] != mix([a, b], [1, 0.5], seed=2)["input_ids"][len(a):]
     with pytest.raises(DataError, match="empty"):
         mix([a], [0])
-
-
-def test_heldout_is_by_document_disjoint_and_seeded(files, tok):
-    jl, pq = files
-    loaded = load_sources([str(jl), f"{pq}:2"], heldout_fraction=0.3, seed=0)
-    assert loaded[1].source.weight == 2
-    for st in loaded:
-        assert st.heldout and st.train and not set(st.heldout) & set(st.train)
-    again = load_sources([str(jl), f"{pq}:2"], heldout_fraction=0.3, seed=0)
-    assert [s.heldout for s in again] == [s.heldout for s in loaded]
-    data = build_data(loaded, tok, 64)
-    held_blocks = {tuple(b) for b in data.heldout["input_ids"]}
-    assert not held_blocks & {tuple(b) for b in data.train["input_ids"]}
-    assert data.stats["train_blocks"] == len(data.train) == data.stats["sources"][0]["blocks"] + 2 * data.stats["sources"][1]["blocks"]
-    with pytest.raises(ConfigError, match="no training data"):
-        load_sources([])
 
 
 def test_humaneval_labels_cover_only_the_solution(tok):
@@ -146,13 +94,3 @@ def test_humaneval_labels_cover_only_the_solution(tok):
         assert item["input_ids"][n_prompt:] == sol
     short = humaneval_eval_set(tok, 40, n_problems=5)
     assert all(len(i["input_ids"]) <= 40 for i in short)
-
-
-def test_max_chars_caps_each_source_with_a_seeded_subset(files):
-    jl, pq = files
-    full = load_sources([str(jl)], heldout_fraction=0.2, seed=0)
-    capped = load_sources([str(jl)], heldout_fraction=0.2, seed=0, max_chars=1)
-    assert capped[0].heldout == full[0].heldout  # the held-out split does not depend on the cap
-    assert len(capped[0].train) == 1 and capped[0].train[0] in full[0].train
-    big = load_sources([str(jl)], heldout_fraction=0.2, seed=0, max_chars=10**9)
-    assert big[0].train == full[0].train

@@ -33,7 +33,8 @@ class TrainConfig(StageConfig):
     # How the run is carried out, not what it computes (a resumed run may change them freely);
     # `gpu` only names the MFU peak and the rental price, `hardware` only feeds the estimate.
     NOT_FINGERPRINTED: ClassVar[tuple[str, ...]] = ("threads", "device", "compile", "gpu", "checkpoint_every",
-                                                    "keep_checkpoints", "hardware", "gradient_checkpointing")
+                                                    "keep_checkpoints", "hardware", "gradient_checkpointing",
+                                                    "pack_wait_s", "collective_timeout_s")
 
     preset: str = "tiny"  # preset the defaults came from; its name prices the estimate's training line
     stage: str = "pretrain"  # "pretrain" | "finetune": which schedule, and the run folder <run>/<stage>
@@ -75,6 +76,9 @@ class TrainConfig(StageConfig):
     heldout_fraction: float = 0.05  # documents per source held out for the eval loss, in [0, 1)
     tokenizer_train_chars: int = 2_000_000  # "bpe-train": characters of training text the BPE learns from
     max_source_chars: int | None = None  # per source: seeded subset of about this many characters (None = all)
+    pack_shard_docs: int = 20_000  # documents per packed shard (the unit of resume and of the multi-process split)
+    pack_wait_s: float = 3600.0  # most seconds a process waits for shards other processes pack
+    collective_timeout_s: float = 1800.0  # torch.distributed timeout of a launch (init, barriers, all-reduce)
     seed: int = 0  # init, data order, dropout
     threads: int | None = None  # CPU torch threads: None = torch's default, 0 = auto (all cores if idle, 1 if busy)
 
@@ -127,6 +131,9 @@ class TrainConfig(StageConfig):
         self.need(self.threads is None or self.threads >= 0, "threads", "none, 0 (auto) or a thread count")
         self.need(self.humaneval_problems is None or self.humaneval_problems >= 1, "humaneval_problems",
                   "none (all 164) or a count >= 1")
+        self.need_ints("pack_shard_docs")
+        self.need(self.pack_wait_s > 0, "pack_wait_s", "seconds > 0")
+        self.need(self.collective_timeout_s > 0, "collective_timeout_s", "seconds > 0")
         self.need(self.max_source_chars is None or self.max_source_chars >= 1, "max_source_chars",
                   "none (all) or a character count >= 1")
         self.need(self.stage == "finetune" or self.init_from is None, "init_from",

@@ -14,23 +14,29 @@ main process writes files (log, checkpoints' trainer state, the final model).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import budget
+from .. import budget, runs
 from ..errors import ConfigError, Phi1Error
 from ..jsonl import append_jsonl, iter_jsonl
 from ..stage import Timer
 from .config import TrainConfig
 from .memory import GIB, MemoryPlan, run_settings
 from .model import build_model, count_params, enable_checkpointing, pick_attention
-from .packing import PackedData, SourceTexts, build_data, humaneval_eval_set, load_sources, tokenizer_sample
+from .packing import PackedData, humaneval_eval_set, parse_source
+from .shards import Split, build_data, tokenizer_sample
 from .state import LOG_FILE, checkpoints, read_state, save_checkpoint, truncate_log
 from .tokenizer import TRAINED_BPE, build_tokenizer, check_vocab_fits, load_tokenizer
+
+TOKENIZER_KEY_FILE = "phi1_tokenizer_key.txt"
 
 
 class NonFiniteLoss(Phi1Error):
@@ -184,13 +190,15 @@ def micro_batches(state: TrainState, step: int) -> list:
 
 
 def evaluate(model, acc, heldout, he_items, micro_batch: int, max_blocks: int) -> dict[str, float | None]:
-    """Mean token loss on held-out blocks and on HumanEval solution tokens (sharded over processes)."""
+    """Mean token loss on held-out blocks and on HumanEval solution tokens (sharded over processes), and the
+    latter in bits per byte of solution text (`humaneval_bpb`: summed nats / ln 2 / bytes, the same for
+    any tokenizer, so models with different vocabularies compare)."""
     import torch
     import torch.nn.functional as F
 
     model.eval()
     rank, world = acc.process_index, acc.num_processes
-    sums = torch.zeros(4, dtype=torch.float64, device=acc.device)  # heldout sum, count, humaneval sum, count
+    sums = torch.zeros(5, dtype=torch.float64, device=acc.device)  # heldout sum, count, humaneval sum, count, bytes
     with torch.no_grad(), acc.autocast():
         if heldout is not None and len(heldout):
             n = min(len(heldout), max_blocks)
@@ -206,10 +214,12 @@ def evaluate(model, acc, heldout, he_items, micro_batch: int, max_blocks: int) -
             logits = model(input_ids=x).logits.float()
             sums[2] += F.cross_entropy(logits[0, :-1], y[0, 1:], ignore_index=-100, reduction="sum").double()
             sums[3] += (y[0, 1:] != -100).sum()
+            sums[4] += item.get("n_bytes", 0)
     sums = acc.reduce(sums, "sum")
     model.train()
     return {"heldout_loss": float(sums[0] / sums[1]) if sums[1] else None,
-            "humaneval_loss": float(sums[2] / sums[3]) if sums[3] else None}
+            "humaneval_loss": float(sums[2] / sums[3]) if sums[3] else None,
+            "humaneval_bpb": float(sums[2] / math.log(2) / sums[4]) if sums[4] else None}
 
 
 def forward_backward(model, acc, batches, accum: int):
@@ -240,29 +250,56 @@ def optimizer_step(model, optimizer, scheduler, acc, grad_clip: float):
 
 # ---- setup ---------------------------------------------------------------------------------------
 
-def prepare_tokenizer(config: TrainConfig, acc, out: Path, loaded: Sequence[SourceTexts], init_from: Path | None):
-    """Train (main process, once) or load the tokenizer; saved under <stage>/tokenizer and reused on resume."""
+def tokenizer_key(config: TrainConfig, sources: Sequence[str], init_from: Path | None, split: Split) -> str:
+    """What the stage's tokenizer folder was built from; a folder with another key is rebuilt, not reused."""
+    name = config.tokenizer or str(init_from)
+    doc: dict[str, Any] = {"tokenizer": name, "vocab_size": config.model.vocab_size}
+    if name == TRAINED_BPE:
+        doc.update(train_chars=config.tokenizer_train_chars, split=[split.heldout_fraction, split.seed, split.max_chars],
+                   sources=[runs.identity(parse_source(s).path) for s in sources])
+    elif Path(name).expanduser().is_dir():
+        doc["identity"] = runs.identity(Path(name).expanduser())
+    return hashlib.sha1(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def prepare_tokenizer(config: TrainConfig, acc, out: Path, sources: Sequence[str], init_from: Path | None,
+                      split: Split):
+    """Train (main process, once) or load the tokenizer; kept under <stage>/tokenizer with the key of what it was
+    built from, and reused by `phi1 pack`, a resumed run and a later launch while that key holds."""
     tok_dir = out / "tokenizer"
-    if not (tok_dir / "tokenizer_config.json").exists():
-        name = config.tokenizer or str(init_from)
+    key = tokenizer_key(config, sources, init_from, split)
+    marker = tok_dir / TOKENIZER_KEY_FILE
+    if not (marker.exists() and marker.read_text().strip() == key and (tok_dir / "tokenizer_config.json").exists()):
         if acc.is_main_process:
-            texts = tokenizer_sample(loaded, config.tokenizer_train_chars) if name == TRAINED_BPE else None
+            shutil.rmtree(tok_dir, ignore_errors=True)
+            name = config.tokenizer or str(init_from)
+            texts = tokenizer_sample(sources, split, config.tokenizer_train_chars) if name == TRAINED_BPE else None
             build_tokenizer(name, config.model.vocab_size, texts, tok_dir)
-        acc.wait_for_everyone()
+            marker.write_text(key + "\n")
+        acc.wait_for_everyone()  # seconds: a BPE on a few MB, or a copy of a saved tokenizer
     tok = load_tokenizer(tok_dir)
     check_vocab_fits(tok, config.model.vocab_size)
     return tok
 
 
-def prepare_data(config: TrainConfig, acc, out: Path, sources: Sequence[str], init_from: Path | None):
-    """(tokenizer, packed blocks, HumanEval eval items); deterministic on every process, the main one writes."""
+def data_split(config: TrainConfig) -> Split:
+    return Split(config.heldout_fraction, config.seed, config.max_source_chars)
+
+
+def prepare_data(config: TrainConfig, acc, out: Path, sources: Sequence[str], init_from: Path | None,
+                 progress: bool = False):
+    """(tokenizer, packed blocks, HumanEval eval items), the same on every process. The data is packed in shards
+    under <stage>/data, each process packing its share (training.shards: no collective while packing); shards
+    already there (from `phi1 pack` or an interrupted launch) are reused."""
     from accelerate.utils import set_seed
 
     set_seed(config.seed)
-    loaded = load_sources(sources, config.heldout_fraction, config.seed, config.max_source_chars)
-    tok = prepare_tokenizer(config, acc, out, loaded, init_from)
-    with acc.main_process_first():  # the main process packs; the others memory-map its files
-        data = build_data(loaded, tok, config.seq_len, config.seed, cache_dir=out / "data")
+    split = data_split(config)
+    tok = prepare_tokenizer(config, acc, out, sources, init_from, split)
+    say = (lambda s: print(f"[pack] shard {s} done", flush=True)) if progress and acc.is_local_main_process else None
+    data = build_data(sources, tok, config.seq_len, split, out / "data", rank=acc.process_index,
+                      world=acc.num_processes, shard_docs=config.pack_shard_docs, wait_s=config.pack_wait_s,
+                      on_shard=say)
     return tok, data, humaneval_eval_set(tok, config.model.n_ctx, config.humaneval_problems)
 
 
@@ -321,7 +358,7 @@ def setup(config: TrainConfig, acc, out: Path, sources: Sequence[str], *, init_f
     """Data, tokenizer, model, optimizer and schedule for a run writing into the stage folder `out`."""
     micro_batch, ckpt, plan = memory_settings(config, acc, device_type)  # refuses before any data work
     micro, accum = batch_split(config.batch_seqs, micro_batch, acc.num_processes)
-    tok, data, he_items = prepare_data(config, acc, out, sources, init_from)
+    tok, data, he_items = prepare_data(config, acc, out, sources, init_from, progress)
     model, optimizer, scheduler, n_params, attention = build_training(config, acc, device_type, tok.eos_token_id,
                                                                       init_from, gradient_checkpointing=ckpt)
     peak, peak_what = device_peak_tflops(device_type, config.gpu, prices)

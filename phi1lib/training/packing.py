@@ -1,13 +1,11 @@
-"""Training data: text files -> held-out split -> documents joined by <|endoftext|> -> fixed-length blocks.
+"""Training data: documents joined by <|endoftext|> -> fixed-length blocks; a mixture of sources.
 
 As in phi-1 (paper §2.3) every document is followed by the end-of-text token and the stream is
-cut into `block_size`-token slices (next-token loss on all of them), with `datasets` doing the
-tokenising and grouping. Several sources form a mixture: a source's `weight` is how many times
-its blocks appear per pass (2 = twice, 0.5 = a seeded random half). Held-out documents are taken
-from each source *before* packing, so no held-out text leaks into a training block. Training
-packs to `<run>/data/<fingerprint>.arrow` files that are memory-mapped, not held in RAM: packing
-needs about one chunk of memory, a resumed run re-uses them, and the processes of a multi-GPU
-run share one copy. (The source texts themselves are still read into memory.)
+cut into `block_size`-token slices (next-token loss on all of them). `pack` does that for a list of
+texts (in memory, or written chunk by chunk to an Arrow file that is memory-mapped back). Several
+sources form a mixture (`mix`): a source's `weight` is how many times its blocks appear per pass
+(2 = twice, 0.5 = a seeded random half). Reading sources as streams, the held-out split, shards
+and the multi-process split live in `shards` (packing as its own resumable step, `phi1 pack`).
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import ConfigError, DataError
-from ..jsonl import iter_jsonl
 from ..problems import load_humaneval
 
 TEXT_COLUMN = "text"
@@ -54,75 +51,6 @@ def parse_source(spec: str | os.PathLike | DataSource) -> DataSource:
             raise ConfigError(f"{text}: the weight {tail!r} after ':' is not a number; "
                               f"write FILE or FILE:WEIGHT, e.g. {head}:2")
     return DataSource(Path(text))
-
-
-def read_texts(path: str | os.PathLike) -> list[str]:
-    """The non-empty `text` values of a .jsonl/.json or .parquet file."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: training data file not found; pass JSONL or Parquet files with a "
-                        f"'{TEXT_COLUMN}' column (e.g. filtering/kept.parquet, synthesis/textbooks.jsonl)")
-    suffix = "".join(path.suffixes[-1:]).lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        names = pq.read_schema(path).names
-        if TEXT_COLUMN not in names:
-            raise DataError(f"{path}: no '{TEXT_COLUMN}' column (columns: {names}); training needs one")
-        values = pq.read_table(path, columns=[TEXT_COLUMN]).column(TEXT_COLUMN).to_pylist()
-    elif suffix in (".jsonl", ".json"):
-        values = []
-        for i, rec in enumerate(iter_jsonl(path), 1):
-            if TEXT_COLUMN not in rec:
-                raise DataError(f"{path}: record {i} has no '{TEXT_COLUMN}' field (fields: {sorted(rec)}); "
-                                "every training record needs one")
-            values.append(rec[TEXT_COLUMN])
-    else:
-        raise DataError(f"{path}: unsupported training data format {suffix or '(no suffix)'}; use .jsonl or .parquet")
-    texts = [v for v in values if isinstance(v, str) and v.strip()]
-    if not texts:
-        raise DataError(f"{path}: no non-empty '{TEXT_COLUMN}' values; nothing to train on")
-    return texts
-
-
-@dataclass
-class SourceTexts:
-    source: DataSource
-    train: list[str]
-    heldout: list[str]
-
-
-def load_sources(sources: Sequence[str | os.PathLike | DataSource], heldout_fraction: float = 0.05,
-                 seed: int = 0, max_chars: int | None = None) -> list[SourceTexts]:
-    """Read each source and hold out a seeded `heldout_fraction` of its documents.
-
-    `max_chars` caps each source's training text to a seeded random subset of documents (in
-    file order) of about that many characters, so a short run does not tokenise a corpus it
-    will never reach; None keeps everything.
-    """
-    import numpy as np
-
-    if not sources:
-        raise ConfigError("no training data: pass at least one --data file (JSONL or Parquet with a 'text' column)")
-    if not 0 <= heldout_fraction < 1:
-        raise ConfigError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
-    out = []
-    for k, src in enumerate(parse_source(s) for s in sources):
-        texts = read_texts(src.path)
-        order = np.random.default_rng([seed, k]).permutation(len(texts))
-        n_held = math.ceil(len(texts) * heldout_fraction) if heldout_fraction > 0 and len(texts) > 1 else 0
-        held = set(order[:n_held].tolist())
-        keep = set(range(len(texts))) - held
-        if max_chars is not None:
-            keep, total = set(), 0
-            for i in order[n_held:].tolist():
-                if total >= max_chars:
-                    break
-                keep.add(i)
-                total += len(texts[i])
-        out.append(SourceTexts(src, [t for i, t in enumerate(texts) if i in keep],
-                               [t for i, t in enumerate(texts) if i in held]))
-    return out
 
 
 def _chunks(texts: Sequence[str], chunk_docs: int, chunk_chars: int):
@@ -244,64 +172,27 @@ class PackedData:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def build_data(loaded: Sequence[SourceTexts], tokenizer, block_size: int, seed: int = 0,
-               cache_dir: str | os.PathLike | None = None) -> PackedData:
-    """Pack each source, mix the training blocks by weight, pack held-out text the same way.
-    With `cache_dir` each source's blocks go to `<cache_dir>/<fingerprint>.arrow` (memory-mapped,
-    reused by a resumed run or by the other processes of a multi-GPU run)."""
+def humaneval_eval_set(tokenizer, max_len: int, n_problems: int | None = None) -> list[dict[str, Any]]:
+    """HumanEval prompt + canonical solution as (input_ids, labels, n_bytes), labels -100 on the prompt.
 
-    def where(texts):
-        return None if cache_dir is None else Path(cache_dir) / f"{data_fingerprint(texts, tokenizer, block_size)}.arrow"
-
-    train_blocks, held_texts, per_source = [], [], []
-    for st in loaded:
-        ds = pack(st.train, tokenizer, block_size, path=where(st.train))
-        if len(ds) == 0:
-            raise DataError(f"{st.source.path}: {len(st.train)} documents give fewer than {block_size} tokens; "
-                            "add data or lower seq_len")
-        train_blocks.append(ds)
-        held_texts.extend(st.heldout)
-        per_source.append({"path": str(st.source.path), "weight": st.source.weight, "documents": len(st.train),
-                           "heldout_documents": len(st.heldout), "blocks": len(ds)})
-    train = mix(train_blocks, [st.source.weight for st in loaded], seed)
-    heldout = pack(held_texts, tokenizer, block_size, path=where(held_texts)) if held_texts else None
-    if heldout is not None and len(heldout) == 0:  # short held-out text: keep one shorter block
-        ids = [t for x in tokenizer(held_texts, add_special_tokens=False)["input_ids"] for t in x + [tokenizer.eos_token_id]]
-        import datasets
-
-        heldout = datasets.Dataset.from_dict({"input_ids": [ids[:block_size]]}) if len(ids) > 1 else None
-    stats = {"sources": per_source, "train_blocks": len(train), "block_size": block_size,
-             "train_tokens": len(train) * block_size,
-             "heldout_blocks": 0 if heldout is None else len(heldout)}
-    return PackedData(train, heldout, stats)
-
-
-def tokenizer_sample(loaded: Sequence[SourceTexts], max_chars: int) -> list[str]:
-    """Training documents for the BPE, round-robin over sources until `max_chars` (BPE training
-    time grows with text; a few MB already give stable merges for a 2k vocabulary)."""
-    out, total = [], 0
-    queues = [list(st.train) for st in loaded]
-    while total < max_chars and any(queues):
-        for q in queues:
-            if q and total < max_chars:
-                out.append(q.pop(0))
-                total += len(out[-1])
-    return out
-
-
-def humaneval_eval_set(tokenizer, max_len: int, n_problems: int | None = None) -> list[dict[str, list[int]]]:
-    """HumanEval prompt + canonical solution as (input_ids, labels), labels -100 on the prompt.
-
-    The loss over `labels` is the loss on solution tokens only: how well the model predicts a
-    correct body given the signature and docstring. Sequences are cut to `max_len` tokens.
+    The two are tokenized as one text, as they stand in a file; the labelled tokens are those that
+    reach into the solution, then <|endoftext|>. The loss over `labels` is the loss on the solution:
+    how well the model predicts a correct body given the signature and docstring. `n_bytes` is the
+    UTF-8 size of the text the labelled tokens spell, so summed nats / ln 2 / n_bytes is bits per
+    byte, a yardstick that does not depend on the tokenizer. Sequences are cut to `max_len` tokens.
     """
     problems = load_humaneval()[: n_problems or None]
+    eot = tokenizer.eos_token_id
     out = []
     for p in problems:
-        prompt = tokenizer(p["prompt"], add_special_tokens=False)["input_ids"]
-        sol = tokenizer(p["canonical_solution"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        ids = (prompt + sol)[:max_len]
-        labels = ([-100] * len(prompt) + sol)[:max_len]
+        text = p["prompt"] + p["canonical_solution"]
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, spans = enc["input_ids"], enc["offset_mapping"]
+        first = next((i for i, (_, end) in enumerate(spans) if end > len(p["prompt"])), len(ids))
+        ids = (ids + [eot])[:max_len]
+        labels = ([-100] * first + ids[first:])[:max_len]
+        scored = [i for i in range(max(first, 1), min(len(spans), len(ids)))]  # text tokens with a label
+        n_bytes = len(text[spans[scored[0]][0]:spans[scored[-1]][1]].encode("utf-8")) if scored else 0
         if any(x != -100 for x in labels[1:]):
-            out.append({"task_id": p["task_id"], "input_ids": ids, "labels": labels})
+            out.append({"task_id": p["task_id"], "input_ids": ids, "labels": labels, "n_bytes": n_bytes})
     return out

@@ -14,8 +14,10 @@ from __future__ import annotations
 import os
 import shutil
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
-from typing import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
 
 from .. import budget, runs
 from ..errors import ConfigError, DataError
@@ -128,12 +130,12 @@ def stored_or_checkpoint(config: TrainConfig, out: Path, run_dir: RunDir, inputs
 
 def prepare_folder(acc, out: Path, *, force: bool, resuming: bool) -> None:
     """Main process: --force clears the stage folder; a fresh start drops what a failed attempt left
-    (log, tokenizer, final model); a resumed run drops only a stale result.json. Packed data is kept
-    (its files are named by their content's fingerprint)."""
+    (log, final model); a resumed run drops only a stale result.json. Packed data and the tokenizer are kept
+    (`phi1 pack` may have made them; both are keyed by what they were built from and rebuilt when it changed)."""
     if acc.is_main_process:
-        names = (runs.RESULT_FILE,) if resuming else (runs.RESULT_FILE, LOG_FILE, "tokenizer", "final")
+        names = (runs.RESULT_FILE,) if resuming else (runs.RESULT_FILE, LOG_FILE, "final")
         if force:
-            names += ("checkpoints", "data")
+            names += ("checkpoints", "data", "tokenizer")
         for name in names:
             path = out / name
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
@@ -187,6 +189,63 @@ def mixed_precision(config: TrainConfig, device_type: str) -> str:
     return config.precision
 
 
+# ---- packing as its own step ---------------------------------------------------------------------------
+
+@dataclass
+class Solo:
+    """The part of an accelerate.Accelerator that packing uses, for process `process_index` of `num_processes`
+    packing workers started by `pack` (no process group: packing needs no collective)."""
+
+    process_index: int = 0
+    num_processes: int = 1
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.process_index == 0
+
+    is_local_main_process = is_main_process
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+
+def _pack_worker(config: TrainConfig, out: Path, sources: tuple[str, ...], init_from: Path | None, rank: int,
+                 world: int) -> None:
+    loop.prepare_data(config, Solo(rank, world), out, sources, init_from)
+
+
+def pack(config: TrainConfig, run_dir: RunDir, *, workers: int = 1, progress: bool = True) -> dict[str, Any]:
+    """Tokenizer and packed blocks of a training stage, in <run>/<stage>/tokenizer and /data, before (and without)
+    training: `phi1 pack`, run before `accelerate launch` so no rank of the launch waits on packing. `workers`
+    processes pack the shards in parallel (each its share, like the ranks of a launch); finished shards of an
+    interrupted pack are kept and reused. Returns the data's stats (blocks, tokens, shards per source)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    out = run_dir.stage(config.stage)
+    sources = data_files(config, run_dir)
+    init_from = init_folder(config, run_dir)
+    input_identities(config, sources, init_from)  # every file checked before any work
+    t = Timer()
+    loop.prepare_tokenizer(config, Solo(), out, sources, init_from, loop.data_split(config))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        saved = os.environ.get("RAYON_NUM_THREADS")
+        os.environ["RAYON_NUM_THREADS"] = str(threads)  # the tokenizer's Rust threads, per worker
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                for f in [pool.submit(_pack_worker, config, out, sources, init_from, r, workers)
+                          for r in range(workers)]:
+                    f.result()
+        finally:
+            os.environ.pop("RAYON_NUM_THREADS") if saved is None else os.environ.update(RAYON_NUM_THREADS=saved)
+    _, data, _ = loop.prepare_data(config, Solo(), out, sources, init_from, progress=progress)
+    return {**data.stats, "stage": config.stage, "folder": str(out / "data"), "tokenizer": str(out / "tokenizer"),
+            "workers": workers, "seconds": round(t.wall_s, 3)}
+
+
 # ---- the stage -------------------------------------------------------------------------------------
 
 def run(config: TrainConfig, run_dir: RunDir, *, ledger: budget.Ledger | None = None,
@@ -207,6 +266,7 @@ def run(config: TrainConfig, run_dir: RunDir, *, ledger: budget.Ledger | None = 
         return stored
     import torch
     from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
 
     est = estimate(config, prices)
     if ledger is not None:
@@ -214,7 +274,8 @@ def run(config: TrainConfig, run_dir: RunDir, *, ledger: budget.Ledger | None = 
     prices = prices or budget.load_prices()
     t = Timer()  # measured usage covers the whole stage: data, tokenizer, evals and saving, not just the steps
     device_type = device_type_of(config)
-    acc = Accelerator(cpu=device_type == "cpu", mixed_precision=mixed_precision(config, device_type))
+    acc = Accelerator(cpu=device_type == "cpu", mixed_precision=mixed_precision(config, device_type),
+                      kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=config.collective_timeout_s))])
     run_dir.stage(config.stage)
     prepare_folder(acc, out, force=force, resuming=checkpoint is not None)
     # enable_grad: another stage in the same process may have switched autograd off globally.
