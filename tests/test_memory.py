@@ -163,3 +163,42 @@ def test_gpu_check_script_runs_on_cpu(tmp_path):
     no_gpu = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_check.py")], capture_output=True,
                             text=True, timeout=300)
     assert no_gpu.returncode == 2 and "no CUDA device" in no_gpu.stderr
+
+
+def test_accelerate_config_is_a_valid_launch_file_for_the_plan(tmp_path, capsys):
+    """The launch file model-info writes is what accelerate itself reads: DDP where the plan fits whole copies,
+    FSDP2 with one Phi decoder layer per unit where it shards; bad arguments are refused with one line."""
+    import json
+
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    from phi1lib.cli import main
+    from phi1lib.errors import ConfigError
+
+    out = tmp_path / "launch.yaml"
+    assert main(["model-info", "--preset", "phi1", "--set", "gpu=A100-40GB", "--accelerate-config", str(out),
+                 "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["pretrain"]["train_memory"]["sharding"] == "none" and info["accelerate_config"]["sharding"] == "none"
+    cfg = ClusterConfig.from_yaml_file(str(out))
+    assert (str(cfg.distributed_type), cfg.num_processes, cfg.mixed_precision) == ("DistributedType.MULTI_GPU", 8, "bf16")
+    fsdp = tmp_path / "fsdp.yaml"
+    import yaml
+
+    fsdp.write_text(yaml.safe_dump(M.accelerate_config("fsdp", 16, 2, main_process_ip="10.0.0.1")))
+    cfg = ClusterConfig.from_yaml_file(str(fsdp))
+    assert str(cfg.distributed_type) == "DistributedType.FSDP" and (cfg.num_processes, cfg.num_machines) == (16, 2)
+    assert cfg.fsdp_config["fsdp_version"] == 2 and cfg.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == \
+        "PhiDecoderLayer" and cfg.main_process_ip == "10.0.0.1"
+    from transformers.models.phi import modeling_phi
+
+    assert hasattr(modeling_phi, "PhiDecoderLayer")  # the class the FSDP units wrap exists in transformers
+    with pytest.raises(ConfigError, match="main_process_ip"):
+        M.accelerate_config("none", 16, 2)
+    with pytest.raises(ConfigError, match="multiple of n_machines"):
+        M.accelerate_config("none", 7, 2, main_process_ip="x")
+    assert main(["model-info", "--preset", "tiny", "--accelerate-config", str(tmp_path / "t.yaml")]) == 2
+    assert "no GPU memory plan" in capsys.readouterr().err
+    assert main(["model-info", "--preset", "phi1", "--set", "gpu=A100", "--accelerate-config",
+                 str(tmp_path / "missing" / "x.yaml")]) == 2
+    assert "its folder does not exist" in capsys.readouterr().err

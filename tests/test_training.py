@@ -349,3 +349,57 @@ def test_two_process_gloo_run_matches_one_process(tmp_path, code_jsonl):
     assert json.loads((tmp_path / "two" / "pretrain" / "result.json").read_text())["info"]["processes"] == 2
     assert _losses(tmp_path / "two" / "pretrain").to_numpy() == \
         pytest.approx(_losses(tmp_path / "one" / "pretrain").to_numpy(), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_packs_is_killed_and_resumes_to_the_same_curve(tmp_path, code_jsonl):
+    """Two gloo processes pack their own shards, train, are killed (SIGKILL, the whole launch) after a
+    checkpoint, and a plain relaunch with --resume finishes with the loss curve and evals of an
+    uninterrupted one-process run."""
+    import signal
+    import time
+
+    import psutil
+
+    common = ["train", "pretrain", "--preset", "tiny", "--data", str(code_jsonl), "--max-steps", "30",
+              "--set", "dropout=0.0", "--set", "checkpoint_every=2", "--set", "eval_every=10",
+              "--set", "pack_shard_docs=3", "--set", "heldout_fraction=0.3", *SMALL]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, "-m", "phi1lib.cli", *common, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert one.returncode == 0, one.stderr[-3000:]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "-m", "phi1lib.cli", *common, "--out", str(tmp_path / "two")]
+    stage = tmp_path / "two" / "pretrain"
+    proc = subprocess.Popen(launch, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    launcher = psutil.Process(proc.pid)
+    try:
+        deadline = time.monotonic() + 600
+        while not checkpoints(stage) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ranks = launcher.children(recursive=True)
+        for p in [launcher, *ranks]:  # the launcher and both ranks, mid-run (torchrun's ranks have their own group)
+            p.send_signal(signal.SIGKILL)
+        psutil.wait_procs(ranks, timeout=60)
+    finally:
+        proc.wait(timeout=60)
+    assert checkpoints(stage), proc.stderr.read()[-3000:]
+    assert not (stage / "result.json").exists(), "the run finished before it could be killed"
+    folder = next((stage / "data").iterdir())
+    assert len(list(folder.glob("shard-*.json"))) == 4  # 11 documents in shards of 3, packed by both ranks
+    again = subprocess.run(launch + ["--resume"], capture_output=True, text=True, env=env, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    df = read_log(stage)
+    infos = df[df.kind == "info"]
+    assert infos.iloc[-1].resumed_from and infos.iloc[-1].processes == 2
+    assert _losses(stage).index.tolist() == list(range(1, 31))
+    assert _losses(stage).to_numpy() == pytest.approx(_losses(tmp_path / "one" / "pretrain").to_numpy(), rel=1e-4)
+
+    def evals(d):
+        e = read_log(d)
+        return e[e.kind == "eval"].drop_duplicates("step", keep="last").set_index("step")[["humaneval_loss",
+                                                                                           "heldout_loss"]]
+
+    assert not evals(stage).isna().any().any() and len(evals(stage)) == 4  # steps 0, 10, 20, 30
+    assert evals(stage).to_numpy() == pytest.approx(evals(tmp_path / "one" / "pretrain").to_numpy(), rel=1e-4)

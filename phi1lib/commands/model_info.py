@@ -4,9 +4,12 @@ training memory plan per GPU."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..errors import ConfigError
+from ..paths import atomic_path
 from ..stage import parse_assignments
+from ..training.memory import accelerate_config
 from ..training.model import model_info
 from . import _common as C
 
@@ -26,6 +29,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="hardware to plan for: gpu=NAME (a price-book GPU with its memory, e.g. A100-40GB, A100 "
                         "(80 GB), H100) and n_gpus=N; repeatable")
+    p.add_argument("--accelerate-config", metavar="FILE",
+                   help="also write the `accelerate launch --config_file` YAML for this plan: DDP, or FSDP where the "
+                        "plan shards (needs --set gpu=NAME or a GPU preset)")
+    p.add_argument("--machines", type=C.positive_int, default=1, metavar="N",
+                   help="with --accelerate-config: machines the n_gpus are spread over (default 1)")
+    p.add_argument("--main-process-ip", metavar="IP", help="with --accelerate-config and --machines > 1: machine 0")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
     return p
@@ -48,8 +57,30 @@ def _hardware(sets: list[str]) -> dict:
     return out
 
 
+def write_launch_config(info: dict, path: str, machines: int, main_process_ip: str | None) -> str:
+    """The accelerate config for the preset's plan (FSDP if either stage's plan shards); returns its sharding."""
+    import yaml
+
+    plans = [info[s].get("train_memory") for s in ("pretrain", "finetune")]
+    if not all(plans):
+        raise ConfigError(f"--accelerate-config: no GPU memory plan for {info['hardware']}; plan for a GPU with "
+                          "--set gpu=NAME (e.g. A100-40GB) --set n_gpus=N")
+    sharding = "fsdp" if any(p["sharding"] == "fsdp" for p in plans) else "none"
+    cfg = accelerate_config(sharding, info["n_gpus"], machines, main_process_ip=main_process_ip)
+    target = Path(path)
+    if target.is_dir() or not target.parent.is_dir():
+        raise ConfigError(f"--accelerate-config {path}: {'is a folder' if target.is_dir() else 'its folder does not exist'}"
+                          "; give a file path, e.g. fsdp.yaml")
+    with atomic_path(target) as tmp:
+        tmp.write_text(yaml.safe_dump(cfg, sort_keys=True), encoding="utf-8")
+    return sharding
+
+
 def run(args: argparse.Namespace) -> int:
     info = model_info(args.preset, C.load_prices(args), **_hardware(args.sets))
+    if args.accelerate_config:
+        sharding = write_launch_config(info, args.accelerate_config, args.machines, args.main_process_ip)
+        info["accelerate_config"] = {"file": args.accelerate_config, "sharding": sharding}
     if args.json:
         C.print_json(info)
         return 0
@@ -69,4 +100,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{'on' if m['gradient_checkpointing'] else 'off'}, {m['sharding']} sharding: "
                   f"{m['peak_gib_per_gpu']:.1f} of {m['gpu_memory_gib']:g} GiB per GPU"
                   f"{'' if m['fits'] else ' - DOES NOT FIT'}")
+    if args.accelerate_config:
+        print(f"launch    : wrote {args.accelerate_config} ({'FSDP' if sharding == 'fsdp' else 'DDP'}, "
+              f"{info['n_gpus']} processes on {args.machines} machine(s)); "
+              f"accelerate launch --config_file {args.accelerate_config} -m phi1lib.cli train pretrain --out RUN")
     return 0

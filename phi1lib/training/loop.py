@@ -199,22 +199,32 @@ def evaluate(model, acc, heldout, he_items, micro_batch: int, max_blocks: int) -
     model.eval()
     rank, world = acc.process_index, acc.num_processes
     sums = torch.zeros(5, dtype=torch.float64, device=acc.device)  # heldout sum, count, humaneval sum, count, bytes
+    # Every process runs the same number of forward passes (a process short of work repeats the first item
+    # and does not count it): under FSDP each forward gathers weights from all processes, so an uneven count
+    # would leave the others waiting forever.
     with torch.no_grad(), acc.autocast():
         if heldout is not None and len(heldout):
             n = min(len(heldout), max_blocks)
-            ids = heldout.with_format("torch")[list(range(rank, n, world))]["input_ids"] if rank < n else None
-            for i in range(0, 0 if ids is None else len(ids), micro_batch):
-                x = ids[i:i + micro_batch].to(acc.device)
+            table = heldout.with_format("torch")
+            mine = list(range(rank, n, world))
+            for j in range(math.ceil(math.ceil(n / world) / micro_batch)):
+                rows = mine[j * micro_batch:(j + 1) * micro_batch]
+                x = table[rows or [0]]["input_ids"].to(acc.device)
                 logits = model(input_ids=x).logits.float()
-                sums[0] += F.cross_entropy(logits[:, :-1].flatten(0, 1), x[:, 1:].flatten(), reduction="sum").double()
-                sums[1] += x[:, 1:].numel()
-        for item in he_items[rank::world]:
+                if rows:
+                    sums[0] += F.cross_entropy(logits[:, :-1].flatten(0, 1), x[:, 1:].flatten(),
+                                               reduction="sum").double()
+                    sums[1] += x[:, 1:].numel()
+        for j in range(math.ceil(len(he_items) / world)):
+            i = j * world + rank
+            item = he_items[i if i < len(he_items) else 0]
             x = torch.tensor([item["input_ids"]], device=acc.device)
             y = torch.tensor([item["labels"]], device=acc.device)
             logits = model(input_ids=x).logits.float()
-            sums[2] += F.cross_entropy(logits[0, :-1], y[0, 1:], ignore_index=-100, reduction="sum").double()
-            sums[3] += (y[0, 1:] != -100).sum()
-            sums[4] += item.get("n_bytes", 0)
+            if i < len(he_items):
+                sums[2] += F.cross_entropy(logits[0, :-1], y[0, 1:], ignore_index=-100, reduction="sum").double()
+                sums[3] += (y[0, 1:] != -100).sum()
+                sums[4] += item.get("n_bytes", 0)
     sums = acc.reduce(sums, "sum")
     model.train()
     return {"heldout_loss": float(sums[0] / sums[1]) if sums[1] else None,
@@ -475,6 +485,9 @@ def finish(state: TrainState) -> Path:
     """Evaluate the trained model, save it (with its tokenizer) as <stage>/final; returns that folder."""
     state.last_eval = run_eval(state)
     final = state.out / "final"
+    # The whole weights on the main process: under FSDP every process holds a shard and gathering is a
+    # collective (all processes call it); under DDP or one process it is the model's own state_dict.
+    weights = state.acc.get_state_dict(state.model)
     if state.acc.is_main_process:
         unwrapped = state.acc.unwrap_model(state.model, keep_torch_compile=False)
         unwrapped.config.use_cache = True  # generation wants the KV cache
@@ -482,7 +495,7 @@ def finish(state: TrainState) -> Path:
             # generation_config.json is saved separately and would keep training's use_cache=False
             # (without the cache every generated token recomputes the whole sequence: ~20x slower).
             unwrapped.generation_config.use_cache = True
-        unwrapped.save_pretrained(str(final))
+        unwrapped.save_pretrained(str(final), state_dict=weights)
         state.tokenizer.save_pretrained(str(final))
     state.acc.wait_for_everyone()
     return final

@@ -181,7 +181,9 @@ def run_settings(spec: ModelSpec, seq_len: int, batch_seqs: int, world: int, *, 
             fix = ("leave micro_batch and gradient_checkpointing unset so the plan picks settings that fit "
                    "(`phi1 model-info --preset P --set gpu=NAME` shows them)")
         elif not sharded and world > 1 and fsdp.fits:
-            fix = "shard the states with FSDP: run `accelerate config` (FSDP, full shard) and launch with accelerate"
+            fix = (f"shard the states with FSDP: `phi1 model-info --preset P --set gpu=NAME --set n_gpus={world} "
+                   "--accelerate-config fsdp.yaml` writes the launch config (then `accelerate launch --config_file "
+                   f"fsdp.yaml -m phi1lib.cli train ...`), or add {FSDP_LAUNCH} to `accelerate launch`")
         else:
             fix = "use cards with more memory, or more GPUs with FSDP"
         raise ConfigError(f"{what}: micro_batch {plan.micro_batch}, gradient checkpointing "
@@ -189,3 +191,36 @@ def run_settings(spec: ModelSpec, seq_len: int, batch_seqs: int, world: int, *, 
                           f"{plan.peak_gib_per_gpu:.1f} GiB per GPU, more than {HEADROOM:.0%} of this "
                           f"{gpu_memory_gib:.0f} GiB card; {fix}")
     return plan.micro_batch, plan.gradient_checkpointing, plan
+
+
+FSDP_LAUNCH = ("--use_fsdp --fsdp_version 2 --fsdp_auto_wrap_policy TRANSFORMER_BASED_WRAP "
+               "--fsdp_transformer_layer_cls_to_wrap PhiDecoderLayer --fsdp_state_dict_type SHARDED_STATE_DICT")
+
+
+def accelerate_config(sharding: str, n_gpus: int, n_machines: int = 1, mixed_precision: str = "bf16",
+                      main_process_ip: str | None = None, main_process_port: int = 29500) -> dict[str, Any]:
+    """The `accelerate config` file (YAML as a dict) for a launch the memory plan chose: DDP (`sharding`
+    "none") or FSDP2 full shard, one Phi decoder layer per unit, sharded checkpoints (training saves the
+    final model whole). `n_gpus` counts all machines' GPUs; several machines need `main_process_ip`
+    (and a run folder on a filesystem every machine shares)."""
+    if sharding not in SHARDINGS:
+        raise ConfigError(f"sharding {sharding!r}: expected one of {', '.join(SHARDINGS)}")
+    if n_gpus < 1 or n_machines < 1 or n_gpus % n_machines:
+        raise ConfigError(f"n_gpus={n_gpus} must be a positive multiple of n_machines={n_machines}")
+    if n_machines > 1 and not main_process_ip:
+        raise ConfigError("a launch on several machines needs main_process_ip (the address of machine 0)")
+    cfg: dict[str, Any] = {
+        "compute_environment": "LOCAL_MACHINE", "debug": False, "downcast_bf16": "no", "enable_cpu_affinity": False,
+        "distributed_type": "FSDP" if sharding == "fsdp" else ("MULTI_GPU" if n_gpus > 1 else "NO"),
+        "gpu_ids": "all", "machine_rank": 0, "main_training_function": "main", "mixed_precision": mixed_precision,
+        "num_machines": n_machines, "num_processes": n_gpus, "rdzv_backend": "static", "same_network": True,
+        "tpu_env": [], "tpu_use_cluster": False, "tpu_use_sudo": False, "use_cpu": False}
+    if n_machines > 1:
+        cfg.update(main_process_ip=main_process_ip, main_process_port=main_process_port)
+    if sharding == "fsdp":
+        cfg["fsdp_config"] = {
+            "fsdp_version": 2, "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "fsdp_transformer_layer_cls_to_wrap": "PhiDecoderLayer", "fsdp_state_dict_type": "SHARDED_STATE_DICT",
+            "fsdp_reshard_after_forward": True, "fsdp_offload_params": False, "fsdp_cpu_ram_efficient_loading": False,
+            "fsdp_activation_checkpointing": False}  # the plan turns on the model's own checkpointing when needed
+    return cfg

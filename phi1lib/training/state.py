@@ -17,7 +17,8 @@ STATE_FILE = "trainer_state.json"
 LOG_FILE = "log.jsonl"
 # What must match for a checkpoint to be continued: the same data, order and shapes. Steps, LR,
 # evals and how the run is carried out may change (e.g. more steps to train longer).
-RESUME_KEYS = ("preset", "stage", "data", "seq_len", "batch_seqs", "seed", "init_from", "tokenizer")
+RESUME_KEYS = ("preset", "stage", "data", "seq_len", "batch_seqs", "seed", "init_from", "tokenizer", "heldout_fraction",
+               "max_source_chars", "pack_shard_docs")
 
 
 def checkpoints(stage_dir: str | os.PathLike) -> list[Path]:
