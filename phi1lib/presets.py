@@ -70,7 +70,7 @@ class DataPlan:
     corpus_samples: int  # code samples in the candidate pool
     corpus_tokens: float  # tokens in the candidate pool
     annotate_samples: int  # samples labelled by the annotator (GPT-4 in the paper)
-    annotate_tokens_in: int  # prompt tokens per annotated sample
+    annotate_tokens_in: int  # prompt tokens per annotated sample (a label only: the filtering estimate measures them)
     annotate_tokens_out: int  # answer tokens per annotated sample
     textbook_tokens: float  # generated tokens of synthetic textbooks
     exercise_tokens: float  # generated tokens of exercises
@@ -134,10 +134,10 @@ _SMALL_MODEL = ModelSpec(n_layer=20, d_model=1024, d_mlp=4096, n_head=16, rotary
 _TINY_MODEL = ModelSpec(n_layer=4, d_model=128, d_mlp=512, n_head=4, rotary_dim=16, n_ctx=1024, vocab_size=2048)
 
 _PAPER_DATA = DataPlan(
-    corpus_samples=20_000_000,
+    corpus_samples=35_000_000,  # paper §2.1: "over 35 million files/samples, totalling over 35B tokens"
     corpus_tokens=35e9,
     annotate_samples=100_000,
-    annotate_tokens_in=100,
+    annotate_tokens_in=700,  # not read by the estimate, which renders the real prompt over real samples and counts
     annotate_tokens_out=10,
     textbook_tokens=1e9,
     exercise_tokens=180e6,
@@ -187,7 +187,8 @@ PRESETS: dict[str, Preset] = {
         synthesizer="extractive",
         offline=True,
     ),
-    # phi-1-small differs from phi-1 only in its shape: same data, schedule and hardware (paper §2.3).
+    # phi-1-small differs from phi-1 in its shape (paper §2.3 gives it and says "same pipeline"). Same data,
+    # schedule and hardware is this project's ASSUMPTION: the paper does not give phi-1-small's schedule.
     "phi1-small": replace(_PHI1, name="phi1-small", model=_SMALL_MODEL,
                           description="phi-1-small (350M): 20 layers, d 1024, 16 heads, on one 8xA100 box"),
     "phi1": _PHI1,

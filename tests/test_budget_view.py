@@ -36,9 +36,11 @@ def test_token_price_and_coffee_knobs_change_the_total(prices):
     # +1B out at $0.002/1K and +0.1B in at $0.0015/1K (input follows the 1:10 ratio)
     assert calc.state()["total_usd"] == pytest.approx(6478.104 + 2000 + 150)
     assert _shown_total(calc) == round(6478.104 + 2150, 2)
-    calc.knobs["batch"].widget.value = True
-    synth = next(s for s in calc.state()["stages"] if s["stage"] == "synthesis")
-    assert synth["cost_usd"] == pytest.approx((4300 + 387) / 2)
+    calc.knobs["batch"].widget.value = True  # the seed is priced at 2023-06-30: no Batch API yet
+    assert "Batch API discount starts 2024-04-15" in calc.error.value
+    assert calc.state()["total_usd"] == pytest.approx(6478.104 + 2150)  # the last good result stays shown
+    calc.knobs["batch"].widget.value = False
+    assert calc.error.value == ""
     calc.knobs["price.rental"].widget.value = 10.0  # USD per machine-hour
     training = next(s for s in calc.state()["stages"] if s["stage"] == "training")
     assert training["cost_usd"] == pytest.approx(1030.0)
@@ -112,3 +114,27 @@ def test_llm_price_knobs_follow_the_model_and_accept_user_prices(prices):
     assert (kin.value, kout.value) == (0.03, 0.06)
     synth = next(s for s in calc.state()["stages"] if s["stage"] == "synthesis")
     assert synth["cost_usd"] == pytest.approx(1e8 / 1000 * 0.03 + 1e9 / 1000 * 0.06 + 387)
+
+
+def test_the_widget_says_it_is_a_snapshot_on_a_static_page_and_wraps_its_knobs(prices):
+    calc = BudgetCalculator(pipeline.plans(), prices=prices)
+    assert calc.widget.children[0] is calc.snapshot
+    assert "snapshot" in calc.snapshot.value and "voila costs/calculator.ipynb" in calc.snapshot.value
+    # A fixed two-column grid wider than the book's content column was clipped on the right.
+    assert "auto-fill" in calc.knob_box.layout.grid_template_columns
+
+
+def test_book_stylesheet_is_loaded_and_keeps_wide_outputs_unclipped():
+    import os
+    from pathlib import Path
+
+    import yaml
+
+    book = Path(__file__).resolve().parent.parent / "book"
+    config = yaml.safe_load((book / "_config.yml").read_text(encoding="utf-8"))["sphinx"]["config"]
+    extra = [book / p for p in config["html_extra_path"]]
+    for src in config["html_css_files"]:
+        rel = Path(os.path.normpath(Path("_static") / src))  # Sphinx prefixes _static/; ../ climbs to the root
+        css = next(root / rel for root in extra if (root / rel).is_file())
+        text = css.read_text(encoding="utf-8")
+        assert "overflow-x: auto" in text and ".widget-gridbox" in text

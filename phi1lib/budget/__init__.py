@@ -9,8 +9,11 @@ calculator; import it explicitly, it pulls in ipywidgets).
 from .estimates import (DEFAULT_COFFEE, DEFAULT_MFU, DEFAULT_TOKENS_PER_MINUTE, SANDBOX_SECONDS_PER_PROGRAM,
                         LineItem, StageEstimate, body_params, cappuccinos, combine, embed_flops_per_token,
                         estimate_coffee, estimate_compute, estimate_cpu, estimate_fixed, estimate_llm, estimate_rental,
-                        estimate_training, flops_per_token, forward_flops_per_token, llm_unit_prices, price_llm_usage)
+                        estimate_training, flops_per_token, forward_flops_per_token, llm_unit_prices,
+                        measured_prompt_tokens, price_llm_usage)
 from .ledger import Ledger
+from .sensitivity import MFU_SENSITIVITY, format_sensitivity, mfu_sensitivity
+from .throughput import Throughput, cpu_embed_seconds, load_throughput, throughput_path
 from .pricebook import GPU, Coffee, LLMPrice, PriceBook, Rental, load_prices, parse_date, price_files
 from .scenario import (DEFAULTS, EXTRA_MODELS, FIELDS, Budget, Scenario, list_scenarios, load_scenario, model_spec,
                        parse_sets, price_line, price_lines, price_scenario, scenario_dirs, scenario_from_dict, usd)
@@ -18,8 +21,9 @@ from .scenario import (DEFAULTS, EXTRA_MODELS, FIELDS, Budget, Scenario, list_sc
 __all__ = ["DEFAULT_COFFEE", "DEFAULT_MFU", "DEFAULT_TOKENS_PER_MINUTE", "SANDBOX_SECONDS_PER_PROGRAM", "LineItem",
            "StageEstimate", "body_params", "cappuccinos", "combine", "embed_flops_per_token", "estimate_coffee",
            "estimate_compute", "estimate_cpu", "estimate_fixed", "estimate_llm", "estimate_rental",
-           "estimate_training", "flops_per_token", "forward_flops_per_token", "llm_unit_prices", "price_llm_usage",
-           "Ledger", "GPU", "Coffee", "LLMPrice", "PriceBook", "Rental", "load_prices", "parse_date",
+           "estimate_training", "flops_per_token", "forward_flops_per_token", "llm_unit_prices", "measured_prompt_tokens",
+           "price_llm_usage",
+           "Ledger", "MFU_SENSITIVITY", "format_sensitivity", "mfu_sensitivity", "Throughput", "cpu_embed_seconds", "load_throughput", "throughput_path", "GPU", "Coffee", "LLMPrice", "PriceBook", "Rental", "load_prices", "parse_date",
            "price_files", "DEFAULTS", "EXTRA_MODELS", "FIELDS", "Budget", "Scenario", "list_scenarios",
            "load_scenario", "model_spec", "parse_sets", "price_line", "price_lines", "price_scenario",
            "scenario_dirs", "scenario_from_dict", "usd"]

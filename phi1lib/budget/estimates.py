@@ -41,6 +41,7 @@ class LineItem:
     cpu_hours: float = 0.0
     cups: float = 0.0  # coffees actually bought on this line
     source: str = ""
+    note: str = ""  # how the plan line's numbers were made (e.g. how prompt tokens were counted)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,6 +107,8 @@ def _check_count(name: str, value: float) -> float:
 def llm_unit_prices(model: str, prices: PriceBook, batch: bool = False) -> tuple[float, float, LLMPrice]:
     """(USD per 1K input, USD per 1K output, entry), after the batch discount if `batch`."""
     p = prices.llm(model)
+    if batch and not p.free:
+        prices.check_batch()
     factor = 1.0 - prices.batch_discount if batch and not p.free else 1.0
     return p.input_per_1k * factor, p.output_per_1k * factor, p
 
@@ -141,6 +144,17 @@ def estimate_llm(stage: str, model: str, tokens_in: float, tokens_out: float, pr
                  wall_hours=wall * tokens_out / max(tokens_in + tokens_out, 1), source=entry.source),
     ]
     return StageEstimate.from_lines(stage, lines, prices, coffee)
+
+
+def measured_prompt_tokens(requests: Iterable[Any], counter: Any) -> tuple[float, int, str]:
+    """(mean prompt tokens, requests counted, method) of real requests, each counted by `counter`
+    (an `llm.TokenCounter`: tiktoken for the provider's model when its file is available offline, else a
+    model tokenizer, else ~4 characters per token, and its `method` says which). The one way the
+    LLM-calling stages measure the input tokens they plan: render the real prompts, then count them."""
+    counts = [counter.count_request(r) for r in requests]
+    if not counts:
+        return 0.0, 0, counter.method
+    return sum(counts) / len(counts), len(counts), counter.method
 
 
 # ---- FLOPs and GPU time ---------------------------------------------------------------------
@@ -210,8 +224,11 @@ def estimate_compute(stage: str, flops: float, prices: PriceBook, gpu: str = "A1
     wall = gpu_hours / n_gpus
     machines = math.ceil(n_gpus / r.n_gpus)
     cost = wall * machines * r.usd_per_hour
+    idle = machines * r.n_gpus - n_gpus
     detail = (f"{flops:.3g} FLOPs / ({g.peak_tflops:g} TFLOP/s x MFU {mfu:g}) = {gpu_hours:,.1f} {gpu}-h; "
-              f"{n_gpus} GPUs -> {wall:,.1f} h x {machines} x {r.name} ${r.usd_per_hour:g}/h")
+              f"{n_gpus} GPU{'s' if n_gpus != 1 else ''} -> {wall:,.1f} h x {machines} x {r.name} ${r.usd_per_hour:g}/h"
+              + (f" (whole machine billed: {idle} of its {machines * r.n_gpus} GPUs idle)" if idle > 0 and r.usd_per_hour
+                 else ""))
     line = LineItem(stage, item or stage, detail, cost, tokens=tokens, flops=flops, gpu_hours=gpu_hours,
                     wall_hours=wall, source=r.source)
     return StageEstimate.from_lines(stage, [line], prices, coffee)

@@ -202,13 +202,31 @@ class PriceBook:
             raise unknown_choice("LLM model (not in any price book; add a [llm.\"NAME\"] entry to a book in "
                                  "--prices DIR, or price a self-hosted model with --price-free or --rental NAME "
                                  "--tokens-per-s N)", model,
-                                 list(self.llms) + list(self.aliases)) from None
+                                 list(self.llms) + self._aliases_of(self.llms)) from None
+
+    def _aliases_of(self, table: dict) -> list[str]:
+        """The aliases that name snapshots in `table` (LLM aliases are not rentals, nor the other way round)."""
+        return [a for a, snaps in self.aliases.items() if any(s in table for s in snaps)]
 
     @property
     def batch_discount(self) -> float:
-        """Fraction taken off input and output prices by the OpenAI Batch API."""
+        """Fraction taken off input and output prices by the OpenAI Batch API, as of this book's date
+        (0 before the dated [batch] entry starts, or without one)."""
         entry = self.batch.get("openai") or next(iter(self.batch.values()), None)
-        return float(entry["discount"]) if entry else 0.0
+        if not entry or (self.as_of is not None and entry.get("as_of") and entry["as_of"] > self.as_of):
+            return 0.0
+        return float(entry["discount"])
+
+    def check_batch(self) -> None:
+        """Raise unless a Batch discount is on offer as of this book's date (batch=true would price nothing off)."""
+        if self.batch_discount:
+            return
+        entry = self.batch.get("openai") or next(iter(self.batch.values()), None)
+        if not entry:
+            raise ConfigError(f"batch=true: no [batch] discount in the price books ({', '.join(self.files)}); "
+                              "add one, or set batch=false")
+        raise ConfigError(f"batch=true: the Batch API discount starts {entry['as_of']} in the price books, after "
+                          f"as_of={self.as_of}; set as_of={entry['as_of']} or later (or latest), or batch=false")
 
     def gpu(self, name: str) -> GPU:
         try:
@@ -221,7 +239,7 @@ class PriceBook:
         try:
             return self.rentals[resolved]
         except KeyError:
-            raise unknown_choice("rental", name, list(self.rentals) + list(self.aliases)) from None
+            raise unknown_choice("rental", name, list(self.rentals) + self._aliases_of(self.rentals)) from None
 
     def coffee(self, name: str) -> Coffee:
         try:
@@ -266,7 +284,7 @@ class PriceBook:
         return replace(self, coffees={**self.coffees, name: Coffee(name, float(usd), source, dt.date.today(), "(user)")})
 
     def llm_names(self) -> list[str]:
-        return sorted(set(self.llms) | set(self.aliases))
+        return sorted(set(self.llms) | set(self._aliases_of(self.llms)))
 
 
 def _read_toml(path: Path) -> dict:

@@ -320,17 +320,28 @@ def _llm_tokens(line: dict) -> tuple[float, float]:
     samples = line.get("samples")
     if "tokens_out" in line:
         out = line["tokens_out"]
-    elif samples is not None:
-        out = samples * line.get("out_per_sample", 0.0)
-    else:
+    elif samples is not None and "out_per_sample" in line:
+        out = samples * line["out_per_sample"]
+    else:  # a missing count would price the line at $0 without a word
         raise ConfigError(f"llm line {line['item']!r}: give tokens_out, or samples and out_per_sample")
     if "tokens_in" in line:
         tin = line["tokens_in"]
     elif samples is not None and "in_per_sample" in line:
         tin = samples * line["in_per_sample"]
+    elif "input_ratio" in line:
+        tin = out * line["input_ratio"]
     else:
-        tin = out * line.get("input_ratio", 0.0)
+        raise ConfigError(f"llm line {line['item']!r}: give tokens_in, samples and in_per_sample, or input_ratio "
+                          "(input tokens per output token)")
     return tin, out
+
+
+def _check_context(line: dict, spec: ModelSpec | None) -> None:
+    """A sequence longer than the model's context cannot be trained or run: refuse it rather than price it."""
+    seq = line.get("seq_len")
+    if spec is not None and seq is not None and spec.n_ctx and seq > spec.n_ctx:
+        raise ConfigError(f"seq_len: {seq:,} tokens is longer than model {line['model']!r}'s context "
+                          f"({spec.n_ctx:,} tokens); use seq_len <= {spec.n_ctx:,}")
 
 
 def _line_tokens(line: dict) -> float:
@@ -342,7 +353,15 @@ def _line_tokens(line: dict) -> float:
 
 
 def price_line(line: dict, defaults: dict, prices: PriceBook) -> estimates.StageEstimate:
-    """One line item priced with the scenario defaults filled in."""
+    """One line item priced with the scenario defaults filled in; the plan line's note travels with it."""
+    est = _price_line(line, defaults, prices)
+    if line.get("note") and line["kind"] != "fixed":
+        for item in est.lines:
+            item.note = line["note"]
+    return est
+
+
+def _price_line(line: dict, defaults: dict, prices: PriceBook) -> estimates.StageEstimate:
     get = lambda k, fallback=None: line.get(k, defaults.get(k, fallback))  # noqa: E731
     stage, item, kind, coffee = line["stage"], line["item"], line["kind"], defaults.get("coffee", estimates.DEFAULT_COFFEE)
     if kind == "llm":
@@ -355,6 +374,7 @@ def price_line(line: dict, defaults: dict, prices: PriceBook) -> estimates.Stage
         if kind == "compute" and "flops" in line:
             return estimates.estimate_compute(stage, line["flops"], prices, **hw)
         spec = model_spec(line["model"]) if "model" in line else None
+        _check_context(line, spec)
         if "params" in line:  # explicit N replaces the shape's count; the attention term keeps the shape
             n = line["params"]
             attn = (estimates.flops_per_token(spec, line.get("seq_len"), True)
@@ -368,9 +388,13 @@ def price_line(line: dict, defaults: dict, prices: PriceBook) -> estimates.Stage
         factor = 1.0 if kind == "training" else 1.0 / 3.0  # compute lines are forward passes
         return estimates.estimate_compute(stage, per_token * factor * tokens, prices, tokens=tokens, **hw)
     if kind == "rental":
-        return estimates.estimate_rental(stage, line["rental"], line.get("hours", 0.0), prices,
+        if "hours" not in line:
+            raise ConfigError(f"rental line {item!r}: give hours (how long the machines are booked)")
+        return estimates.estimate_rental(stage, line["rental"], line["hours"], prices,
                                      machines=int(line.get("machines", 1)), item=item, coffee=coffee)
     if kind == "cpu":
+        if "cpu_hours" not in line and not ("samples" in line and "seconds_per_sample" in line):
+            raise ConfigError(f"cpu line {item!r}: give cpu_hours, or samples and seconds_per_sample")
         hours = line["cpu_hours"] if "cpu_hours" in line else line.get("samples", 0.0) * line.get("seconds_per_sample", 0.0) / 3600
         return estimates.estimate_cpu(stage, hours, prices, rental=line.get("rental", "own-laptop"), item=item,
                                   coffee=coffee, workers=int(line.get("workers", 1)))
@@ -409,6 +433,11 @@ def _check_names(scenario: Scenario, book: PriceBook) -> None:
                 lookup(scenario.defaults[key])
             except ConfigError as exc:
                 raise ConfigError(f"scenario {scenario.name!r}: {key}: {exc}") from None
+    if scenario.defaults.get("batch") and any(l["kind"] == "llm" for l in scenario.lines):
+        try:
+            book.check_batch()
+        except ConfigError as exc:
+            raise ConfigError(f"scenario {scenario.name!r}: {exc}") from None
 
 
 def price_scenario(scenario: Scenario, prices: PriceBook | None = None) -> Budget:

@@ -1,7 +1,8 @@
 """The budget calculator as ipywidgets: knobs over `phi1lib.budget`, a live line-item table and a stacked bar.
 
-Everything the view shows is computed in Python when a knob's `.value` changes, so it works
-with no kernel (tests set values directly), in Voilà (costs/calculator.ipynb) and in the book.
+Everything the view shows is computed in Python when a knob's `.value` changes, so it is live
+wherever Python runs (tests set values directly; Voilà: costs/calculator.ipynb; Jupyter). In the
+static book only the widget's state is embedded: a snapshot, and the widget says so above its knobs.
 The plans it offers come from the caller: `phi1lib.pipeline.plans()` gives every scenario file
 and every preset's plan (the stages' own estimates), which only the pipeline can build.
 """
@@ -22,6 +23,12 @@ from ..presets import PRESET_NAMES
 PRICE_DATES = {"mid-2023 (the paper)": "2023-06-30", "early 2024": "2024-02-01", "latest": "latest"}
 STAGE_COLOURS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f"]
 CUSTOM_RENTAL, CUSTOM_COFFEE = "custom-rental", "custom-coffee"
+# Shown above the knobs everywhere: in the static book nothing recomputes (no Python behind the page).
+SNAPSHOT_NOTE = ('<div style="font-size:12px;padding:4px 8px;border-left:3px solid #f28e2b;background:#fff8ee">'
+                 '<b>On a static web page this calculator is a snapshot</b>: the knobs move but nothing recomputes, '
+                 'because no Python runs behind the page. For a live calculator run <code>voila costs/calculator.ipynb'
+                 '</code> (or open the notebook in Jupyter); <code>phi1 budget --preset phi1 --set KEY=VALUE</code> '
+                 'prices the same plans on the command line.</div>')
 
 
 @dataclass
@@ -115,7 +122,10 @@ class BudgetCalculator:
         self.chart = W.HTML()
         self.table = W.HTML()
         self.error = W.HTML()
-        self.knob_box = W.GridBox(layout=W.Layout(grid_template_columns="repeat(2, 420px)"))
+        # Two columns where the page is wide enough, one where it is not: a fixed 2 x 420 px grid is clipped
+        # by the book's content column.
+        self.knob_box = W.GridBox(layout=W.Layout(grid_template_columns="repeat(auto-fill, minmax(400px, 1fr))",
+                                                  width="100%"))
         self.knobs: dict[str, Knob] = {}
         self.result: scenario.Budget | None = None
         self._quiet = False
@@ -125,8 +135,10 @@ class BudgetCalculator:
 
         names = ", ".join(Path(f).name for f in self.base_prices.files)
         self.books = W.HTML(f'<span style="font-size:11px">price books: {html.escape(names)}</span>')
-        self.widget = W.VBox([W.HBox([self.source, self.as_of]), self.books, self.knob_box, self.total, self.chart, self.error,
-                              self.table])
+        self.snapshot = W.HTML(SNAPSHOT_NOTE)
+        self.snapshot.add_class("phi1-snapshot-note")
+        self.widget = W.VBox([self.snapshot, W.HBox([self.source, self.as_of]), self.books, self.knob_box, self.total,
+                              self.chart, self.error, self.table])
         self._load()
 
     # ---- building knobs for the current plan ---------------------------------------------

@@ -83,10 +83,13 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {line['item']}.{{{','.join(fields)}}}  ({line['kind']}, stage {line['stage']})")
         return 0
     result = build(args)
+    sens = budget.mfu_sensitivity(result.scenario, C.load_prices(args))
     if args.json:
-        C.print_json(result.to_dict())
+        C.print_json({**result.to_dict(), "mfu_sensitivity": sens})
         return 0
     print(result.format())
+    if sens["rows"]:
+        print("\n" + budget.format_sensitivity(sens))
     if result.scenario.note.strip():
         print("\nNote:", result.scenario.note.strip())
     return 0

@@ -8,14 +8,17 @@ code model's output embeddings learns the rating, the rest of the 35B-token pool
     est = estimate(config, prices)                       # annotation tokens + embedding FLOPs + forest CPU
     res = run(config, RunDir.for_preset("tiny"))         # FilterResult; reused only if config and corpus match
 
-`run` reads the pool, annotates a seeded random subset, embeds it, trains the forest (and
-compares it with cheap baselines on a held-out split), scores the whole pool, thresholds it
-and writes OUT/filtering/{pool,kept,dropped,labels,examples}.parquet, classifier.joblib,
-metrics.json, annotations.sqlite (the annotator's answers) and result.json last.
+`run` reads the pool, annotates a seeded random subset, embeds each sample's view (filtering.view:
+past its licence header), chooses the classifier (the paper's random forest or a logistic
+regression) by cross-validation on the training split, compares the candidates with cheap
+baselines on the held-out split and on hand-written snippets (filtering.heldout), scores the
+whole pool, thresholds it and writes OUT/filtering/{pool,kept,dropped,labels,examples,heldout}.parquet,
+classifier.joblib, metrics.json, annotations.sqlite (the annotator's answers) and result.json last.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -30,16 +33,21 @@ from ..errors import ConfigError, DataError
 from ..paths import atomic_path
 from ..presets import PRESET_NAMES, Hardware, ModelSpec, Preset, get_preset
 from ..budget.ledger import job_ledger
+from ..llm.tokens import TokenCounter
 from ..runs import RunDir
 from ..stage import StageConfig, StageResult, Timer, Usage, common_fields, load_stored, plan_defaults
-from .annotate import HEURISTIC, STAND_IN_NAME, STAND_IN_NOTE, AnnotationStats, annotate, heuristic_score, \
-    label_from_rating, make_client
-from .classifier import evaluate_models, save_classifier, train_classifier
+from .annotate import HEURISTIC, STAND_IN_NAME, STAND_IN_NOTE, AnnotationStats, annotate, build_prompt, \
+    heuristic_score, label_from_rating, make_client, prompt_template
+from .classifier import CLASSIFIERS, METRIC_NAMES, evaluate_models, save_classifier, select_classifier, \
+    train_classifier
 from .corpus import DEFAULT_MAX_BYTES, GRANULARITIES, HUB_SOURCES, CorpusStats, load_corpus
+from .heldout import heldout_report, load_snippets
 from .scoring import STAGE, choose_threshold, examples_table, score_pool
+from .view import VIEWS, sample_view
 
 OUT_COLUMNS = ["id", "source", "path", "text", "score", "n_tokens"]
 CLASSIFY_SECONDS_PER_SAMPLE = 1e-4  # random forest over an embedding, per sample per core (estimate)
+ANNOTATE_ESTIMATE_SAMPLE = 200  # real corpus samples rendered into the annotation prompt and counted (estimate)
 _LEXICAL = re.compile(r"\w+|[^\w\s]")
 
 
@@ -86,10 +94,12 @@ class FilterConfig(StageConfig):
     tpm: float | None = None  # annotation tokens (prompt + max_tokens) per minute at most; None = unlimited
     cap_usd: float | None = None  # the job's budget cap (USD), kept in the run folder's ledger; None = the stored one
     embedder: str = MINILM_LOCAL  # hub id or local folder of a transformers model, or "minilm-local"
+    view: str = "outline"  # what of each sample is embedded: "head" (as is), "body" (no licence header), "outline"
     pooling: str = "mean"  # "mean", "last" (decoder models) or "cls"
     max_length: int = 64  # tokens per sample fed to the embedder
     batch_size: int = 32  # texts per forward pass
     device: str = "cpu"  # torch device for the embedder ("cuda" on GPU presets)
+    classifier: str = "auto"  # "auto" (best cross-validated ROC-AUC on the training split), "random_forest", "logreg"
     n_estimators: int = 200  # trees in the random forest
     min_samples_leaf: int = 1  # forest regularisation (samples per leaf)
     test_fraction: float = 0.25  # held-out share of the labelled samples, in [0.05, 0.5]
@@ -117,6 +127,8 @@ class FilterConfig(StageConfig):
                   f"at most the corpus samples ({self.corpus_samples}): the annotated subset is drawn from the pool")
         self.need(self.granularity in GRANULARITIES, "granularity", f"one of {', '.join(GRANULARITIES)}")
         self.need(self.pooling in POOLINGS, "pooling", f"one of {', '.join(POOLINGS)}")
+        self.need(self.view in VIEWS, "view", f"one of {', '.join(VIEWS)}")
+        self.need(self.classifier in CLASSIFIERS, "classifier", f"one of {', '.join(CLASSIFIERS)}")
         self.need(1 <= self.positive_min <= 5, "positive_min", "a rating in 1..5")
         self.need(0.05 <= self.test_fraction <= 0.5, "test_fraction", "a share in [0.05, 0.5]")
         if self.threshold is None and self.keep_fraction is None:
@@ -198,22 +210,95 @@ def embed_tokens_per_sample(config: FilterConfig) -> float:
     return min(config.max_length, n_ctx, config.tokens_per_sample)
 
 
-def budget_lines(config: FilterConfig) -> list[dict[str, Any]]:
-    """Annotation (LLM tokens), one embedding forward pass per sample (FLOPs), the forest over the pool (CPU)."""
-    per_sample = embed_tokens_per_sample(config)
-    seq_len, tokens = int(round(per_sample)), float(config.corpus_samples * per_sample)
-    note = f"one forward pass of the embedder per sample over its first {seq_len} tokens"
+@functools.lru_cache(maxsize=16)
+def _annotate_prompt_sample(corpus: str, granularity: str, max_file_bytes: int, text_field: str | None, seed: int,
+                            max_chars: int, annotator: str, n: int) -> tuple[float, int, str]:
+    """(mean prompt tokens, samples counted, how) of the real annotation prompt over `n` real corpus samples.
+    A hub corpus is not read for an estimate (no download): this machine's Python stands in, and the note says so."""
+    hub = corpus in HUB_SOURCES or corpus.startswith("hub:")
+    samples = load_corpus("installed" if hub else corpus, n, seed=seed, granularity=granularity,
+                          max_bytes=max_file_bytes, text_field=text_field)
+    template = prompt_template()
+    reqs = [llm.Request(messages=[{"role": "user", "content": build_prompt(s["text"], max_chars, template)}])
+            for s in samples]
+    mean, counted, method = budget.measured_prompt_tokens(reqs, TokenCounter(annotator))
+    where = f"this machine's installed Python standing in for {corpus} (not downloaded for an estimate)" if hub \
+        else f"corpus {corpus}"
+    return mean, counted, f"{counted} samples of {where}, code cut at {max_chars} chars; counted by {method}"
+
+
+def annotate_prompt_tokens(config: FilterConfig) -> tuple[float, str]:
+    """Mean input tokens of one annotation request: the real prompt template rendered over real corpus samples
+    (the head `annotate_max_chars` of each) and tokenized (see `budget.measured_prompt_tokens`); with how."""
+    n = min(ANNOTATE_ESTIMATE_SAMPLE, config.annotate_samples)
+    if n == 0:
+        return 0.0, "no samples annotated"
+    mean, _, how = _annotate_prompt_sample(config.corpus, config.granularity, config.max_file_bytes,
+                                           config.text_field, config.seed, config.annotate_max_chars,
+                                           config.annotator, n)
+    return mean, how
+
+
+# The embedder runs in fp32 (embed.py loads it without a dtype; PyTorch leaves TF32 off) on one device: on an A100
+# that is 19.5 of the 312 TFLOP/s the price book's peak counts, and at a stated 50% of it the line's MFU is 0.031.
+FP32_TFLOPS = {"A100": 19.5, "A100-40GB": 19.5, "H100": 67.0}
+EMBED_FP32_UTILISATION = 0.5  # assumed share of the fp32 peak a batched forward pass reaches (not measured on a GPU)
+
+
+def _embed_line(config: FilterConfig, seq_len: int, tokens: float) -> dict[str, Any]:
+    """One embedding forward pass per pool sample: measured CPU rates on a CPU preset, FLOPs on a GPU preset."""
+    note = f"one forward pass of the embedder per sample over the first {seq_len} tokens of its {config.view} view"
+    gpu = config.hardware.gpu
+    if gpu == "cpu" or config.device == "cpu":
+        tp = budget.load_throughput()
+        spec = None if config.embedder == MINILM_LOCAL else embedder_spec(config.embedder)
+        secs = budget.cpu_embed_seconds(tp, config.corpus_samples, seq_len, spec)
+        return dict(cpu_hours=secs / 3600, kind="cpu",
+                    note=note + f" on CPU at {tp.embed_tokens_per_s:,.0f} tokens/s (minilm-local"
+                                + ("" if spec is None else ", scaled by forward FLOPs") + f") plus "
+                                f"{tp.embed_load_s:.1f} s to load, {tp.source()}")
+    mfu = FP32_TFLOPS.get(gpu, 0.0) * EMBED_FP32_UTILISATION / 312.0 if gpu in FP32_TFLOPS else None
+    hw = dict(n_gpus=1, **({"mfu": round(mfu, 4)} if mfu else {}))
+    note += (f"; on ONE {gpu} (the stage embeds on one device) in fp32: {FP32_TFLOPS.get(gpu, 0):g} TFLOP/s at a "
+             f"stated {EMBED_FP32_UTILISATION:.0%} = MFU {mfu:.3f} of the bf16 peak" if mfu else "")
     if config.embedder in budget.EXTRA_MODELS:
-        embed = dict(model=config.embedder, params=float(budget.body_params(budget.EXTRA_MODELS[config.embedder])),
-                     seq_len=seq_len, tokens=tokens,
-                     note=note + "; params = its body (the embedding table is a lookup, the LM head is never run)")
-    else:  # a local folder: its shape is not in the budget's table, so the line carries the FLOPs
-        embed = dict(flops=embed_flops_per_token(config.embedder, seq_len) * tokens, tokens=tokens,
-                     note=note + f"; shape from {config.embedder}/config.json")
+        return dict(kind="compute", model=config.embedder, seq_len=seq_len, tokens=tokens, **hw,
+                    params=float(budget.body_params(budget.EXTRA_MODELS[config.embedder])),
+                    note=note + "; params = its body (the embedding table is a lookup, the LM head is never run)")
+    # a local folder: its shape is not in the budget's table, so the line carries the FLOPs
+    return dict(kind="compute", flops=embed_flops_per_token(config.embedder, seq_len) * tokens, tokens=tokens, **hw,
+                note=note + f"; shape from {config.embedder}/config.json")
+
+
+def _read_line(config: FilterConfig) -> list[dict[str, Any]]:
+    """Reading this machine's Python into the pool, at the measured rate (hub corpora stream; not priced)."""
+    if config.corpus != "installed":
+        return []
+    tp = budget.load_throughput()
+    return [dict(stage=STAGE, item="read", kind="cpu", cpu_hours=config.corpus_samples / tp.corpus_samples_per_s / 3600,
+                 note=f"{config.corpus_samples:,} installed Python files at {tp.corpus_samples_per_s:,.0f}/s, "
+                      f"{tp.source()}")]
+
+
+def _stand_in_speed(config: FilterConfig) -> dict[str, float]:
+    """The offline heuristic annotator is a local function, not an API: its wall time is its measured rate."""
+    if config.annotator != HEURISTIC:
+        return {}
+    return {"tokens_per_minute": budget.load_throughput().heuristic_tokens_per_s * 60}
+
+
+def budget_lines(config: FilterConfig) -> list[dict[str, Any]]:
+    """Annotation (LLM tokens), one embedding forward pass per sample, the forest over the pool (CPU)."""
+    per_sample = embed_tokens_per_sample(config)
+    tokens_in, how = annotate_prompt_tokens(config)
+    seq_len, tokens = int(round(per_sample)), float(config.corpus_samples * per_sample)
     return [
+        *_read_line(config),
         dict(stage=STAGE, item="annotate", kind="llm", model=config.annotator, samples=float(config.annotate_samples),
-             in_per_sample=float(config.annotate_tokens_in), out_per_sample=float(config.annotate_tokens_out)),
-        dict(stage=STAGE, item="embed", kind="compute", **embed),
+             in_per_sample=tokens_in, out_per_sample=float(config.annotate_tokens_out), **_stand_in_speed(config),
+             note=f"prompt tokens measured: the annotation prompt rendered over {how}; "
+                  f"{config.annotate_tokens_out} answer tokens per sample (the config's cap)"),
+        dict(stage=STAGE, item="embed", **_embed_line(config, seq_len, tokens)),
         dict(stage=STAGE, item="classify", kind="cpu", samples=float(config.corpus_samples),
              seconds_per_sample=CLASSIFY_SECONDS_PER_SAMPLE,
              note="random forest over embeddings, ~0.1 ms per sample per core"),
@@ -308,40 +393,77 @@ def annotate_subset(records: list[dict], config: FilterConfig, client):
 
 
 def embed_labelled(pool, labels, config: FilterConfig, progress: bool):
-    """(embedder, texts, embeddings) of the labelled samples, in the labels' order."""
+    """(embedder, texts, embeddings) of the labelled samples, in the labels' order; each text is embedded
+    through the configured view (filtering.view)."""
     embedder = Embedder(**embedder_settings(config), progress=progress)
     text_by_id = dict(zip(pool["id"], pool["text"]))
     texts = [text_by_id[i] for i in labels["id"]]
-    return embedder, texts, embedder.embed(texts, desc="embed labelled")
+    return embedder, texts, embedder.embed([sample_view(t, config.view) for t in texts], desc="embed labelled")
+
+
+def _fit_candidates(X_train, y_train, config: FilterConfig) -> tuple[str, dict[str, float], dict[str, Any]]:
+    """(chosen candidate, cross-validated ROC-AUC per candidate, fitted candidates by name), all on the
+    training split: the held-out split is not looked at to choose."""
+    kw = dict(n_estimators=config.n_estimators, min_samples_leaf=config.min_samples_leaf, seed=config.seed)
+    chosen, cv = select_classifier(X_train, y_train, config.classifier, **kw)
+    fitted = {name: train_classifier(X_train, y_train, name=name, **kw) for name in cv}
+    return chosen, cv, fitted
 
 
 def train_and_compare(X: np.ndarray, texts: list[str], labels, config: FilterConfig, out: Path,
-                      astats: AnnotationStats) -> tuple[Path, dict[str, Any]]:
-    """Train the forest on a stratified split, compare it with cheap baselines on the held-out part, save it.
+                      astats: AnnotationStats) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """Choose the classifier by cross-validation on a stratified training split, compare every candidate and
+    cheap baselines on the held-out part, save the chosen one.
 
-    Marks each label's split and heuristic score in `labels`. Returns (classifier path, metrics)."""
+    Marks each label's split and heuristic score in `labels`. Returns (classifier path, metrics, fitted
+    candidates keyed as in the metrics)."""
     from sklearn.model_selection import train_test_split
 
     y = labels["label"].to_numpy()
     idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=config.test_fraction, stratify=y,
                                            random_state=config.seed)
-    clf = train_classifier(X[idx_train], y[idx_train], n_estimators=config.n_estimators,
-                           min_samples_leaf=config.min_samples_leaf, seed=config.seed)
+    chosen, cv, by_name = _fit_candidates(X[idx_train], y[idx_train], config)
+    fitted = {METRIC_NAMES[k]: m for k, m in by_name.items()}  # keyed as in the metrics
     length = np.log1p(np.array([[len(s), s.count("\n")] for s in texts], dtype=float))
     heur = np.array([[heuristic_score(s[:config.annotate_max_chars])] for s in texts])
-    metrics = evaluate_models(X[idx_train], y[idx_train], X[idx_test], y[idx_test], clf=clf,
+    metrics = evaluate_models(X[idx_test], y[idx_test], models=fitted,
                               extra_train={"length": length[idx_train], "heuristic": heur[idx_train]},
-                              extra_test={"length": length[idx_test], "heuristic": heur[idx_test]}, seed=config.seed)
+                              extra_test={"length": length[idx_test], "heuristic": heur[idx_test]}, y_train=y[idx_train])
+    metrics["chosen"] = METRIC_NAMES[chosen]
+    metrics["cv_roc_auc"] = {METRIC_NAMES[k]: v for k, v in cv.items()}
+    metrics["selection"] = (f"classifier={config.classifier}: {METRIC_NAMES[chosen]} "
+                            + ("has the best" if config.classifier == "auto" else "was configured; its")
+                            + f" mean ROC-AUC in a {len(idx_train)}-sample training split's cross-validation; "
+                              f"the held-out split ({len(idx_test)} samples) was not used to choose")
     if astats.stand_in:
         metrics["note"] = ("heuristic_alone is the rubric that produced these labels (the stand-in annotator), "
                            "so it is an upper bound here, not a fair baseline")
     labels["split"] = "train"
     labels.loc[idx_test, "split"] = "test"
     labels["heuristic_score"] = heur[:, 0]
-    clf_path = save_classifier(clf, out / "classifier.joblib", {
+    clf_path = save_classifier(by_name[chosen], out / "classifier.joblib", {
         "embedder": config.embedder, "pooling": config.pooling, "max_length": config.max_length,
-        "positive_min": config.positive_min, "annotator": astats.annotator, "n_train": int(len(idx_train))})
-    return clf_path, metrics
+        "view": config.view, "classifier": chosen, "positive_min": config.positive_min,
+        "annotator": astats.annotator, "n_train": int(len(idx_train))})
+    return clf_path, metrics, fitted
+
+
+def score_heldout(embedder: Embedder, fitted: dict[str, Any], chosen: str, config: FilterConfig, out: Path):
+    """The hand-written snippets (filtering.heldout) scored by the chosen filter (`fitted[chosen]`), every
+    candidate and the rubric: (report with each one's ROC-AUC, path of heldout.parquet with the scores)."""
+    import pandas as pd
+
+    snippets = load_snippets()
+    texts = [s["text"] for s in snippets]
+    X = embedder.embed([sample_view(t, config.view) for t in texts], desc="embed held-out snippets")
+    scores = {"filter": fitted[chosen].predict_proba(X)[:, 1]}
+    scores.update({k: m.predict_proba(X)[:, 1] for k, m in fitted.items()})
+    scores["rubric"] = np.array([heuristic_score(t[:config.annotate_max_chars]) for t in texts])
+    report = heldout_report(snippets, scores)
+    report["filter"] = chosen
+    table = pd.DataFrame({"id": [s["id"] for s in snippets], "label": [s["label"] for s in snippets], "text": texts,
+                          **{f"{k}_score": v for k, v in scores.items()}})
+    return report, _write_parquet(table, out / "heldout.parquet")
 
 
 def score(pool, clf_path: Path, config: FilterConfig, progress: bool) -> int:
@@ -382,8 +504,8 @@ def count_summary(pool, labels, cstats: CorpusStats, embedded: int) -> dict[str,
             "embedded_by_model": int(embedded)}
 
 
-def _auc(metrics: dict[str, Any], name: str = "random_forest") -> str:
-    value = (metrics.get(name) or {}).get("roc_auc")
+def _auc(metrics: dict[str, Any], name: str | None = None) -> str:
+    value = (metrics.get(name or metrics.get("chosen", "random_forest")) or {}).get("roc_auc")
     return "n/a" if value is None else f"{value:.3f}"
 
 
@@ -417,16 +539,19 @@ def run(config: FilterConfig, run_dir: RunDir, *, ledger: budget.Ledger | None =
     with t("embed_labelled"):
         embedder, texts, X = embed_labelled(pool, labels, config, progress)
     with t("train"):
-        clf_path, metrics = train_and_compare(X, texts, labels, config, out, astats)
+        clf_path, metrics, fitted = train_and_compare(X, texts, labels, config, out, astats)
+    with t("heldout"):
+        metrics["heldout_snippets"], heldout_file = score_heldout(embedder, fitted, metrics["chosen"], config, out)
     with t("score"):
         embedded = embedder.texts_embedded_ + score(pool, clf_path, config, progress)
     with t("threshold"):
         pool, thr, rule = apply_threshold(pool, labels, config)
     with t("write"):
         files, examples = write_outputs(pool, labels, clf_path, out, config)
+    files["heldout"] = str(heldout_file)
     counts = count_summary(pool, labels, cstats, embedded)
     seconds = t.finish()
-    gpu_s = seconds["embed_labelled"] + seconds["score"] if config.device.startswith("cuda") else 0.0
+    gpu_s = seconds["embed_labelled"] + seconds["heldout"] + seconds["score"] if config.device.startswith("cuda") else 0.0
     usage = Usage(tokens_in=int(astats.prompt_tokens), tokens_out=int(astats.completion_tokens),
                   requests=int(astats.requested + astats.retried - astats.failed), gpu_s=gpu_s, cpu_s=t.cpu_s,
                   wall_s=seconds["total"], usd=float(astats.usd))
@@ -443,6 +568,8 @@ def run(config: FilterConfig, run_dir: RunDir, *, ledger: budget.Ledger | None =
                           usage=usage, seconds=seconds, stand_in=stand_in, counts=counts, threshold=thr,
                           threshold_rule=rule, annotation=astats.to_dict(), examples=examples).save()
     say(f"[{STAGE}] kept {counts['kept_samples']:,}/{counts['pool_samples']:,} samples "
-        f"({counts['kept_tokens']:,}/{counts['pool_tokens']:,} tokens) at {rule}; forest ROC-AUC "
-        f"{_auc(metrics)}; {seconds['total']:.0f} s")
+        f"({counts['kept_tokens']:,}/{counts['pool_tokens']:,} tokens) at {rule}; {metrics['chosen']} held-out "
+        f"ROC-AUC {_auc(metrics)}, on the hand-written snippets "
+        f"{metrics['heldout_snippets']['roc_auc']['filter']:.3f} (rubric "
+        f"{metrics['heldout_snippets']['roc_auc']['rubric']:.3f}); {seconds['total']:.0f} s")
     return result

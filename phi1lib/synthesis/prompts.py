@@ -3,12 +3,18 @@
 The paper gets diversity from constraints: textbook sections are asked for a given topic and
 target audience, exercises for a given topic under a function-name constraint. The lists live
 in editable data files (phi1lib/data/synth_*.txt). Same lists + same seed -> identical prompts.
+
+At paper scale (~667K sections, ~878K exercises) those products (a few thousand combinations)
+repeat hundreds of times, so each pass over a combination also names a setting for the examples
+and a level (synth_settings.txt x synth_levels.txt), different for every repeat of that
+combination: `distinct_prompts` says how many distinct prompt texts a plan gets.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +33,7 @@ Style: {style}
 Interleave short paragraphs of plain prose with small, self-contained Python code snippets
 (standard library only, each in a ```python block). Explain the idea first, then build it up in
 code. Finish with an example usage of the code and its expected output, written as a doctest
-(lines starting with >>> followed by the exact output). Do not mention these instructions."""
+(lines starting with >>> followed by the exact output). Do not mention these instructions.{extra}"""
 
 EXERCISE_TEMPLATE = """Write one Python coding exercise about: {topic}.
 The function's name must start with `{name_prefix}`.
@@ -35,7 +41,8 @@ The function's name must start with `{name_prefix}`.
 Reply with exactly one ```python block holding a single function: a signature with type hints,
 a docstring that states the task precisely and shows one or two doctest examples (>>> lines
 with their exact output), and then the body that solves it. Standard library only; no
-printing, no input(), no code outside the function."""
+printing, no input(), no code outside the function.{extra}"""
+EXTRA = "\nDraw the examples from {setting}, and make it {level}."
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,8 @@ class SynthPrompt:
     name_prefix: str | None  # exercises only
     variant: int  # > 0 when the same constraint combination is drawn again
     messages: tuple = field(repr=False)  # chat messages ({"role", "content"} dicts)
+    setting: str | None = None  # where the examples come from (differs for each variant of a combination)
+    level: str | None = None  # how hard the example is
 
     @property
     def user_text(self) -> str:
@@ -62,6 +71,8 @@ class SynthPrompt:
             out.update(audience=self.audience, style=self.style)
         else:
             out.update(name_prefix=self.name_prefix)
+        if self.setting is not None:
+            out.update(setting=self.setting, level=self.level)
         return out
 
 
@@ -107,36 +118,74 @@ def _balanced_draw(axes: Sequence[Sequence[str]], n: int, seed: int) -> list[tup
     return out
 
 
+def _extra_axis(settings: Sequence[str] | None, levels: Sequence[str] | None) -> list[tuple[str, str]]:
+    """setting x level pairs (the packaged lists when None; an empty list turns the axis off)."""
+    settings = list(settings) if settings is not None else load_list("synth_settings.txt")
+    levels = list(levels) if levels is not None else load_list("synth_levels.txt")
+    return list(itertools.product(settings, levels))
+
+
+def _extra_for(extras: list[tuple[str, str]], combo: tuple[str, ...], variant: int, seed: int) -> tuple[str, str] | None:
+    """The setting and level of this repeat of `combo`: a seeded start per combination, then one step per variant,
+    so the first len(extras) repeats of a combination all differ."""
+    if not extras:
+        return None
+    start = int(hashlib.sha1("\x1f".join((str(seed), *combo)).encode()).hexdigest()[:8], 16)
+    return extras[(start + variant) % len(extras)]
+
+
+def distinct_prompts(n: int, *axes: Sequence[str], settings: Sequence[str] | None = None,
+                     levels: Sequence[str] | None = None) -> int:
+    """How many distinct prompt texts n prompts over `axes` (plus the setting x level axis) have."""
+    space = math.prod(len(a) for a in axes) * max(len(_extra_axis(settings, levels)), 1)
+    return min(n, space)
+
+
+def _text(template: str, extra: tuple[str, str] | None, **fields: str) -> str:
+    tail = EXTRA.format(setting=extra[0], level=extra[1]) if extra else ""
+    return template.format(extra=tail, **fields)
+
+
 def textbook_prompts(n: int, seed: int = 0, *, topics: Sequence[str] | None = None,
-                     audiences: Sequence[str] | None = None, styles: Sequence[str] | None = None) -> list[SynthPrompt]:
-    """n textbook-section prompts drawn from topics x audiences x styles (styles optional: pass [])."""
+                     audiences: Sequence[str] | None = None, styles: Sequence[str] | None = None,
+                     settings: Sequence[str] | None = None, levels: Sequence[str] | None = None) -> list[SynthPrompt]:
+    """n textbook-section prompts drawn from topics x audiences x styles (styles optional: pass []), each repeat
+    of a combination with another setting x level (pass settings=[] for none)."""
     topics = list(topics) if topics is not None else load_list("synth_topics.txt")
     audiences = list(audiences) if audiences is not None else load_list("synth_audiences.txt")
     styles = list(styles) if styles is not None else load_list("synth_styles.txt")
     style_axis = styles or ["clear and concise"]
+    extras = _extra_axis(settings, levels)
     prompts = []
     for (topic, audience, style), variant in _balanced_draw([topics, audiences, style_axis], n, seed):
-        text = TEXTBOOK_TEMPLATE.format(topic=topic, audience=audience, style=style)
+        extra = _extra_for(extras, (topic, audience, style), variant, seed)
+        text = _text(TEXTBOOK_TEMPLATE, extra, topic=topic, audience=audience, style=style)
         prompts.append(SynthPrompt(
             id=_prompt_id("textbook", topic, audience, style, variant), kind="textbook", topic=topic,
             audience=audience, style=style if styles else None, name_prefix=None, variant=variant,
             messages=({"role": "system", "content": SYSTEM}, {"role": "user", "content": text}),
+            setting=extra[0] if extra else None, level=extra[1] if extra else None,
         ))
     return prompts
 
 
 def exercise_prompts(n: int, seed: int = 0, *, topics: Sequence[str] | None = None,
-                     name_prefixes: Sequence[str] | None = None) -> list[SynthPrompt]:
-    """n exercise prompts drawn from topics x function-name prefixes."""
+                     name_prefixes: Sequence[str] | None = None, settings: Sequence[str] | None = None,
+                     levels: Sequence[str] | None = None) -> list[SynthPrompt]:
+    """n exercise prompts drawn from topics x function-name prefixes, each repeat of a combination with another
+    setting x level (pass settings=[] for none)."""
     topics = list(topics) if topics is not None else load_list("synth_topics.txt")
     names = list(name_prefixes) if name_prefixes is not None else load_list("synth_function_names.txt")
+    extras = _extra_axis(settings, levels)
     prompts = []
     for (topic, prefix), variant in _balanced_draw([topics, names], n, seed):
-        text = EXERCISE_TEMPLATE.format(topic=topic, name_prefix=prefix)
+        extra = _extra_for(extras, (topic, prefix), variant, seed)
+        text = _text(EXERCISE_TEMPLATE, extra, topic=topic, name_prefix=prefix)
         prompts.append(SynthPrompt(
             id=_prompt_id("exercise", topic, prefix, variant), kind="exercise", topic=topic, audience=None,
             style=None, name_prefix=prefix, variant=variant,
             messages=({"role": "system", "content": SYSTEM}, {"role": "user", "content": text}),
+            setting=extra[0] if extra else None, level=extra[1] if extra else None,
         ))
     return prompts
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,15 +40,17 @@ from typing import Any, ClassVar
 from .. import budget, runs
 from ..errors import ConfigError, DataError
 from ..jsonl import read_jsonl, read_parquet, write_jsonl
-from ..llm import FunctionProvider, LLMClient, OpenAIProvider, failure_reasons, incomplete
+from ..llm import FunctionProvider, LLMClient, OpenAIProvider, Request, failure_reasons, incomplete
 from ..llm.store import ResultStore
+from ..llm.tokens import TokenCounter
 from ..presets import PRESET_NAMES, Hardware, Preset, get_preset
 from ..budget.ledger import job_ledger
 from ..runs import RunDir
-from ..stage import StageConfig, StageResult, StaleResult, Timer, common_fields, describe_change, plan_defaults
-from .extractive import GENERATOR, STAND_IN_NAME, ExtractiveStandIn, Unit, extract_units
-from .generate import GenerationOutcome, generate_all, kind_requests, shard_of
-from .prompts import SynthPrompt, build_prompts, load_list
+from ..stage import (StageConfig, StageResult, StaleResult, Timer, common_fields, describe_change, other_preset,
+                     other_preset_in_run, plan_defaults)
+from .extractive import GENERATOR, MIN_RELEVANCE, STAND_IN_NAME, ExtractiveStandIn, Unit, extract_units
+from .generate import TEXTBOOK_CHECK, GenerationOutcome, generate_all, kind_requests, shard_of
+from .prompts import SynthPrompt, build_prompts, distinct_prompts, load_list
 
 STAGE = "synthesis"
 KINDS = ("textbook", "exercise")
@@ -57,14 +60,14 @@ ITEMS = {"textbook": "textbooks", "exercise": "exercises"}  # plan line items (a
 REJECTED_FILE = "rejected.jsonl"
 STORE_FILE = "llm_store.sqlite"  # the LLM client's answers: an interrupted run resumes without paying twice
 SHARDS_DIR = "shards"  # shard runs' stores (llm_store.<i>-of-<n>.sqlite), merged by the plain run
-CHARS_PER_TOKEN = 4.0  # rough prompt-size estimate before a tokenizer is involved
 ESTIMATE_SAMPLE = 2000  # prompts measured for the input-token estimate
-STAND_IN_NOTE = "extractive stand-in (not an LLM): textbook sections and exercises cut from stage 1's filtered code"
+STAND_IN_NOTE = ("extractive stand-in (not an LLM): textbook sections and exercises cut from stage 1's filtered code, "
+                 "retrieved by topic (prompts with no matching code go unanswered)")
 # Fields that only one kind reads: the other kind's records do not change with them.
 KIND_FIELDS = {"textbook": ("n_textbooks", "max_tokens_textbook", "max_chars_textbook", "tokens_per_textbook",
                             "audiences_file", "styles_file"),
                "exercise": ("n_exercises", "max_tokens_exercise", "max_chars_exercise", "tokens_per_exercise",
-                            "names_file", "sandbox", "sandbox_timeout_s")}
+                            "names_file", "sandbox", "sandbox_timeout_s", "require_doctests")}
 _TINY = get_preset("tiny")
 
 
@@ -97,7 +100,10 @@ class SynthesisConfig(StageConfig):
     max_chars_textbook: int = 20000  # longest accepted textbook section (characters)
     max_chars_exercise: int = 6000  # longest accepted exercise (characters)
     dedup_threshold: float = 0.85  # near-duplicate Jaccard threshold on word 5-grams, in (0, 1]
-    sandbox: bool = True  # run exercise doctests in phi1lib.sandbox (parse-only when it cannot run)
+    sandbox: bool = True  # run exercise doctests in phi1lib.sandbox (records say "not executed" when it cannot run)
+    # reject an exercise without doctests: None = yes for an LLM (the prompt asks for them), no for the stand-in
+    require_doctests: bool | None = None
+    min_relevance: float = MIN_RELEVANCE  # stand-in: IDF-weighted share of a topic's words its code must contain
     sandbox_timeout_s: float = 5.0  # sandbox limit per exercise (seconds)
     workers: int = 2  # sandbox processes
     concurrency: int = 8  # parallel LLM requests
@@ -139,6 +145,7 @@ class SynthesisConfig(StageConfig):
         self.need(self.tokens_per_exercise > 0, "tokens_per_exercise", "a number of tokens > 0")
         self.need(0.0 < self.dedup_threshold <= 1.0, "dedup_threshold", "a Jaccard similarity in (0, 1]")
         self.need(self.sandbox_timeout_s > 0, "sandbox_timeout_s", "seconds > 0")
+        self.need(0.0 < self.min_relevance <= 1.0, "min_relevance", "a share of the topic's words in (0, 1]")
         self.need(self.cap_usd is None or self.cap_usd >= 0, "cap_usd", "USD >= 0, or none for no cap")
 
     @classmethod
@@ -187,19 +194,38 @@ def kind_config(config: SynthesisConfig, kind: str) -> SynthesisConfig:
 # ---- the estimate -------------------------------------------------------------------------------
 
 def prompt_tokens_per_sample(config: SynthesisConfig, kind: str) -> float:
-    """Mean prompt tokens of `kind`, measured (chars / CHARS_PER_TOKEN) on the first ESTIMATE_SAMPLE real prompts."""
+    """Mean prompt tokens of `kind`, measured on the first ESTIMATE_SAMPLE real prompts (`budget.measured_prompt_tokens`,
+    the same counting as the annotation estimate)."""
+    return _prompt_token_sample(config, kind)[0]
+
+
+def _prompt_token_sample(config: SynthesisConfig, kind: str) -> tuple[float, str]:
     sample = config.prompts(kind, ESTIMATE_SAMPLE)
-    chars = sum(sum(len(m["content"]) for m in p.messages) for p in sample) / max(len(sample), 1)
-    return chars / CHARS_PER_TOKEN
+    reqs = [Request(messages=list(p.messages)) for p in sample]
+    mean, counted, method = budget.measured_prompt_tokens(reqs, TokenCounter(config.model))
+    return mean, f"{counted} real {kind} prompts counted by {method}"
+
+
+def distinct_prompt_count(config: SynthesisConfig, kind: str) -> int:
+    """How many distinct prompt texts the config's `kind` requests have (prompts.distinct_prompts over its lists)."""
+    axes = ([config.topics_file, config.audiences_file, config.styles_file] if kind == "textbook"
+            else [config.topics_file, config.names_file])
+    return distinct_prompts(config.n_for(kind), *(load_list(a) for a in axes))
 
 
 def budget_lines(config: SynthesisConfig) -> list[dict[str, Any]]:
     """One llm line per requested kind: samples = records requested, tokens per sample measured and planned."""
-    return [dict(stage=STAGE, item=ITEMS[kind], kind="llm", model=config.model, samples=float(config.n_for(kind)),
-                 in_per_sample=prompt_tokens_per_sample(config, kind), out_per_sample=float(config.tokens_for(kind)),
-                 note=f"{config.n_for(kind):,} {kind} prompts x {config.model}; prompt tokens measured on the "
-                      f"prompts (chars / {CHARS_PER_TOKEN:g}), {config.tokens_for(kind):g} tokens per {kind}")
-            for kind in config.kinds]
+    lines = []
+    for kind in config.kinds:
+        tokens_in, how = _prompt_token_sample(config, kind)
+        distinct = distinct_prompt_count(config, kind)
+        lines.append(dict(stage=STAGE, item=ITEMS[kind], kind="llm", model=config.model,
+                          samples=float(config.n_for(kind)), in_per_sample=tokens_in,
+                          out_per_sample=float(config.tokens_for(kind)),
+                          note=f"{config.n_for(kind):,} {kind} prompts ({distinct:,} distinct) x {config.model}; "
+                               f"prompt tokens measured: {how}; "
+                               f"{config.tokens_for(kind):g} tokens per {kind} (the config's plan)"))
+    return lines
 
 
 def estimate(config: SynthesisConfig, prices: budget.PriceBook | None = None) -> budget.StageEstimate:
@@ -215,22 +241,35 @@ class SynthesisResult(StageResult):
     rejected_path: str  # rejected.jsonl: every rejected record with its `reason`
     counts: dict[str, dict[str, int]]  # kind -> requested / no_source / generated / ... / duplicates / accepted
     reasons: dict[str, dict[str, int]]  # kind -> rejection reason category -> count
-    checked: str  # how exercises were checked: "sandbox doctests" | "parse-only (...)"
+    checked: str  # what was checked over the accepted exercises, e.g. "380 not executed (no doctests); 12 sandbox: ..."
     generator: str  # "extractive-stand-in" or the model name (the latest generation)
     made: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> {fingerprint, settings, inputs,
     #                                                                 generator, checked} it was made with
 
     def counts_table(self):
-        """Per kind: requested -> generated -> rejected by each check -> accepted (a DataFrame)."""
+        """Per kind: who generated it, then requested -> generated -> rejected by each check -> accepted, and of
+        the accepted exercises how many ran in the sandbox (executed) or not (a DataFrame)."""
         import pandas as pd
 
         cols = ["requested", "no_source", "generated", "llm_errors", "failed_checks", "sandbox_runs",
-                "failed_sandbox", "duplicates", "accepted"]
+                "failed_sandbox", "duplicates", "accepted", "executed", "not_executed"]
         df = pd.DataFrame(self.counts).T
-        return df[[c for c in cols if c in df.columns]].fillna(0).astype(int)
+        df = df[[c for c in cols if c in df.columns]].fillna(0).astype(int)
+        df.insert(0, "generator", [(self.made.get(k) or {}).get("generator", self.generator) for k in df.index])
+        return df
 
     def records(self, kind: str) -> list[dict]:
         return read_jsonl(self.files[kind])
+
+    def rejected_table(self):
+        """Rejected records per kind and reason category (`reason_category`), most frequent first, with
+        one full reason as an example (a DataFrame indexed by kind, category)."""
+        import pandas as pd
+
+        df = pd.DataFrame(self.rejected(), columns=["kind", "reason"])
+        df["category"] = df["reason"].map(reason_category)
+        table = df.groupby(["kind", "category"]).agg(records=("reason", "size"), example=("reason", "first"))
+        return table.sort_values(["kind", "records"], ascending=[True, False])
 
     def rejected(self) -> list[dict]:
         p = Path(self.rejected_path)
@@ -238,8 +277,13 @@ class SynthesisResult(StageResult):
 
 
 def reason_category(reason: str) -> str:
-    """Collapse a rejection reason to its category ('sandbox failed', 'exact duplicate of ...' -> ...)."""
-    return reason.split(":")[0].split(" (")[0].strip()
+    """Collapse a rejection reason to its category: 'sandbox failed: ...' -> 'sandbox failed', 'near duplicate of
+    exercise-ab12 (Jaccard ...)' -> 'near duplicate', 'code block 1 does not parse' -> 'code block does not parse',
+    "function 'f' has no docstring ..." -> 'function has no docstring ...'."""
+    head = reason.split(":")[0].split(" (")[0].strip()
+    head = re.sub(r" of \S+$", "", head)  # the record it duplicates
+    head = re.sub(r"'[^']*' |\b\d+ ", "", head)  # a function's name, a block's number
+    return head
 
 
 # ---- inputs and the stored-result rule, per kind --------------------------------------------------
@@ -272,11 +316,20 @@ def _changed(old: dict[str, Any], new: dict[str, Any]) -> str:
     return describe_change(before, new["settings"], old.get("inputs") or {}, new["inputs"])
 
 
-def kinds_to_make(stored: dict[str, Any], wanted: dict[str, dict[str, Any]], out: Path, force: bool) -> list[str]:
+def kinds_to_make(stored: dict[str, Any], wanted: dict[str, dict[str, Any]], out: Path, force: bool,
+                  config: SynthesisConfig | None = None) -> list[str]:
     """The requested kinds to generate now: all with `force`, else those the folder lacks. A requested
-    kind stored with another fingerprint is a StaleResult naming the kind and what changed."""
+    kind stored with another fingerprint, a folder made by another preset than `config`'s, or (for a new
+    result) a run folder whose other stages hold another preset's results, is a StaleResult naming the
+    kind (or the presets) and what changed."""
     if force:
         return list(wanted)
+    if stored and config is not None and (other := other_preset(stored, config)) is not None:
+        raise StaleResult(f"{STAGE}: {out} {other}; pass --force to redo it with this preset "
+                          f"(or use another run folder, --out)")
+    if not stored and config is not None and (other := other_preset_in_run(out.parent, config)) is not None:
+        raise StaleResult(f"{STAGE}: {out.parent} {other}; a run folder holds one preset (use another run "
+                          f"folder, --out, or pass --force to mix them anyway)")
     have = stored.get("made") or {kind: {} for kind in stored.get("counts", {})}  # older results: no fingerprints
     stale = [f"{ITEMS[kind]} made {_changed(have[kind], new)}" for kind, new in wanted.items()
              if kind in have and have[kind].get("fingerprint") != new["fingerprint"]]
@@ -405,7 +458,7 @@ def run(config: SynthesisConfig, run_dir: RunDir, *, ledger: budget.Ledger | Non
         inputs["provider"] = provider.cache_id
     stored = runs.load_result(out) or {}
     wanted = kind_records(config, run_dir.root, inputs)
-    todo = kinds_to_make(stored, wanted, out, force)
+    todo = kinds_to_make(stored, wanted, out, force, config)
     if not todo:
         return SynthesisResult.from_stored(stored)
     est = estimate(config, prices)
@@ -423,8 +476,9 @@ def run(config: SynthesisConfig, run_dir: RunDir, *, ledger: budget.Ledger | Non
     t.seconds.update(outcome.seconds)
     with t("write"):
         files, counts, reasons = write_outputs(out, stored, outcome)
+    checked_now = {kind: outcome.checked if kind == "exercise" else TEXTBOOK_CHECK for kind in todo}
     made = {**(stored.get("made") or {k: {} for k in stored.get("counts", {})}),
-            **{kind: {**wanted[kind], "generator": generator, "checked": outcome.checked} for kind in todo}}
+            **{kind: {**wanted[kind], "generator": generator, "checked": checked_now[kind]} for kind in todo}}
     usage = replace(outcome.usage, cpu_s=t.cpu_s, wall_s=t.wall_s)
     metrics = {"accepted": {k: c["accepted"] for k, c in counts.items()}, "generated_now": list(todo),
                "cached": outcome.cached, "rejected": sum(sum(r.values()) for r in reasons.values())}
@@ -432,5 +486,6 @@ def run(config: SynthesisConfig, run_dir: RunDir, *, ledger: budget.Ledger | Non
     return SynthesisResult(
         **{**common_fields(config, out, run_dir, inputs, est), "fingerprint": combined_fingerprint(made)},
         files=files, metrics=metrics, usage=usage, seconds=t.finish(), stand_in=stand_in,
-        rejected_path=str(out / REJECTED_FILE), counts=counts, reasons=reasons, checked=outcome.checked,
+        rejected_path=str(out / REJECTED_FILE), counts=counts, reasons=reasons,
+        checked=(made.get("exercise") or {}).get("checked") or outcome.checked,
         generator=generator, made=made).save()
