@@ -330,6 +330,28 @@ def build_cases() -> list[tuple[str, str, list[str]]]:
                          "--pooling": ("nope",)}.items():
         add(_number_cases(f, [*fbase, "--estimate-only"], flag, values))
     add(_common_stage_cases(f, fbase, FilterConfig))
+    fs = ("filter", "score")
+    add(_file_cases(fs, ["filter", "score", "--run", "{OUT}"], None, "jsonl", ".jsonl", positional=True))
+    cases.append((fs, "run-without-a-filter", ["filter", "score", "--run", "{T}", "@good:texts.jsonl"]))
+    cases.append((fs, "run-missing", ["filter", "score", "--run", "{T}/nope", "@good:texts.jsonl"]))
+    cases.append((fs, "no-run", ["filter", "score", "@good:texts.jsonl"]))
+
+    # pack
+    for stage in ("pretrain", "finetune"):
+        pk = ("pack", stage)
+        pbase = ["pack", stage, *out]
+        if stage == "pretrain":
+            add(_file_cases(pk, pbase, "--data", "jsonl", ".jsonl"))
+            add(_file_cases(pk, pbase, "--data", "parquet", ".parquet"))
+            cases.append((pk, "data=weight-abc", [*pbase, "--data", "@good:texts.jsonl:abc"]))
+        else:
+            cases.append((pk, "no-pretrained-model", [*pbase, "--data", "@good:texts.jsonl"]))
+            add(_file_cases(pk, [*pbase, "--data", "@good:texts.jsonl"], "--init-from", "model", ""))
+        add(_number_cases(pk, [*pbase, "--data", "@good:texts.jsonl"], "--workers", ("0", "-1", "abc", "1.5")))
+        for field, value in (("pack_shard_docs", "0"), ("pack_wait_s", "0"), ("collective_timeout_s", "-1"),
+                             ("seq_len", "1"), ("nope", "1")):
+            cases.append((pk, f"set-{field}={value}", [*pbase, "--data", "@good:texts.jsonl", "--set",
+                                                        f"{field}={value}"]))
 
     # llm
     add(_file_cases(("llm", "stats"), ["llm", "stats"], None, "sqlite", ".sqlite", positional=True))

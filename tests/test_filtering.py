@@ -17,6 +17,7 @@ from phi1lib.errors import ConfigError, DataError
 from phi1lib.filtering import FilterConfig, choose_threshold
 from phi1lib.filtering import stage as filtering_stage
 from phi1lib.filtering.classifier import binary_metrics, load_classifier, save_classifier, train_classifier
+from phi1lib.filtering.view import sample_view
 from phi1lib.presets import get_preset
 from phi1lib.runs import RunDir
 from phi1lib.stage import StaleResult
@@ -55,7 +56,9 @@ def test_config_for_presets():
     paper = FilterConfig.for_preset("phi1")
     assert paper.corpus == "the-stack-python" and paper.annotator == "gpt-4" and paper.device == "cuda"
     assert paper.keep_fraction == pytest.approx(6 / 35)
-    assert paper.tokens_per_sample == 1750.0 and paper.hardware.gpu == "A100" and paper.hardware.n_gpus == 8
+    assert paper.tokens_per_sample == get_preset("phi1").data.tokens_per_sample
+    assert paper.hardware.gpu == "A100" and paper.hardware.n_gpus == 8
+    assert (tiny.view, tiny.classifier) == ("outline", "auto")  # past licence headers; chosen by cross-validation
     by_threshold = FilterConfig.for_preset("tiny", threshold=0.6)
     assert by_threshold.keep_fraction is None and by_threshold.threshold == 0.6
     both = FilterConfig.for_preset("tiny", threshold=0.6, keep_fraction=0.5)
@@ -70,7 +73,8 @@ def test_config_for_presets():
                                  dict(pooling="max"), dict(granularity="line"), dict(corpus_samples=0),
                                  dict(positive_min=7), dict(test_fraction=0.9), dict(preset="huge"), dict(nope=1),
                                  dict(annotate_samples=3001), dict(seed=-1), dict(n_estimators=1.5),
-                                 dict(tokens_per_sample=0.0), dict(hardware="A100")])
+                                 dict(tokens_per_sample=0.0), dict(hardware="A100"), dict(view="tail"),
+                                 dict(classifier="svm")])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ConfigError):
         FilterConfig.for_preset(bad.pop("preset", "tiny"), **bad)
@@ -84,6 +88,7 @@ def test_fingerprint_ignores_how_it_runs():
     for change in same:
         assert FilterConfig.for_preset("tiny", **change).fingerprint() == base.fingerprint(), change
     for change in (dict(seed=1), dict(annotator="gpt-4"), dict(n_estimators=10), dict(max_length=32),
+                   dict(view="head"), dict(classifier="random_forest"),
                    dict(keep_fraction=0.5), dict(corpus="the-stack-python"),
                    dict(annotate_tokens_out=100)):  # it caps the annotator's answer too
         assert FilterConfig.for_preset("tiny", **change).fingerprint() != base.fingerprint(), change
@@ -113,12 +118,13 @@ def test_classifier_round_trip(tmp_path):
 def test_estimate(tmp_path_factory):
     prices = budget.load_prices()
     tiny = filtering.estimate(FilterConfig.for_preset("tiny"), prices)
-    assert tiny.cost_usd == 0.0 and tiny.tokens > 0 and tiny.flops > 0  # stand-in + own laptop: free, not zero work
-    assert [l["item"] for l in filtering.budget_lines(FilterConfig.for_preset("tiny"))] == ["annotate", "embed",
+    assert tiny.cost_usd == 0.0 and tiny.tokens > 0 and tiny.cpu_hours > 0  # stand-in + own laptop: free, not zero work
+    assert [l["item"] for l in filtering.budget_lines(FilterConfig.for_preset("tiny"))] == ["read", "annotate", "embed",
                                                                                           "classify"]
     paper_cfg = FilterConfig.for_preset("phi1")
     paper = filtering.estimate(paper_cfg, prices)
-    llm = budget.price_llm_usage("gpt-4", 100_000 * 100, 100_000 * 10, prices)
+    per_sample, _ = filtering_stage.annotate_prompt_tokens(paper_cfg)  # the real prompt, rendered and counted
+    llm = budget.price_llm_usage("gpt-4", 100_000 * per_sample, 100_000 * 10, prices)
     annotate_usd = sum(l.cost_usd for l in paper.lines if l.item.startswith("annotate"))
     assert annotate_usd == pytest.approx(llm)
     # Embedding 20M samples x 512 tokens through CodeGen-350M: per token, 2 FLOPs per weight it
@@ -133,14 +139,16 @@ def test_estimate(tmp_path_factory):
     assert sum(p.numel() for p in codegen.parameters()) == 356_712_448  # the released model's size
     body = sum(p.numel() for n, p in codegen.named_parameters() if not n.startswith(("transformer.wte", "lm_head")))
     embed_line = next(l for l in paper.lines if l.item == "embed")
-    assert embed_line.flops == pytest.approx((2 * body + 4 * 20 * 1024 * 512) * 20_000_000 * 512, rel=1e-3)
+    assert embed_line.flops == pytest.approx((2 * body + 4 * 20 * 1024 * 512) * 35_000_000 * 512, rel=1e-3)
     assert embed_line.gpu_hours > 1
-    # tiny: 3000 samples x their first 64 tokens through the shipped MiniLM (its real body).
+    # the shipped MiniLM's real body is what the budget's table counts (GPU presets price its FLOPs)
     minilm = AutoModel.from_pretrained(str(minilm_path()))
     body = sum(p.numel() for n, p in minilm.named_parameters() if not n.startswith("embeddings."))
+    assert budget.body_params(budget.EXTRA_MODELS["minilm-local"]) == pytest.approx(body, rel=0.02)
+    # tiny (CPU): 3000 samples x their first 64 tokens at the measured CPU rate, plus loading the embedder
+    tp = budget.load_throughput()
     tiny_embed = next(l for l in tiny.lines if l.item == "embed")
-    assert tiny_embed.tokens == 3000 * 64
-    assert tiny_embed.flops == pytest.approx((2 * body + 4 * 6 * 384 * 64) * 3000 * 64, rel=0.02)
+    assert tiny_embed.cpu_hours * 3600 == pytest.approx(tp.embed_load_s + 3000 * 64 / tp.embed_tokens_per_s)
     # An embedder given as a local folder is priced from its config.json's shape: the shipped
     # MiniLM's folder costs what the table's "minilm-local" does.
     by_folder = filtering_stage.embed_flops_per_token(str(minilm_path()), 64)
@@ -152,24 +160,23 @@ def test_estimate(tmp_path_factory):
 
 
 def test_estimate_is_the_preset_plan_for_phi1():
-    """The phi1 preset's filtering lines, priced as the budget priced its own preset plan before the stages
-    described their work (annotate, embed, classify; numbers computed from the pre-refactor plan)."""
+    """The phi1 preset's filtering lines: annotation at the real prompt's tokens, the pool's embedding pass on ONE
+    GPU in fp32 (what the stage does), the forest on CPU."""
     prices = budget.load_prices()
     config = FilterConfig.for_preset("phi1")
     est = filtering.estimate(config, prices)
     assert [l.item for l in est.lines] == ["annotate input", "annotate output", "embed", "classify"]
-    hw = get_preset("phi1").hardware
     spec = budget.EXTRA_MODELS["Salesforce/codegen-350M-mono"]
-    tokens = 20_000_000 * 512  # every sample's first 512 tokens (max_length < the 1,750 planned per sample)
+    tokens = 35_000_000 * 512  # every sample's first 512 tokens (max_length < the 1,000 planned per sample)
     flops = (2 * budget.body_params(spec) + 4 * spec.n_layer * spec.d_model * 512) * tokens
-    assert flops == pytest.approx(5.58811316224e18, rel=1e-12)
-    embed = budget.estimate_compute("filtering", flops, prices, gpu=hw.gpu, n_gpus=hw.n_gpus, mfu=hw.mfu, tokens=tokens)
-    classify = budget.estimate_cpu("filtering", 20_000_000 * 1e-4 / 3600, prices)
-    annotate = budget.price_llm_usage("gpt-4", 100_000 * 100, 100_000 * 10, prices)
+    mfu = round(19.5 * 0.5 / 312, 4)  # fp32 on an A100 at a stated half of its fp32 peak
+    embed = budget.estimate_compute("filtering", flops, prices, gpu="A100", n_gpus=1, mfu=mfu, tokens=tokens)
+    classify = budget.estimate_cpu("filtering", 35_000_000 * 1e-4 / 3600, prices)
+    per_sample, _ = filtering_stage.annotate_prompt_tokens(config)
+    annotate = budget.price_llm_usage("gpt-4", 100_000 * per_sample, 100_000 * 10, prices)
     assert est.cost_usd == pytest.approx(annotate + embed.cost_usd + classify.cost_usd, rel=1e-12)
     assert est.flops == pytest.approx(flops, rel=1e-12) and est.gpu_hours == pytest.approx(embed.gpu_hours, rel=1e-12)
-    assert est.tokens == pytest.approx(100_000 * 110 + tokens, rel=1e-12) and est.tokens == 10_251_000_000
-    assert est.cpu_hours == pytest.approx(20_000_000 * 1e-4 / 3600, rel=1e-12)
+    assert est.cpu_hours == pytest.approx(35_000_000 * 1e-4 / 3600, rel=1e-12)
 
 
 def test_count_tokens():
@@ -215,6 +222,21 @@ def test_run_writes_the_contracted_files(small_run):
     assert stored["stand_in"] == res.stand_in and stored["files"]["pool"].endswith("pool.parquet")
     for name in ("random_forest", "logreg_embeddings", "length_only", "heuristic_alone", "majority_class"):
         assert set(res.metrics[name]) >= {"precision", "recall", "f1", "roc_auc", "confusion_matrix"}
+    # The classifier was chosen on the training split's cross-validation, and the saved one is that choice.
+    cv = res.metrics["cv_roc_auc"]
+    assert set(cv) == {"random_forest", "logreg_embeddings"} and res.metrics["chosen"] == max(cv, key=cv.get)
+    _, meta = load_classifier(res.files["classifier"])
+    assert {"random_forest": "random_forest", "logreg_embeddings": "logreg"}[res.metrics["chosen"]] == meta["classifier"]
+    assert meta["view"] == cfg.view == "outline"
+    # The hand-written snippets: scored by the filter and by the rubric, every snippet in heldout.parquet.
+    held = res.metrics["heldout_snippets"]
+    snippets = pd.read_parquet(res.files["heldout"])
+    assert held["n"] == len(snippets) >= 40 and held["filter"] == res.metrics["chosen"]
+    assert held["roc_auc"]["filter"] == held["roc_auc"][res.metrics["chosen"]]
+    assert held["roc_auc"]["rubric"] >= 0.95  # the labeller itself ranks these obvious cases
+    from sklearn.metrics import roc_auc_score
+    assert roc_auc_score(snippets["label"] == "high", snippets["filter_score"]) == pytest.approx(held["roc_auc"]["filter"])
+    assert "heldout" in res.seconds
     assert res.usage.usd == 0.0 and res.estimate["cost_usd"] == 0.0
     # The stage contract: one Usage, named steps, the corpus as an input, the annotator's store in the stage folder.
     assert res.usage.tokens_in == res.annotation["prompt_tokens"] > 0 and res.usage.requests == 48
@@ -235,7 +257,8 @@ def test_saved_classifier_reproduces_pool_scores(small_run):
     clf, meta = load_classifier(res.files["classifier"])
     pool = pd.read_parquet(res.files["pool"]).head(10)
     emb = Embedder(meta["embedder"], pooling=meta["pooling"], max_length=meta["max_length"], progress=False)
-    np.testing.assert_allclose(clf.predict_proba(emb.embed(pool["text"].tolist()))[:, 1], pool["score"], atol=1e-9)
+    views = [sample_view(t, meta["view"]) for t in pool["text"]]
+    np.testing.assert_allclose(clf.predict_proba(emb.embed(views))[:, 1], pool["score"], atol=1e-9)
     assert emb.texts_embedded_ == 0  # all cached by the run
 
 
@@ -321,8 +344,9 @@ def test_cli_filter(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "estimate: $0.0000" in out and "heuristic-stand-in" in out and "STAND-IN" in out
     assert out.count("heuristic-stand-in") == 1 and out.count("STAND-IN") == 1  # said once
-    aucs = re.findall(r"ROC-AUC (\S+)", out)  # formatted: 3 decimals
-    assert len(aucs) == 2 and all(re.fullmatch(r"(\d\.\d{3}|n/a);?", a) for a in aucs), aucs
+    aucs = re.findall(r"ROC-AUC (\d\.\d{3}|n/a)\b", out)  # formatted: 3 decimals
+    assert len(aucs) == 4, out  # the chosen classifier, the forest, the logistic regression; the filter on snippets
+    assert "hand-written snippets" in out and "rubric (the labeller)" in out
     res = json.loads((tmp_path / "filtering" / "result.json").read_text())  # --out is the run folder
     assert res["threshold"] == 0.5 and res["counts"]["pool_samples"] == 40
     assert (tmp_path / "ledger.jsonl").is_file()
@@ -351,3 +375,18 @@ def test_score_pool_in_parallel_matches_serial(small_run, tmp_path):
     assert n1 == n2 == len(texts)  # fresh caches: every text embedded once, none twice across the shards
     # Float noise across processes can flip a tree split at most: allow two of the 50 trees to differ.
     np.testing.assert_allclose(serial, parallel, atol=2 / cfg.n_estimators + 1e-9)
+
+
+@pytest.mark.slow
+def test_filter_score_reproduces_the_stage_scores(small_run, tmp_path, capsys):
+    """`phi1 filter score` on the pool's own texts prints the scores the stage gave them (same view, same model)."""
+    import pandas as pd
+
+    cfg, res = small_run
+    pool = pd.read_parquet(res.files["pool"]).head(8)
+    data = tmp_path / "pool.jsonl"
+    data.write_text("".join(json.dumps({"path": p, "text": t}) + "\n" for p, t in zip(pool["path"], pool["text"])))
+    assert main(["filter", "score", "--run", str(res.kept_path.parent.parent), str(data)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["path"] for r in rows] == pool["path"].tolist()
+    np.testing.assert_allclose([r["score"] for r in rows], pool["score"], atol=1e-5)

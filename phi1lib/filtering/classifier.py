@@ -1,8 +1,11 @@
-"""The filtering stage's classifier: random forest on embeddings, cheap baselines, metrics, save/load.
+"""The filtering stage's classifier: candidates on embeddings, chosen by cross-validation, baselines, save/load.
 
-Kept apart from `filtering` (the stage's flow) so the model side reads on its own: what is
-trained, what it is compared with on the same held-out split, and how it is stored (joblib,
-with the embedder settings it expects, so scores are reproducible from the saved file).
+Kept apart from `filtering` (the stage's flow) so the model side reads on its own: which models
+are tried (the paper's random forest and a regularised logistic regression), how one is chosen
+(`select_classifier`: mean ROC-AUC of a stratified k-fold cross-validation on the *training*
+split only, so the held-out split stays untouched), what the chosen one is compared with on the
+same held-out split, and how it is stored (joblib, with the embedder settings and the view it
+expects, so scores are reproducible from the saved file).
 """
 
 from __future__ import annotations
@@ -33,24 +36,82 @@ def binary_metrics(y_true, y_score, threshold: float = 0.5) -> dict[str, Any]:
             "support": int(len(y_true)), "positives": int(y_true.sum())}
 
 
-def train_classifier(X, y, *, n_estimators: int, min_samples_leaf: int = 1, seed: int = 0):
-    from sklearn.ensemble import RandomForestClassifier
+CLASSIFIERS = ("auto", "random_forest", "logreg")  # "auto": the candidate with the best cross-validated ROC-AUC
+CANDIDATES = ("random_forest", "logreg")
+METRIC_NAMES = {"random_forest": "random_forest", "logreg": "logreg_embeddings"}  # keys in the stage's metrics
+LOGREG_CS = (0.001, 0.01, 0.1, 1.0)  # inverse regularisation strengths the logistic regression picks from (inner CV)
+CV_FOLDS = 5
 
-    clf = RandomForestClassifier(n_estimators=n_estimators, min_samples_leaf=min_samples_leaf,
-                                 class_weight="balanced", n_jobs=-1, random_state=seed)
-    return clf.fit(X, y)
+
+def make_classifier(name: str, *, n_estimators: int = 200, min_samples_leaf: int = 1, seed: int = 0,
+                    min_class: int | None = None):
+    """An unfitted candidate: the paper's random forest, or a logistic regression on standardised embeddings
+    whose regularisation is chosen by an inner 3-fold cross-validation on the data it is fitted on (with
+    fewer than 3 samples in the smaller class, `min_class`, there is nothing to cross-validate: C = 0.01)."""
+    if name == "random_forest":
+        from sklearn.ensemble import RandomForestClassifier
+
+        return RandomForestClassifier(n_estimators=n_estimators, min_samples_leaf=min_samples_leaf,
+                                      class_weight="balanced", n_jobs=-1, random_state=seed)
+    if name == "logreg":
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import GridSearchCV, StratifiedKFold
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        model = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=3000, C=0.01))
+        if min_class is not None and min_class < 3:
+            return model
+        return GridSearchCV(model, {"logisticregression__C": list(LOGREG_CS)}, scoring="roc_auc",
+                            cv=StratifiedKFold(n_splits=3, shuffle=True, random_state=seed))
+    raise ValueError(f"classifier={name!r}; choose one of {', '.join(CANDIDATES)}")
 
 
-def evaluate_models(X_train, y_train, X_test, y_test, *, clf, extra_test: dict[str, np.ndarray],
-                    extra_train: dict[str, np.ndarray], seed: int = 0) -> dict[str, Any]:
-    """Forest vs cheap baselines on the same held-out split, so the reader sees what embeddings buy."""
+def train_classifier(X, y, *, n_estimators: int, min_samples_leaf: int = 1, seed: int = 0, name: str = "random_forest"):
+    return make_classifier(name, n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, seed=seed,
+                           min_class=int(np.bincount(np.asarray(y), minlength=2).min())).fit(X, y)
+
+
+def cross_validated_auc(X, y, name: str, *, n_estimators: int, min_samples_leaf: int = 1, seed: int = 0) -> float:
+    """Mean ROC-AUC of `name` over a stratified k-fold split of (X, y) (fewer folds when a class is small)."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    smaller = int(np.bincount(np.asarray(y), minlength=2).min())
+    folds = min(CV_FOLDS, smaller)
+    if folds < 2:
+        return float("nan")
+    model = make_classifier(name, n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, seed=seed,
+                            min_class=smaller * (folds - 1) // folds)
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return float(np.mean(cross_val_score(model, X, y, cv=cv, scoring="roc_auc")))
+
+
+def select_classifier(X, y, choice: str = "auto", *, n_estimators: int, min_samples_leaf: int = 1,
+                      seed: int = 0) -> tuple[str, dict[str, float]]:
+    """(chosen candidate, cross-validated ROC-AUC of every candidate) on the training split.
+
+    `choice` "auto" takes the best cross-validated candidate (the random forest on a tie or when
+    there is too little data to cross-validate); a candidate's name forces it (scores still reported)."""
+    if choice not in CLASSIFIERS:
+        raise ValueError(f"classifier={choice!r}; choose one of {', '.join(CLASSIFIERS)}")
+    scores = {name: cross_validated_auc(X, y, name, n_estimators=n_estimators, min_samples_leaf=min_samples_leaf,
+                                        seed=seed) for name in CANDIDATES}
+    if choice != "auto":
+        return choice, scores
+    finite = {k: v for k, v in scores.items() if np.isfinite(v)}
+    best = max(finite, key=lambda k: (finite[k], k == "random_forest")) if finite else "random_forest"
+    return best, scores
+
+
+def evaluate_models(X_test, y_test, *, models: dict[str, Any], extra_test: dict[str, np.ndarray],
+                    extra_train: dict[str, np.ndarray], y_train) -> dict[str, Any]:
+    """The fitted candidates (`models`: metrics key -> model) and cheap baselines on the same held-out split,
+    so the reader sees what embeddings buy."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    out = {"random_forest": binary_metrics(y_test, clf.predict_proba(X_test)[:, 1])}
-    logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced", C=0.1))
-    out["logreg_embeddings"] = binary_metrics(y_test, logreg.fit(X_train, y_train).predict_proba(X_test)[:, 1])
+    out = {key: binary_metrics(y_test, model.predict_proba(X_test)[:, 1]) for key, model in models.items()}
     size = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced"))
     out["length_only"] = binary_metrics(y_test, size.fit(extra_train["length"], y_train).predict_proba(
         extra_test["length"])[:, 1])

@@ -21,6 +21,7 @@ from ..embed import Embedder, text_hash
 from ..errors import ConfigError, DataError
 from ..runs import RunDir
 from .classifier import load_classifier
+from .view import sample_view, strip_header
 
 STAGE = "filtering"
 
@@ -42,22 +43,27 @@ def choose_threshold(scores, *, threshold: float | None = None, keep_fraction: f
 class ScoreBatch:
     """datasets.map function: embed a batch (disk cache shared across processes) and score it.
 
-    Lazy, so each worker process builds its own embedder and forest on its first batch.
+    Each text is embedded through the view the classifier was trained on (its saved meta; "head"
+    for a classifier saved before views existed). Lazy, so each worker process builds its own
+    embedder and classifier on its first batch.
     """
 
     def __init__(self, embed_kwargs: dict[str, Any], classifier_path: str):
         self.embed_kwargs, self.classifier_path = embed_kwargs, classifier_path
         self._embedder = self._clf = None
+        self._view = "head"
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         if self._embedder is None:
             self._embedder = Embedder(**{**self.embed_kwargs, "progress": False})
-            self._clf, _ = load_classifier(self.classifier_path)
+            self._clf, meta = load_classifier(self.classifier_path)
+            self._view = meta.get("view", "head")
         cache = self._embedder.cache
         if cache is not None:
             cache.refresh()
-        fresh = [cache is None or cache.get(text_hash(t)) is None for t in batch["text"]]
-        X = self._embedder.embed(batch["text"])
+        texts = [sample_view(t, self._view) for t in batch["text"]]
+        fresh = [cache is None or cache.get(text_hash(t)) is None for t in texts]
+        X = self._embedder.embed(texts)
         return {"score": self._clf.predict_proba(X)[:, 1].tolist(), "fresh": fresh}
 
 
@@ -129,12 +135,50 @@ def load_pool(where: RunDir | str | os.PathLike):
     return pd.read_parquet(path)
 
 
+def past_header(text: str) -> tuple[str, int]:
+    """(the text after its licence header, how many lines that header had): what a reader should see."""
+    body = strip_header(text)
+    start = text.find(body[:200]) if body else -1
+    if start < 0:  # nothing but a header: show it as it is
+        return text, 0
+    return body, text[:start].count("\n")
+
+
 def examples_html(pool, n: int = 3, chars: int = 900) -> str:
-    """HTML table: the n highest-scored samples next to the n lowest, code in <pre> (for notebooks)."""
+    """HTML table: the n highest-scored samples next to the n lowest, code in <pre> past any licence header
+    (for notebooks)."""
     top = pool.nlargest(n, "score").to_dict("records")
     low = pool.nsmallest(n, "score").to_dict("records")
-    cell = lambda r: (f"<b>{html.escape(str(r['path']))}</b> score {r['score']:.3f}<pre style='font-size:11px;"  # noqa: E731
-                      f"white-space:pre-wrap;max-height:320px;overflow:auto'>{html.escape(r['text'][:chars])}</pre>")
+
+    def cell(r):
+        body, skipped = past_header(r["text"])
+        note = f" <i>({skipped} header lines not shown)</i>" if skipped else ""
+        return (f"<b>{html.escape(str(r['path']))}</b> score {r['score']:.3f}{note}<pre style='font-size:11px;"
+                f"white-space:pre-wrap;max-height:320px;overflow:auto'>{html.escape(body[:chars])}</pre>")
+
     body = "".join(f"<tr><td style='vertical-align:top;width:50%'>{cell(a)}</td>"
                    f"<td style='vertical-align:top;width:50%'>{cell(b)}</td></tr>" for a, b in zip(top, low))
     return f"<table><tr><th>highest scores (kept)</th><th>lowest scores (dropped)</th></tr>{body}</table>"
+
+
+AUC_ROWS = {"random_forest": "random forest (embeddings)", "logreg_embeddings": "logistic regression (embeddings)",
+            "length_only": "file length only", "majority_class": "majority class",
+            "heuristic_alone": "rubric (the labeller)"}
+
+
+def auc_table(metrics: dict[str, Any]):
+    """ROC-AUC of the chosen filter, the other candidate and the baselines: cross-validated on the training
+    split (what chose the filter), on the pool's held-out split, and on the hand-written snippets."""
+    import pandas as pd
+
+    cv = metrics.get("cv_roc_auc", {})
+    snippets = (metrics.get("heldout_snippets") or {}).get("roc_auc", {})
+    rows = {}
+    for key, name in AUC_ROWS.items():
+        if key not in metrics:
+            continue
+        label = f"{name} - the filter" if key == metrics.get("chosen") else name
+        rows[label] = {"cross-validated (training split)": cv.get(key),
+                       "pool held-out split": metrics[key].get("roc_auc"),
+                       "hand-written snippets": snippets.get("rubric" if key == "heuristic_alone" else key)}
+    return pd.DataFrame(rows).T.astype(float).round(3)
