@@ -12,7 +12,10 @@ prices)`, `run(config, run_dir, *, ledger, prices, force, progress)` and `<Stage
 The one rule for stored results (`load_stored`): a stage folder's result.json is reused only
 when its fingerprint (the config's fields that change the result, plus the identity of every
 input it read) equals the current one. Otherwise the stage stops with one line naming what
-changed and how to redo it (`--force`); nothing is silently reused or silently redone.
+changed and how to redo it (`--force`); nothing is silently reused or silently redone. A result
+made by another preset is refused first, by name (`other_preset`), whatever its fingerprint, and a
+stage does not start a new result in a run folder whose other stages hold another preset's results
+(`other_preset_in_run`): one run folder, one preset.
 """
 
 from __future__ import annotations
@@ -377,12 +380,46 @@ def load_stored(cls: type[R], folder: str | os.PathLike, config: StageConfig, *,
         return None
     stored = runs.load_result(folder)
     if stored is None:
+        if (other := other_preset_in_run(root, config)) is not None:
+            raise StaleResult(f"{config.stage_name}: {Path(root).resolve()} {other}; a run folder holds one preset "
+                              f"(use another run folder, --out, or pass --force to mix them anyway)")
         return None
+    if (other := other_preset(stored, config)) is not None:
+        raise StaleResult(f"{config.stage_name}: {folder} {other}; pass --force to redo it with this preset "
+                          f"(or use another run folder, --out)")
     want = config.fingerprint(root, inputs)
     if stored.get("fingerprint") == want:
         return cls.from_stored(stored)
     raise StaleResult(f"{config.stage_name}: {folder} holds a result made {_what_changed(stored, config, root, inputs)}; "
                       f"pass --force to redo it (or use another run folder, --out)")
+
+
+def other_preset(stored: dict[str, Any], config: StageConfig) -> str | None:
+    """None when `stored` (a result.json) was made by the preset `config` asks for (or either names none),
+    else the end of "<folder> holds ..." naming both presets. A folder made by one preset is never
+    completed, or passed off as current, by another (e.g. a notebook's tiny fallback in a real run folder)."""
+    before, now = (stored.get("config") or {}).get("preset"), getattr(config, "preset", None)
+    if before is None or now is None or before == now:
+        return None
+    return f"holds a result of preset {before!r}, and this run asks for preset {now!r}"
+
+
+def other_preset_in_run(root: str | os.PathLike, config: StageConfig) -> str | None:
+    """None when no stage folder directly under the run folder `root` holds a result of another preset than
+    `config`'s, else the end of "<root> holds ..." naming the first such stage. A stage about to make a new
+    result checks it, so a half-finished run of one preset is never completed with another's artefacts."""
+    now, base = getattr(config, "preset", None), Path(root)
+    if now is None or not base.is_dir():
+        return None
+    for folder in sorted(p for p in base.iterdir() if p.is_dir()):
+        try:
+            stored = runs.load_result(folder)
+        except DataError:  # an unreadable result is its own stage's problem, reported when that stage runs
+            continue
+        before = ((stored or {}).get("config") or {}).get("preset")
+        if before is not None and before != now:
+            return f"holds a {folder.name} result of preset {before!r}, and this run asks for preset {now!r}"
+    return None
 
 
 def _short(v: Any) -> str:

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from phi1lib import decontam
+from phi1lib import budget, decontam
 from phi1lib.decontam import DecontamConfig
 from phi1lib.decontam.ast_match import ASTIndex, ast_sequence, match_all, match_rate
 from phi1lib.decontam.stage import ast_matches, benchmark_problems, ngram_overlap, split_table
@@ -132,6 +132,15 @@ def test_stage_writes_the_split_contract(contaminated):
     assert res.usage.wall_s > 0 and set(res.seconds) >= {"read", "ngram", "ast", "total"}
     again = decontam.run(DecontamConfig(embedder=None), contaminated, progress=False)
     assert again.table == res.table and again.finished_at == res.finished_at  # stored, not redone
+    assert res.stand_in is None  # no record came from the extractive stand-in
+
+
+def test_checking_the_stand_ins_records_is_labelled(tmp_path):
+    recs = [{"id": "ex-indent", "kind": "exercise", "generator": "extractive-stand-in",
+             "text": inspect.getsource(textwrap.indent)},
+            {"id": "ex-unrelated", "kind": "exercise", "generator": "gpt-3.5-turbo", "text": UNRELATED}]
+    res = decontam.run(DecontamConfig(embedder=None), _synthesis(tmp_path / "run", recs), progress=False)
+    assert res.stand_in.startswith("checks 1 of 2 records made by the extractive stand-in")
 
 
 def test_a_stored_result_is_reused_only_for_the_same_config_and_inputs(contaminated):
@@ -152,7 +161,10 @@ def test_estimate_is_the_cpu_plan_for_the_planned_exercises():
     est = decontam.estimate(tiny)
     assert est.cost_usd == 0.0 and est.stage == "decontam"
     doubled = decontam.estimate(DecontamConfig.for_preset("tiny", planned_records=2 * tiny.planned_records))
-    assert doubled.cpu_hours == pytest.approx(2 * est.cpu_hours)
+    tp = budget.load_throughput()  # the measured rates: AST pairs/s, embedder tokens/s and its load time
+    n = tiny.planned_records
+    assert doubled.cpu_hours - est.cpu_hours == pytest.approx(
+        (n * 164 / tp.ast_pairs_per_s + n * tiny.embed_max_length / tp.embed_tokens_per_s) / 3600)
     assert DecontamConfig.for_preset("phi1").planned_records == round(180e6 / 205)  # the paper's ~880k exercises
 
 

@@ -60,5 +60,22 @@ def test_report_with_a_fake_embedder():
     assert rep.coverage["topic"]["fraction"] == 0.75
     assert set(rep.distinct) == {"distinct-1", "distinct-2", "distinct-3", "distinct-4"}
     row = rep.summary().iloc[0]
-    assert row["topic_coverage"] == 0.75 and "mean_pairwise_cosine_distance" in row
+    assert row["topic_coverage (prompts)"] == 0.75 and "mean_pairwise_cosine_distance" in row
+    assert rep.topic_in_text == 0.0 and row["topic_in_text"] == 0.0  # "t0" is no word of "... learn item 3"
+    assert row["generator"] is None  # the records name no generator
+    stand_in = diversity_report([{**r, "generator": "extractive-stand-in"} for r in recs])
+    assert stand_in.summary().iloc[0]["generator"] == "extractive-stand-in"  # tables say who wrote the records
     assert list(rep.openings_table().columns) == ["opening", "records"]
+
+
+def test_topic_in_text_checks_content_not_metadata():
+    """Coverage can be complete while the text ignores its topic (the stand-in once answered 'recursion'
+    with gettext's c2py); topic_in_text reads the text."""
+    recs = [{"topic": "recursion", "text": "def c2py(plural):\n    \"\"\"Gets a C expression as used in PO files.\"\"\""},
+            {"topic": "palindromes", "text": "A palindrome reads the same backwards: `s == s[::-1]`."},
+            {"topic": "stacks and queues", "text": "Push onto the stack, pop from it."},
+            {"topic": "binary search", "text": "x = 1"}]
+    rep = diversity_report(recs, universes={"topic": [r["topic"] for r in recs]})
+    assert rep.coverage["topic"]["fraction"] == 1.0  # every topic was asked for ...
+    assert rep.topic_in_text == pytest.approx(0.5)  # ... but only two texts are about theirs
+    assert diversity_report([{"text": "no topic here"}]).topic_in_text is None

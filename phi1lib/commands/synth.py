@@ -24,7 +24,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="stage 2: synthetic textbooks and exercises (estimate, generate, check, deduplicate)",
         description="Generate synthetic textbook sections or exercises through the LLM layer, check and "
                     "deduplicate them, and write OUT/synthesis/{textbooks,exercises,rejected}.jsonl. Offline the "
-                    "provider is the extractive STAND-IN (records cut from stage 1's filtered code, "
+                    "provider is the extractive STAND-IN (records retrieved by topic from stage 1's filtered code, "
                     "OUT/filtering/kept.parquet; not an LLM). Each kind is stored on its own: generating "
                     "textbooks, then exercises, into one run folder keeps both.",
         epilog="examples: phi1 synth all --out runs/tiny | "

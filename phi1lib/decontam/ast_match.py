@@ -1,12 +1,20 @@
-"""The paper's syntax-based similarity: edit-distance match rate between ASTs with normalized identifiers.
+"""An approximation of the paper's syntax-based similarity: an edit-distance match rate between ASTs
+with normalized identifiers, computed on their pre-order sequences instead of as a tree edit distance.
 
 Each snippet is parsed and flattened to its pre-order sequence of AST node types; user
 identifiers (variables, arguments, function and class names) become positional placeholders
 (v0, v1, ... by first appearance), so renaming cannot hide a copy, while builtins (len, range)
 and attribute names (.append) are kept. Docstrings and expression contexts are dropped. The
 match rate of two sequences is 1 - Levenshtein distance / longer length (rapidfuzz, in C++).
-This is the sequence edit distance of the pre-order serialization, a standard, much cheaper
-stand-in for full tree edit distance.
+
+This is NOT the paper's measure but an approximation of it: the paper computes the edit distance
+between the two abstract syntax trees; here it is the (string) edit distance between their
+pre-order serializations, a standard and much cheaper approximation of tree edit distance
+(O(n*m) for sequences of n and m nodes; a tree edit distance such as Zhang-Shasha's costs up to
+O(n^2 m^2)). Both give identical and renamed copies the rate 1.0 and both fall with each inserted
+or deleted node, but the sequence has no brackets, so it can pair nodes the tree structure would
+not (and two different trees can share a sequence): rates near a threshold tau can differ from
+the paper's.
 
 Scaling: comparing N records with M references naively costs N*M edit distances (quadratic
 when both grow). `ASTIndex` prunes candidates with two exact upper bounds before any edit
@@ -96,7 +104,8 @@ def ast_sequence(source: str) -> list[str] | None:
 
 
 def match_rate(a: Sequence, b: Sequence) -> float:
-    """1 - edit distance / longer length, in [0, 1]; 1.0 for identical sequences."""
+    """1 - edit distance / longer length, in [0, 1]; 1.0 for identical sequences. On pre-order AST sequences
+    this approximates the paper's tree-edit-distance match rate (see the module docstring)."""
     if not a and not b:
         return 1.0
     return float(_levenshtein().normalized_similarity(a, b))

@@ -3,7 +3,8 @@
 `stage` (SynthesisConfig, budget_lines, estimate, run, SynthesisResult; the per-kind stored-result
 rule), `generate` (the work loop: request -> check -> sandbox -> dedup, a GenerationOutcome),
 `prompts` (seeded topic x audience / topic x name prompts), `quality` (reply parsing and checks),
-`extractive` (the offline STAND-IN that answers from stage 1's code), `dedup`, `diversity`.
+`extractive` (the offline STAND-IN that retrieves stage 1's code by topic), `dedup`, `diversity`,
+`figures` (chapter 2's coverage heatmap, lengths histogram and funnel).
 """
 
 from .generate import GenerationOutcome

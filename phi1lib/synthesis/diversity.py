@@ -2,6 +2,10 @@
 
 Synthetic textbooks fail quietly by repeating themselves ("In this section, we will ...");
 these numbers make that visible before any training is paid for.
+
+Coverage counts **prompt metadata**: which topics and audiences were *asked for* among the
+accepted records, not what their text is about. `topic_in_text` checks the content: the share
+of records whose own text contains a content word of the topic they were asked for.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import random
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
+
+from .extractive import content_words
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _FENCE = re.compile(r"```.*?(?:```|\Z)", re.S)
@@ -71,6 +77,17 @@ def coverage(records: Sequence[dict], key: str, universe: Sequence[str] | None =
     return out
 
 
+def topic_in_text(records: Sequence[dict]) -> float | None:
+    """Share of records (with a `topic`) whose text contains at least one content word of that topic
+    (`extractive.content_words`: stop words dropped, plurals folded): a check of what was written,
+    where coverage only counts what was asked. None when no record has a topic."""
+    with_topic = [r for r in records if r.get("topic")]
+    if not with_topic:
+        return None
+    hits = sum(bool(set(content_words(r["topic"])) & set(content_words(r.get("text") or ""))) for r in with_topic)
+    return hits / len(with_topic)
+
+
 def embedding_spread(vectors) -> dict[str, float]:
     """Mean pairwise cosine distance and mean distance to the centroid of unit-normalized vectors."""
     import numpy as np
@@ -95,22 +112,27 @@ class DiversityReport:
     distinct: dict[str, float]  # "distinct-1" ... "distinct-4"
     openings: list  # [(opening, count)] most repeated
     repeated_opening_share: float  # fraction of records whose opening is shared with another record
-    coverage: dict[str, dict] = field(default_factory=dict)  # field -> coverage summary
+    coverage: dict[str, dict] = field(default_factory=dict)  # field -> coverage summary (of prompt metadata)
     embedding: dict[str, float] = field(default_factory=dict)
+    topic_in_text: float | None = None  # share of records whose text mentions a word of their topic (content)
+    generator: str | None = None  # who made the records (their `generator` field; "a, b" when several)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def summary(self):
-        """One-row DataFrame of the headline numbers (for side-by-side kind comparison)."""
+        """One-row DataFrame of the headline numbers (for side-by-side kind comparison). Coverage columns
+        are named "(prompts)": they count the metadata of what was asked; topic_in_text checks the text."""
         import pandas as pd
 
-        row = {"kind": self.kind, "records": self.n_records, **self.distinct,
+        row = {"kind": self.kind, "generator": self.generator, "records": self.n_records, **self.distinct,
                "repeated_opening_share": self.repeated_opening_share}
         for k, c in self.coverage.items():
             if "fraction" in c:
-                row[f"{k}_coverage"] = c["fraction"]
-            row[f"{k}_evenness"] = c["evenness"]
+                row[f"{k}_coverage (prompts)"] = c["fraction"]
+            row[f"{k}_evenness (prompts)"] = c["evenness"]
+        if self.topic_in_text is not None:
+            row["topic_in_text"] = self.topic_in_text
         row.update(self.embedding)
         return pd.DataFrame([row])
 
@@ -136,4 +158,6 @@ def diversity_report(records: Sequence[dict], *, kind: str = "", universes: dict
         emb = embedding_spread(embedder.embed(sample))
     return DiversityReport(kind=kind, n_records=len(records), distinct=distinct,
                            openings=repeated_openings(texts), repeated_opening_share=shared / len(texts) if texts else 0.0,
-                           coverage=cov, embedding=emb)
+                           coverage=cov, embedding=emb, topic_in_text=topic_in_text(records),
+                           generator=", ".join(sorted({str(r["generator"]) for r in records if r.get("generator")}))
+                           or None)

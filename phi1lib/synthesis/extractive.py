@@ -5,6 +5,13 @@ code of stage 1 (module and function docstrings, function source, doctests), in 
 reply format an LLM is asked for, so the rest of the pipeline (cache, ledger, parsing, quality
 checks, dedup, decontamination) runs unchanged offline. Records it produces are marked
 `generator: "extractive-stand-in"`. Plugs into the LLM layer as a `FunctionProvider`.
+
+Which code answers which prompt is retrieval, not writing (`assign_units`): each unit's names
+and docstrings are matched against the prompt's topic by the IDF-weighted share of the topic's
+content words they contain (`relevance`). A prompt whose topic no unused unit matches well
+enough (`min_relevance`) gets no answer and is reported as such, rather than unrelated code;
+each answered record carries its `source_relevance` and the topic words it matched. The stand-in
+cannot write *for* an audience: the audience only breaks ties between equally relevant units.
 """
 
 from __future__ import annotations
@@ -13,10 +20,12 @@ import ast
 import re
 import textwrap
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 STAND_IN_NAME = "extractive"  # model name: priced at $0 by costs/prices/local.toml
 GENERATOR = "extractive-stand-in"
+MIN_RELEVANCE = 0.4  # default share (IDF-weighted) of a topic's content words a unit must contain to answer it
+AUDIENCE_WEIGHT = 0.1  # the audience's relevance only breaks ties between units relevant to the topic
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,21 @@ class Unit:
     kind: str  # "textbook" | "exercise"
     name: str
     text: str  # what the stand-in will reply
+    about: str = ""  # what retrieval matches a topic against: the function names and docstrings (not the code)
+
+
+@dataclass(frozen=True)
+class Match:
+    """The unit retrieved for one prompt, how relevant it is to the topic and which topic words it contains."""
+
+    unit: Unit
+    relevance: float  # IDF-weighted share of the topic's content words found in unit.about, in [0, 1]
+    matched: tuple[str, ...]  # those words (normalised)
+
+    def meta(self) -> dict:
+        """What a record made from this match carries about its source."""
+        return {"source": f"{self.unit.source_id}:{self.unit.name}", "source_relevance": round(self.relevance, 3),
+                "source_matched": list(self.matched)}
 
 
 def _first_paragraph(doc: str) -> str:
@@ -52,8 +76,9 @@ def _doctest_lines(doc: str) -> str:
 def _documented_functions(tree: ast.Module) -> list[ast.FunctionDef]:
     fns = []
     for node in tree.body:
-        # Private helpers (_name) make poor exercises: their task is rarely stated on its own terms.
-        if isinstance(node, ast.FunctionDef) and ast.get_docstring(node) and not node.name.startswith("_"):
+        # Private helpers (_name) make poor exercises: their task is rarely stated on its own terms; nor do
+        # test cases (test_name), whose docstring describes a check of other code, not a task.
+        if isinstance(node, ast.FunctionDef) and ast.get_docstring(node) and not node.name.startswith(("_", "test")):
             args = node.args.posonlyargs + node.args.args
             if args and args[0].arg in ("self", "cls"):
                 continue
@@ -92,7 +117,8 @@ def units_from_source(source_id: str, code: str, *, max_body_lines: int = 40,
         body_lines = fn.end_lineno - fn.body[0].end_lineno
         if 1 <= body_lines <= max_body_lines and len(ast.get_docstring(fn).split()) >= 4:
             header = _needed_imports(fn, imports, lines)
-            units.append(Unit(source_id, "exercise", fn.name, f"```python\n{header}{_segment(lines, fn)}```\n"))
+            units.append(Unit(source_id, "exercise", fn.name, f"```python\n{header}{_segment(lines, fn)}```\n",
+                              about=f"{fn.name} {ast.get_docstring(fn)}"))
     module_doc = ast.get_docstring(tree)
     if fns:
         parts = []
@@ -111,7 +137,9 @@ def units_from_source(source_id: str, code: str, *, max_body_lines: int = 40,
         if examples:
             parts.append("Example usage and its expected output:\n")
             parts.append("```python\n" + "\n".join(examples) + "\n```\n")
-        units.append(Unit(source_id, "textbook", fns[0].name, "\n".join(parts)))
+        about = [_first_paragraph(module_doc) if module_doc else ""]
+        about += [f"{fn.name} {ast.get_docstring(fn)}" for fn in fns[:max_textbook_functions]]
+        units.append(Unit(source_id, "textbook", fns[0].name, "\n".join(parts), about=" ".join(about)))
     return units
 
 
@@ -128,42 +156,101 @@ def extract_units(samples: Sequence[tuple[str, str]], **kw) -> dict[str, list[Un
 
 
 _WORD = re.compile(r"[a-z]{3,}")
+_CAMEL = re.compile(r"([a-z])([A-Z])")
 
 
-def _words(text: str) -> str:
-    return " ".join(_WORD.findall(text.replace("_", " ").lower()))
+def content_words(text: str) -> list[str]:
+    """Lower-case words of 3+ letters, snake_case and camelCase split, English stop words dropped,
+    plurals folded ("palindromes" -> "palindrome", "queries" -> "query", "classes" -> "class"; "matrices" stays)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    words = _WORD.findall(_CAMEL.sub(r"\1 \2", text).replace("_", " ").lower())
+    out = []
+    for w in words:
+        if w in ENGLISH_STOP_WORDS:
+            continue
+        if w.endswith("ies") and len(w) > 4:
+            w = w[:-3] + "y"
+        elif w.endswith(("sses", "xes", "ches", "shes")):
+            w = w[:-2]
+        elif w.endswith("s") and not w.endswith(("ss", "us", "is")) and len(w) > 3:
+            w = w[:-1]
+        out.append(w)
+    return out
 
 
-def assign_units(prompts: Sequence[Any], units: Sequence[Unit]) -> list[Unit | None]:
-    """Give each prompt the most topic-relevant unused unit (TF-IDF cosine, greedy in prompt order).
+class DocIndex(NamedTuple):
+    """What `relevance` scores queries against: built once per set of docs by `doc_index`."""
 
-    Exercise prompts prefer functions whose name starts with the prompt's name prefix, so the
-    stand-in honours the function-name constraint where the corpus allows. Prompts left over
-    once the units run out get None (the stand-in is capped by its source code).
+    vectorizer: Any  # sklearn CountVectorizer (analyzer=content_words, binary) fitted on the docs
+    matrix: Any  # scipy sparse, docs x words, 1 where the doc contains the word
+    idf: Any  # numpy array, the smoothed idf of each word
+
+
+def relevance(queries: Sequence[str], docs: "Sequence[str] | DocIndex"):
+    """(scores, query word sets): scores[i, j] = the IDF-weighted share of query i's content words
+    found in doc j (1.0 = every word; words no doc contains weigh the most, so they pull the share down).
+    `docs` may be a `doc_index(docs)` already built (to score several query sets against one index)."""
+    import numpy as np
+
+    vec, doc_m, idf = docs if isinstance(docs, DocIndex) else doc_index(docs)
+    unseen = np.log(1 + doc_m.shape[0]) + 1.0  # the idf of a word no doc contains
+    words = [set(content_words(q)) for q in queries]
+    totals = np.array([sum(idf[vec.vocabulary_[w]] if w in vec.vocabulary_ else unseen for w in ws) or 1.0
+                       for ws in words])
+    scores = (vec.transform(queries).multiply(idf) @ doc_m.T).toarray() / totals[:, None]
+    return scores, words
+
+
+def doc_index(docs: Sequence[str]) -> DocIndex:
+    """The index `relevance` scores against: vectorizer, binary doc x word matrix, smoothed idf per word."""
+    import numpy as np
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    vec = CountVectorizer(analyzer=content_words, binary=True)
+    doc_m = vec.fit_transform(docs)
+    idf = np.log((1 + doc_m.shape[0]) / (1 + np.asarray(doc_m.sum(axis=0)).ravel())) + 1.0
+    return DocIndex(vec, doc_m, idf)
+
+
+def assign_units(prompts: Sequence[Any], units: Sequence[Unit], *,
+                 min_relevance: float = MIN_RELEVANCE) -> list[Match | None]:
+    """Give each prompt the most topic-relevant unused unit (greedy in prompt order), or None when no
+    unused unit reaches `min_relevance` (see `relevance`): the stand-in then says it has no code on
+    that topic instead of answering with unrelated code.
+
+    Among relevant units, exercise prompts prefer functions whose name starts with the prompt's
+    name prefix (the paper's function-name constraint, where the corpus allows), and textbook
+    prompts those whose docstrings also mention the audience's words (a tie-breaker only).
     """
     if not prompts or not units:
         return [None] * len(prompts)
     import numpy as np
-    from sklearn.feature_extraction.text import TfidfVectorizer
 
-    vec = TfidfVectorizer()
-    unit_m = vec.fit_transform([_words(u.name + " " + u.text) for u in units])
-    prompt_m = vec.transform([_words(p.topic) for p in prompts])
-    scores = (prompt_m @ unit_m.T).toarray()
+    abouts = [u.about or f"{u.name} {u.text}" for u in units]
+    index = doc_index(abouts)
+    topic, topic_words = relevance([p.topic for p in prompts], index)
+    relevant = topic >= min_relevance
+    rank = topic.copy()
+    audiences = [getattr(p, "audience", None) or "" for p in prompts]
+    if any(audiences):
+        rank += AUDIENCE_WEIGHT * relevance(audiences, index)[0] * relevant
     for i, p in enumerate(prompts):
         prefix = getattr(p, "name_prefix", None)
         if prefix:
-            scores[i] += np.array([1.0 if u.name.startswith(prefix) else 0.0 for u in units])
+            rank[i] += np.array([1.0 if u.name.startswith(prefix) else 0.0 for u in units]) * relevant[i]
     used = np.zeros(len(units), dtype=bool)
-    out: list[Unit | None] = []
+    out: list[Match | None] = []
     for i in range(len(prompts)):
-        if used.all():
+        row = np.where(used | ~relevant[i], -np.inf, rank[i])
+        j = int(np.argmax(row))
+        if not np.isfinite(row[j]):
             out.append(None)
             continue
-        row = np.where(used, -np.inf, scores[i])
-        j = int(np.argmax(row))
         used[j] = True
-        out.append(units[j])
+        vocabulary = index.vectorizer.vocabulary_
+        matched = tuple(sorted(w for w in topic_words[i] if w in vocabulary and index.matrix[j, vocabulary[w]]))
+        out.append(Match(units[j], float(topic[i, j]), matched))
     return out
 
 
