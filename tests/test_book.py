@@ -118,13 +118,13 @@ def _execute(notebook: Path, run_dir: Path):
 
 
 def _fake_report(rng) -> dict:
+    from phi1lib.pipeline.ablation import compare_rows
+
     models = ["unfiltered", "filtered", "filtered+textbooks", "filtered+textbooks+exercises"]
-    rows = [{"model": m, "seeds": [0, 1],
-             "heldout_loss_mean": round(rng.uniform(2, 5), 4), "heldout_loss_std": round(rng.uniform(0.01, 0.1), 4),
-             "humaneval_solution_loss_mean": round(rng.uniform(2, 5), 4),
-             "humaneval_solution_loss_std": round(rng.uniform(0.01, 0.1), 4),
+    rows = [{"model": m, "seeds": [0, 1, 2], "humaneval_bpb": [round(rng.uniform(2, 3), 4) for _ in range(3)],
              "pass_at_1": round(rng.uniform(0, 2), 2), "paper_pass_at_1": round(rng.uniform(10, 50), 2)}
             for m in models]
+    compare_rows(rows)
     stages = {s: {"status": "ran", "seconds": round(rng.uniform(5, 300), 1), "estimate_usd": 0.0,
                   "estimate_wall_hours": 0.01, "estimate_gpu_hours": 0.0, "measured_usd": 0.0, "stand_in": None}
               for s in ("filtering", "synthesis", "pretrain", "finetune", "evaluation", "ablation")}
@@ -142,14 +142,13 @@ def test_results_page_renders_the_report_it_finds(tmp_path):
     text, images = _execute(BOOK / "results.ipynb", tmp_path)
     assert images >= 2  # time per stage, ablation bars
     for row in report["ablation"]:
-        assert f"{row['humaneval_solution_loss_mean']:.4f} ± {row['humaneval_solution_loss_std']:.4f}" in text
-        assert f"{row['heldout_loss_mean']:.4f} ± {row['heldout_loss_std']:.4f}" in text
+        assert f"{row['humaneval_bpb_mean']:.4f} ± {row['humaneval_bpb_ci']:.4f}" in text
         assert f"{row['paper_pass_at_1']:.2f}" in text
     for stage in report["stages"].values():
         assert f"{stage['seconds']:,.1f}" in text
     assert report["ablation_notes"][0] in text
-    best = min(report["ablation"], key=lambda r: r["humaneval_solution_loss_mean"])["model"]
-    assert f"**{best}**" in text
+    for row in report["ablation"][1:]:
+        assert f"**{row['model']}**: {row['step_verdict']}" in text
     assert "No run report yet" not in text
 
 

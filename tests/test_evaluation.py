@@ -222,6 +222,8 @@ def test_token_healing_starts_with_the_prompts_tail(tiny_model, humaneval):
 
 
 def test_canonical_loss_matches_manual(tiny_model, humaneval):
+    """Per task: the mean cross-entropy of the solution's tokens and end-of-text given the prompt (tokenized as
+    one text); bpb: the summed nats / ln 2 / the solution's UTF-8 bytes."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -229,16 +231,74 @@ def test_canonical_loss_matches_manual(tiny_model, humaneval):
     assert set(out["per_task"]) == {p["task_id"] for p in humaneval[:3]}
     tok = AutoTokenizer.from_pretrained(str(tiny_model))
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model)).eval()
-    p = humaneval[1]
-    a = tok(p["prompt"], add_special_tokens=False)["input_ids"]
-    b = tok(p["canonical_solution"], add_special_tokens=False)["input_ids"]
-    with torch.no_grad():
-        logits = model(input_ids=torch.tensor([a + b])).logits[0]
-    # token t is predicted from position t-1; score only the solution tokens
-    logp = torch.log_softmax(logits[len(a) - 1:-1], dim=-1)
-    manual = -logp[torch.arange(len(b)), torch.tensor(b)].mean().item()
-    assert out["per_task"][p["task_id"]] == pytest.approx(manual, rel=1e-4)
-    assert out["mean"] > 0 and math.isfinite(out["std_over_problems"])
+    nats, n_tok = 0.0, 0
+    for p in humaneval[:3]:
+        a = tok(p["prompt"], add_special_tokens=False)["input_ids"]  # the prompt ends in a newline: a token boundary
+        b = tok(p["canonical_solution"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        assert tok(p["prompt"] + p["canonical_solution"], add_special_tokens=False)["input_ids"] == a + b[:-1]
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([a + b])).logits[0]
+        # token t is predicted from position t-1; score only the solution tokens and end-of-text
+        logp = torch.log_softmax(logits[len(a) - 1:-1], dim=-1)
+        per = -logp[torch.arange(len(b)), torch.tensor(b)]
+        assert out["per_task"][p["task_id"]] == pytest.approx(per.mean().item(), rel=1e-4)
+        nats, n_tok = nats + per.sum().item(), n_tok + len(b)
+    n_bytes = sum(len(p["canonical_solution"].encode()) for p in humaneval[:3])
+    assert out["tokens"] == n_tok and out["bytes"] == n_bytes
+    assert out["mean"] == pytest.approx(nats / n_tok, rel=1e-4)
+    assert out["bpb"] == pytest.approx(nats / math.log(2) / n_bytes, rel=1e-4)
+    assert math.isfinite(out["std_over_problems"])
+
+
+def test_solution_tokens_count_the_bytes_a_boundary_token_spells(tiny_model):
+    """A prompt that ends inside a token: the token that reaches into the solution is scored, and its bytes
+    before the cut count too (bits per byte stay per byte of what the scored tokens spell)."""
+    from phi1lib.evaluation.completions import load_model, solution_tokens
+
+    _, tok = load_model(tiny_model, "cpu")
+    prompt, solution = "def f(numbers):\n    ret", "urn numbers\n"
+    ids, n_scored, n_bytes = solution_tokens(tok, prompt, solution, limit=1000)
+    whole = tok(prompt + solution, add_special_tokens=False, return_offsets_mapping=True)
+    assert ids[:-1] == whole["input_ids"] and ids[-1] == tok.eos_token_id
+    first = len(ids) - n_scored
+    start = whole["offset_mapping"][first][0]
+    assert start < len(prompt) < whole["offset_mapping"][first][1]  # the scored token straddles the cut
+    assert n_bytes == len((prompt + solution)[start:].encode()) > len(solution.encode())
+    kept, n_kept, b_kept = solution_tokens(tok, prompt, solution, limit=3)  # cut from the left to the last 3
+    assert kept == ids[-3:] and n_kept == 2 and 0 < b_kept < n_bytes
+
+
+def test_training_eval_and_canonical_loss_agree_on_bits_per_byte(tiny_model, humaneval):
+    """The two implementations of the yardstick (training.evaluate during training, canonical_loss after it)
+    give the same numbers on the same model and problems."""
+    from accelerate import Accelerator
+
+    from phi1lib.evaluation.completions import load_model
+    from phi1lib.training import evaluate
+    from phi1lib.training.packing import humaneval_eval_set
+
+    model, tok = load_model(tiny_model, "cpu")
+    items = humaneval_eval_set(tok, 1024, n_problems=4)
+    got = evaluate(model, Accelerator(cpu=True), None, items, micro_batch=2, max_blocks=1)
+    want = canonical_loss(humaneval[:4], model=(model, tok), threads=1)
+    assert got["humaneval_loss"] == pytest.approx(want["mean"], rel=1e-5)
+    assert got["humaneval_bpb"] == pytest.approx(want["bpb"], rel=1e-5)
+    assert sum(i["n_bytes"] for i in items) == want["bytes"]
+
+
+def test_empty_completions_have_their_own_category_and_shares(humaneval, sandbox):
+    """An empty completion fails as the bare prompt would; it is counted as "empty completion", not as a wrong
+    answer, and the shares say how many completions are non-empty and parse as Python."""
+    from phi1lib.evaluation.scoring import code_shares, completion_shape
+
+    p = humaneval[2]
+    comps = ["", "   \n", p["canonical_solution"], "    return (\n", "    return None\n"]
+    res = E.score_samples([{"task_id": p["task_id"], "completion": c} for c in comps], [p], sandbox=sandbox,
+                          progress=False)
+    assert [r["category"] for r in res] == ["empty completion", "empty completion", "passed", "SyntaxError",
+                                            "wrong answer (assertion)"], [r["reason"] for r in res]
+    assert [completion_shape(p, c) for c in comps] == ["empty", "empty", "parses", "syntax error", "parses"]
+    assert code_shares(res, [p]) == {"nonempty_share": 3 / 5, "valid_share": 2 / 5}
 
 
 # ---- the stage -----------------------------------------------------------------------------------
@@ -267,7 +327,11 @@ def test_run_evaluation_end_to_end_and_resume(tiny_model, tmp_path, sandbox):
         assert (folder / name).exists(), name
     assert res.out_dir == str(folder) and res.samples_path == str(folder / "samples.jsonl")
     assert 0.0 <= res.metrics["pass@1"] <= 1.0 and res.metrics["n_problems"] == 3
-    assert res.metrics["canonical_loss"]["mean"] > 0
+    assert res.metrics["canonical_loss"]["mean"] > 0 and res.metrics["canonical_loss"]["bpb"] > 0
+    from phi1lib.evaluation.scoring import code_shares
+
+    assert {k: res.metrics[k] for k in ("nonempty_share", "valid_share")} == code_shares(
+        [json.loads(l) for l in (run_dir.path("evaluation") / "results.jsonl").read_text().splitlines()], load_humaneval()[:3])
     assert res.metrics["contamination"][0]["similar"] == 1
     assert res.metrics["model"] == str(run_dir.path("finetune", "final"))  # model=None: the run's finetune/final
     rows = [json.loads(l) for l in (folder / "results.jsonl").read_text().splitlines()]
@@ -447,7 +511,9 @@ def _estimate_before_the_stage_contract(config, prices):
         gen = budget.estimate_llm("evaluation", config.model.split(":", 1)[1], tokens_in, tokens_out, prices)
     else:
         flops = budget.forward_flops_per_token(p.model, prompt + config.max_new_tokens) * (tokens_in + tokens_out)
-        gen = budget.estimate_compute("evaluation", flops, prices, gpu=p.hardware.gpu, n_gpus=1, mfu=p.hardware.mfu,
+        # Since the vLLM engine: generation on a GPU at the engine's (assumed) decode utilisation, not training's.
+        mfu = p.hardware.mfu if p.hardware.gpu == "cpu" else E.config.GENERATION_MFU[config.engine]
+        gen = budget.estimate_compute("evaluation", flops, prices, gpu=p.hardware.gpu, n_gpus=1, mfu=mfu,
                                       tokens=tokens_in + tokens_out, item="generation")
     cpu = budget.estimate_cpu("evaluation", programs * budget.SANDBOX_SECONDS_PER_PROGRAM / 3600, prices,
                               item="sandboxed tests", workers=config.workers or min(8, os.cpu_count() or 1))

@@ -92,5 +92,25 @@ def test_humaneval_labels_cover_only_the_solution(tok):
         sol = item["labels"][n_prompt:]
         assert tok.decode(sol) == p["canonical_solution"] + EOT
         assert item["input_ids"][n_prompt:] == sol
+        assert item["n_bytes"] == len(p["canonical_solution"].encode())  # the bits-per-byte denominator
     short = humaneval_eval_set(tok, 40, n_problems=5)
     assert all(len(i["input_ids"]) <= 40 for i in short)
+    for item, p in zip(short, probs):  # cut: only the bytes the kept solution tokens spell
+        kept = [t for t in item["labels"] if t not in (-100, tok.eos_token_id)]
+        assert item["n_bytes"] == len(tok.decode(kept).encode()) < len(p["canonical_solution"].encode())
+
+
+def test_fingerprint_changes_with_how_the_tokenizer_splits_text(tok):
+    """Same vocabulary and merges, another pre-tokenizer (newline merged with indentation or not: packed
+    blocks can differ): the fingerprint differs, so a packed file made before the change is never reused."""
+    from tokenizers import pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from phi1lib.training.tokenizer import code_pre_tokenizer
+
+    backend = tok.backend_tokenizer
+    old = PreTrainedTokenizerFast(tokenizer_object=type(backend).from_str(backend.to_str()), eos_token=EOT)
+    old.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    text = "def f(x):\n    return x\n"
+    assert isinstance(tok.backend_tokenizer.pre_tokenizer, type(code_pre_tokenizer()))
+    assert data_fingerprint([text], tok, 16) != data_fingerprint([text], old, 16)

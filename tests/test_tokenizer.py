@@ -47,6 +47,23 @@ def test_trained_bpe_reloads_through_autotokenizer_and_round_trips(trained):
     assert len(tok(text)["input_ids"]) < 0.6 * len(text.encode())
 
 
+def test_newline_is_never_merged_with_the_indentation_after_it(trained):
+    """A HumanEval prompt ends in a newline inside a function. If newline + indentation were one token, the
+    prompt would end in a token that training text only has before top-level code or end-of-text. With
+    newlines apart, every prompt's tokens are a prefix of its prompt + solution tokens: the model continues
+    where the training text continues."""
+    from phi1lib.problems import load_humaneval
+
+    tok = load_tokenizer(trained)
+    texts = [tok.convert_tokens_to_string([t]) for t in tok.get_vocab() if t != EOT]
+    assert [t for t in texts if "\n" in t and t != "\n"] == []  # a newline is always a token of its own
+    assert any(t == "\n" for t in texts) and any(t.strip() == "" and "\n" not in t and len(t) > 1 for t in texts)
+    for p in load_humaneval():
+        prompt = tok(p["prompt"], add_special_tokens=False)["input_ids"]
+        whole = tok(p["prompt"] + p["canonical_solution"], add_special_tokens=False)["input_ids"]
+        assert whole[:len(prompt)] == prompt, p["task_id"]
+
+
 def test_eot_is_one_special_token_between_documents(trained):
     tok = load_tokenizer(trained)
     ids = tok("a = 1" + EOT + "b = 2", add_special_tokens=False)["input_ids"]

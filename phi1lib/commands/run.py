@@ -29,8 +29,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stages", metavar="S1,S2,...",
                    help=f"comma-separated subset of: {', '.join(NAMES)} (run in this order; default: all, "
                         "without the ablation on GPU presets)")
-    p.add_argument("--seeds", default="0,1", metavar="S1,S2,...", help="ablation seeds (default: 0,1)")
-    p.add_argument("--no-pass-at-1", action="store_true", help="skip HumanEval generation for the ablation models")
+    p.add_argument("--seeds", default="0,1,2", metavar="S1,S2,...", help="ablation seeds (default: 0,1,2)")
+    p.add_argument("--pass-at-1", action="store_true",
+                   help="also generate and score HumanEval for each ablation row (first seed); off by default: at tiny "
+                        "scale every row scores 0")
+    p.add_argument("--no-pass-at-1", action="store_true", help="(the default) skip HumanEval generation for the ablation")
     p.add_argument("--dry-run", action="store_true", help="print what would run and each stage's estimate; run nothing")
     p.add_argument("--single-process", action="store_true",
                    help="train in this one process even when the preset plans several GPUs (default: refused; "
@@ -57,7 +60,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.stages is not None and not stages:
         raise ConfigError(f"--stages {args.stages!r}: expected comma-separated stage names from: {', '.join(NAMES)}")
     return RunConfig(preset=args.preset, out=args.out, stages=stages or None, force=args.force,
-                     seeds=seeds, cap_usd=args.cap_usd, eval_pass_at_1=not args.no_pass_at_1)
+                     seeds=seeds, cap_usd=args.cap_usd, eval_pass_at_1=args.pass_at_1 and not args.no_pass_at_1)
 
 
 def _check_launch(config: RunConfig, out: str, single_process: bool) -> None:

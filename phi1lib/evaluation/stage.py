@@ -35,8 +35,9 @@ from ..runs import RunDir
 from ..sandbox import isolation
 from ..stage import StageResult, StaleResult, Timer, Usage, common_fields, describe_change, load_stored
 from .completions import canonical_loss, generate_api, generate_local, load_model
+from .vllm_engine import generate_vllm
 from .config import EvalConfig, planned_estimate
-from .scoring import contamination_table, failure_breakdown, load_split, pass_at_k_report, score_samples
+from .scoring import code_shares, contamination_table, failure_breakdown, load_split, pass_at_k_report, score_samples
 
 SAMPLES_FILE = "samples.jsonl"
 SAMPLES_FINGERPRINT_FILE = "samples.fingerprint.json"  # what generated samples.jsonl (settings + model)
@@ -186,14 +187,17 @@ def _generate_api(config: EvalConfig, problems: list[dict], done: set, gen: Gene
 
 
 def _generate_local(config: EvalConfig, problems: list[dict], done: set, gen: Generated, progress: bool) -> None:
-    gen.loaded = load_model(gen.model, config.device)
-
     def save(records: list[dict]) -> None:
         append_jsonl(gen.path, records)
         gen.new += len(records)
         gen.tokens_in += sum(int(r.get("prompt_tokens") or 0) for r in records)
         gen.tokens_out += sum(int(r.get("n_tokens") or 0) for r in records)
 
+    if config.engine == "vllm":
+        generate_vllm(problems, gen.model, n=config.n_samples, temperature=config.temperature, top_p=config.top_p,
+                      max_new_tokens=config.max_new_tokens, seed=config.seed, skip=done, on_batch=save)
+        return
+    gen.loaded = load_model(gen.model, config.device)
     generate_local(problems, gen.model, n=config.n_samples, temperature=config.temperature, top_p=config.top_p,
                    max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, seed=config.seed,
                    progress=progress, skip=done, model=gen.loaded, threads=config.threads, on_batch=save,
@@ -271,10 +275,12 @@ def contamination(results: list[dict], split: Path | None) -> dict[str, Any]:
                                   "similar / non-similar HumanEval split (paper Table 3)"}
 
 
-def summarize(config: EvalConfig, results: list[dict], model: str) -> dict[str, Any]:
-    """pass@k overall and per task, what is skipped and why, and the failure breakdown."""
+def summarize(config: EvalConfig, results: list[dict], model: str, problems: list[dict]) -> dict[str, Any]:
+    """pass@k overall and per task, what is skipped and why, the shares of non-empty and of syntactically
+    valid completions, and the failure breakdown."""
     report = pass_at_k_report(results, config.ks)
     metrics: dict[str, Any] = {"benchmark": config.benchmark, "model": model, **report["overall"],
+                               **code_shares(results, problems),
                                "pass_at_k_skipped": report["skipped"], "n_problems": report["n_problems"],
                                "n_samples": report["n_samples"], "per_task": report["per_task"],
                                "failure_breakdown": failure_breakdown(results).to_dict(orient="records")}
@@ -287,8 +293,9 @@ def summarize(config: EvalConfig, results: list[dict], model: str) -> dict[str, 
 
 @dataclass(kw_only=True)
 class EvalResult(StageResult):
-    """metrics: benchmark, model, pass@k, n_problems, n_samples, failure_breakdown, canonical_loss (local
-    models), contamination (HumanEval; or contamination_note), sandbox_cpu_seconds, sandbox_isolation.
+    """metrics: benchmark, model, pass@k, nonempty_share, valid_share (prompt + completion parses), n_problems,
+    n_samples, failure_breakdown, canonical_loss (local models: nats/token `mean`, bits per byte `bpb`),
+    contamination (HumanEval; or contamination_note), sandbox_cpu_seconds, sandbox_isolation.
     usage.cpu_s = this process's CPU seconds + the sandboxed programs' seconds (each program's wall time
     as its worker measured it: metrics["sandbox_cpu_seconds"], what the ledger recorded before)."""
 
@@ -325,7 +332,7 @@ def run(config: EvalConfig, run_dir: RunDir, *, ledger: budget.Ledger | None = N
     with t("score"):
         results = score(config, samples, problems, progress=progress, sandbox=sandbox)
         write_jsonl(out / RESULTS_FILE, results)
-    metrics = summarize(config, results, gen.model)
+    metrics = summarize(config, results, gen.model, problems)
     loaded = gen.loaded
     if config.canonical_loss and not config.api_model:
         with t("canonical_loss"):

@@ -10,6 +10,7 @@ from typing import Any
 from ..paths import atomic_path
 from ..runs import load_result
 from ..stage import StageResult
+from .ablation import table_markdown
 from .stages import NAMES
 
 
@@ -102,14 +103,8 @@ def report_markdown(report: dict[str, Any]) -> str:
                      f"{_fmt(s['estimate_wall_hours'], '.4f')} | {_fmt(s['measured_usd'], ',.4f')} | "
                      f"{_fmt(s.get('stand_in'))} |")
     if report.get("ablation"):
-        lines += ["", "## Ablation (equal token budgets)", "",
-                  "| model | seeds | HumanEval solution loss | held-out loss | pass@1 % | paper pass@1 % (350M) |",
-                  "|---|---|---:|---:|---:|---:|"]
-        for r in report["ablation"]:
-            loss = f"{_fmt(r.get('humaneval_solution_loss_mean'))} ± {_fmt(r.get('humaneval_solution_loss_std'))}"
-            held = f"{_fmt(r.get('heldout_loss_mean'))} ± {_fmt(r.get('heldout_loss_std'))}"
-            lines.append(f"| {r['model']} | {r.get('seeds')} | {loss} | {held} | "
-                         f"{_fmt(r.get('pass_at_1'), '.2f')} | {_fmt(r.get('paper_pass_at_1'), '.2f')} |")
+        lines += ["", "## Ablation (one tokenizer, HumanEval solutions in bits per byte)", "",
+                  *table_markdown(report["ablation"])]
         for note in report.get("ablation_notes", []):
             lines += ["", note]
     return "\n".join(lines) + "\n"

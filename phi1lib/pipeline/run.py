@@ -24,10 +24,10 @@ class RunConfig:
     preset: str = "tiny"  # preset name (phi1lib.presets)
     out: str | os.PathLike | None = None  # run folder; None = $PHI1_RUN_DIR, else runs/<preset>
     stages: tuple[str, ...] | None = None  # stages to run, in pipeline order; None = the preset's default
-    seeds: tuple[int, ...] = (0, 1)  # ablation seeds (>= 2 to state a spread)
+    seeds: tuple[int, ...] = (0, 1, 2)  # ablation seeds (>= 3 for a confidence interval)
     cap_usd: float | None = None  # budget cap for the whole run folder (USD); None = no cap
     force: bool = False  # redo the selected stages even when their stored results match
-    eval_pass_at_1: bool = True  # the ablation also generates + scores HumanEval for its first seed
+    eval_pass_at_1: bool = False  # the ablation also generates + scores HumanEval for its first seed (opt-in)
 
     def __post_init__(self):
         if self.preset not in PRESET_NAMES:

@@ -68,8 +68,8 @@ def default_stages(preset: str | Preset) -> tuple[str, ...]:
     return names if p.offline else tuple(n for n in names if n != "ablation")
 
 
-def stage_configs(preset: str | Preset, stages: tuple[str, ...] | None = None, *, seeds: tuple[int, ...] = (0, 1),
-                  eval_pass_at_1: bool = True) -> dict[str, StageConfig]:
+def stage_configs(preset: str | Preset, stages: tuple[str, ...] | None = None, *, seeds: tuple[int, ...] = (0, 1, 2),
+                  eval_pass_at_1: bool = False) -> dict[str, StageConfig]:
     """The config of each selected stage (pipeline order), all from one resolved preset."""
     p = get_preset(preset)
     chosen = default_stages(p) if stages is None else tuple(stages)

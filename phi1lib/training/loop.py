@@ -34,7 +34,7 @@ from .model import build_model, count_params, enable_checkpointing, pick_attenti
 from .packing import PackedData, humaneval_eval_set, parse_source
 from .shards import Split, build_data, tokenizer_sample
 from .state import LOG_FILE, checkpoints, read_state, save_checkpoint, truncate_log
-from .tokenizer import TRAINED_BPE, build_tokenizer, check_vocab_fits, load_tokenizer
+from .tokenizer import BPE_FORMAT, TRAINED_BPE, build_tokenizer, check_vocab_fits, load_tokenizer
 
 TOKENIZER_KEY_FILE = "phi1_tokenizer_key.txt"
 
@@ -265,7 +265,8 @@ def tokenizer_key(config: TrainConfig, sources: Sequence[str], init_from: Path |
     name = config.tokenizer or str(init_from)
     doc: dict[str, Any] = {"tokenizer": name, "vocab_size": config.model.vocab_size}
     if name == TRAINED_BPE:
-        doc.update(train_chars=config.tokenizer_train_chars, split=[split.heldout_fraction, split.seed, split.max_chars],
+        doc.update(train_chars=config.tokenizer_train_chars, format=BPE_FORMAT,
+                   split=[split.heldout_fraction, split.seed, split.max_chars],
                    sources=[runs.identity(parse_source(s).path) for s in sources])
     elif Path(name).expanduser().is_dir():
         doc["identity"] = runs.identity(Path(name).expanduser())
