@@ -18,7 +18,7 @@ from phi1lib.paths import REPO_ROOT
 
 PKG = REPO_ROOT / "phi1lib"
 STAGES = {"filtering", "synthesis", "decontam", "training", "evaluation"}
-SERVICES = {"budget", "llm", "sandbox"}
+SERVICES = {"budget", "llm", "sandbox", "dataflow"}
 SHARED = {"errors", "paths", "jsonl", "presets", "paper", "problems", "embed", "runs", "stage"}
 TOP = {"cli", "commands", "pipeline", "__main__", "__init__"}
 # The sandbox worker runs as `python -I sandbox/worker.py` and imports its siblings by bare name.

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -32,6 +33,7 @@ from ..jsonl import iter_numbered, iter_parquet_rows, parquet_columns
 from ..paths import atomic_path, check_file
 from .packing import TEXT_COLUMN, DataSource, PackedData, data_fingerprint, mix, pack, parse_source
 
+_WARNED: set[str] = set()  # sources whose corrupt-line warnings were shown in this process
 SHARD_DOCS = 20_000  # documents per shard: ~100 MB of code text, one shard's texts are the memory peak
 DONE_FILE = "done.json"
 
@@ -67,11 +69,18 @@ def iter_texts(path: str | os.PathLike) -> Iterator[str]:
         rows = (row.get(TEXT_COLUMN) for row in iter_parquet_rows(path, what="training texts", columns=[TEXT_COLUMN]))
     elif suffixes[-1:] in ([".jsonl"], [".json"]) or suffixes == [".jsonl", ".gz"]:
         def rows():
-            for lineno, rec in iter_numbered(path):
-                if TEXT_COLUMN not in rec:
-                    raise DataError(f"{path}:{lineno}: record has no '{TEXT_COLUMN}' field (fields: {sorted(rec)}); "
-                                    "every training record needs one")
-                yield rec[TEXT_COLUMN]
+            # A source is streamed more than once (tokenizer sample, cap, packing): its corrupt-line warning
+            # is shown on the first pass only.
+            seen = runs.identity(path) in _WARNED
+            with warnings.catch_warnings():
+                if seen:
+                    warnings.simplefilter("ignore")
+                for lineno, rec in iter_numbered(path):
+                    if TEXT_COLUMN not in rec:
+                        raise DataError(f"{path}:{lineno}: record has no '{TEXT_COLUMN}' field (fields: "
+                                        f"{sorted(rec)}); every training record needs one")
+                    yield rec[TEXT_COLUMN]
+            _WARNED.add(runs.identity(path))
         rows = rows()
     else:
         raise DataError(f"{path}: unsupported training data format {''.join(path.suffixes) or '(no suffix)'}; "
