@@ -39,3 +39,22 @@ def tiny_run(tmp_path_factory):
     out = Path(existing) if existing else tmp_path_factory.mktemp("tiny-run")
     report = run_pipeline("tiny", out=out)
     return out, report
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A random 1-layer PhiForCausalLM saved with a byte-level BPE trained on HumanEval prompts + solutions."""
+    import torch
+    from transformers import PhiConfig, PhiForCausalLM
+
+    from phi1lib.problems import load_humaneval
+    from phi1lib.training.tokenizer import train_bpe
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    tok = train_bpe([p["prompt"] + p["canonical_solution"] for p in load_humaneval()], 400, out)
+    torch.manual_seed(0)
+    cfg = PhiConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                    num_attention_heads=2, max_position_embeddings=1024, eos_token_id=tok.eos_token_id,
+                    bos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+    PhiForCausalLM(cfg).save_pretrained(str(out))
+    return out

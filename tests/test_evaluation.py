@@ -42,24 +42,6 @@ def sandbox():
         yield box
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, humaneval):
-    """A random 1-layer PhiForCausalLM with a byte-level BPE trained on HumanEval prompts."""
-    import torch
-    from transformers import PhiConfig, PhiForCausalLM
-
-    from phi1lib.training.tokenizer import train_bpe
-
-    out = tmp_path_factory.mktemp("tiny-model")
-    tok = train_bpe([p["prompt"] + p["canonical_solution"] for p in humaneval], 400, out)
-    torch.manual_seed(0)
-    cfg = PhiConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                    num_attention_heads=2, max_position_embeddings=1024, eos_token_id=tok.eos_token_id,
-                    bos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
-    PhiForCausalLM(cfg).save_pretrained(str(out))
-    return out
-
-
 # ---- pass@k ----------------------------------------------------------------------------------
 def test_pass_at_k_known_value_and_errors():
     assert E.pass_at_k(5, 2, 2) == pytest.approx(0.7)

@@ -16,23 +16,6 @@ from phi1lib.evaluation.vllm_engine import generate_vllm, load_vllm
 from phi1lib.problems import load_humaneval
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    import torch
-    from transformers import PhiConfig, PhiForCausalLM
-
-    from phi1lib.training.tokenizer import train_bpe
-
-    out = tmp_path_factory.mktemp("tiny-model")
-    tok = train_bpe([p["prompt"] + p["canonical_solution"] for p in load_humaneval()], 400, out)
-    torch.manual_seed(1)
-    cfg = PhiConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                    num_attention_heads=2, max_position_embeddings=1024, eos_token_id=tok.eos_token_id,
-                    bos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
-    PhiForCausalLM(cfg).save_pretrained(str(out))
-    return out
-
-
 def fake_vllm(model_dir):
     """vLLM's LLM/SamplingParams surface over a transformers model (greedy only): text up to the first stop
     string, excluded, as vLLM returns it; token ids of the generated text; the prompt's token ids."""

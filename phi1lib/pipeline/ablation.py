@@ -33,7 +33,7 @@ from ..presets import Hardware, Preset
 from ..problems import N_PROBLEMS, load_humaneval
 from ..runs import RunDir
 from ..stage import StageConfig, StageResult, Timer, Usage, common_fields, load_stored, plan_defaults
-from ..training.shards import iter_texts
+from ..training.shards import iter_texts, round_robin
 from ..training.tokenizer import BPE_FORMAT, TRAINED_BPE, train_bpe
 
 STAGE = "ablation"
@@ -227,17 +227,7 @@ def variant_data(run_dir: RunDir) -> dict[str, tuple[str, ...]]:
 
 def tokenizer_mix(files: list[str], max_chars: int) -> list[str]:
     """Documents round-robin from each file (in file order) until about `max_chars`: the same text whatever row trains."""
-    streams = [iter_texts(f) for f in files]
-    out, total = [], 0
-    while streams and total < max_chars:
-        for it in list(streams):
-            text = next(it, None)
-            if text is None:
-                streams.remove(it)
-            elif total < max_chars:
-                out.append(text)
-                total += len(text)
-    return out
+    return round_robin([iter_texts(f) for f in files], max_chars)
 
 
 def shared_tokenizer(config: AblationConfig, run_dir: RunDir, out: Path) -> str:

@@ -152,9 +152,13 @@ def iter_roles(path: str | os.PathLike, index: int, split: Split) -> Iterator[tu
 def tokenizer_sample(sources: Sequence[str | os.PathLike | DataSource], split: Split, max_chars: int) -> list[str]:
     """Training documents for the BPE, round-robin over the sources' training documents until `max_chars`
     (BPE training time grows with text; a few MB already give stable merges for a 2k vocabulary)."""
-    streams = [(t for _, t, role in iter_roles(parse_source(s).path, k, split) if role == TRAIN)
-               for k, s in enumerate(sources)]
-    out, total = [], 0
+    return round_robin([(t for _, t, role in iter_roles(parse_source(s).path, k, split) if role == TRAIN)
+                        for k, s in enumerate(sources)], max_chars)
+
+
+def round_robin(streams: Sequence[Iterator[str]], max_chars: int) -> list[str]:
+    """One text from each stream in turn (a finished stream drops out) until about `max_chars` characters."""
+    streams, out, total = list(streams), [], 0
     while total < max_chars and streams:
         for it in list(streams):
             text = next(it, None)
