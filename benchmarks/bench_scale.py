@@ -1,8 +1,9 @@
 """Data stages at scale on datatrove: generated code documents through filtering (a deterministic stand-in embedder
 and classifier, per document) and MinHash dedup, with 1 and 2 local tasks.
 
-For each corpus size it prints wall seconds per document and the peak RSS of each task (the tasks record it
-themselves), for 1 and 2 tasks, and the ratios that matter: peak RSS as the corpus grows (flat = memory bounded
+Each stage is split into one task per input file (--files); it runs with 1 and with 2 tasks at a time (local
+workers). For each corpus size it prints wall seconds per document and the peak RSS of each task (the tasks record
+it themselves), and the ratios that matter: peak RSS as the corpus grows (flat = memory bounded
 by a task's stream, not the corpus), time per document as it grows (flat = linear), and 1-task / 2-task wall
 time (the speed-up of a second task on 2 cores; goal >= 1.7).
 
@@ -40,7 +41,8 @@ def generate(folder: Path, n: int, files: int, seed: int = 0) -> None:
         h.close()
 
 
-def run_once(inp: Path, work: Path, tasks: int) -> dict:
+def run_once(inp: Path, work: Path, workers: int, tasks: int) -> dict:
+    """Filtering then dedup, each split into `tasks` tasks (one per input file) run `workers` at a time."""
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
 
@@ -49,9 +51,9 @@ def run_once(inp: Path, work: Path, tasks: int) -> dict:
     t0 = time.perf_counter()
     make_executor("local", [JsonlReader(str(inp)), HashEmbedScore(), ScoreFilter(0.3),
                             PeakMemory(str(work / "mem-filter")), JsonlWriter(str(work / "filtered"), compression=None)],
-                  tasks=tasks, logging_dir=str(work / "logs-filter")).run()
+                  tasks=tasks, workers=workers, logging_dir=str(work / "logs-filter")).run()
     t1 = time.perf_counter()
-    dd = minhash_dedup(work / "filtered", work / "dedup", tasks=tasks,
+    dd = minhash_dedup(work / "filtered", work / "dedup", tasks=tasks, workers=workers,
                        extra_blocks=(PeakMemory(str(work / "mem-dedup")),))
     t2 = time.perf_counter()
     return {"filter_s": t1 - t0, "dedup_s": t2 - t1, "kept": dd["kept"], "documents": dd["documents"],
@@ -72,10 +74,10 @@ def main(argv=None) -> int:
             generate(inp, n, args.files)
             for tasks in (1, 2):
                 work = root / f"w{n}-{tasks}"
-                r = run_once(inp, work, tasks)
+                r = run_once(inp, work, tasks, args.files)
                 results[(n, tasks)] = r
                 shutil.rmtree(work, ignore_errors=True)
-                print(f"{n:>9,} docs, {tasks} task(s): filter {r['filter_s']:7.1f} s, dedup {r['dedup_s']:7.1f} s, "
+                print(f"{n:>9,} docs, {tasks} at a time: filter {r['filter_s']:7.1f} s, dedup {r['dedup_s']:7.1f} s, "
                       f"{(r['filter_s'] + r['dedup_s']) / n * 1e3:6.3f} ms/doc; peak RSS per task filter "
                       f"{r['peak_filter_mb']:6.0f} MB, dedup {r['peak_dedup_mb']:6.0f} MB; kept {r['kept']:,} of "
                       f"{r['documents']:,} after the filter", flush=True)
