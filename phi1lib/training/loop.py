@@ -297,20 +297,27 @@ def data_split(config: TrainConfig) -> Split:
     return Split(config.heldout_fraction, config.seed, config.max_source_chars)
 
 
-def prepare_data(config: TrainConfig, acc, out: Path, sources: Sequence[str], init_from: Path | None,
-                 progress: bool = False):
-    """(tokenizer, packed blocks, HumanEval eval items), the same on every process. The data is packed in shards
-    under <stage>/data, each process packing its share (training.shards: no collective while packing); shards
-    already there (from `phi1 pack` or an interrupted launch) are reused."""
-    from accelerate.utils import set_seed
-
-    set_seed(config.seed)
+def pack_data(config: TrainConfig, acc, out: Path, sources: Sequence[str], init_from: Path | None,
+              progress: bool = False):
+    """(tokenizer, packed blocks), the same on every process: the data packed in shards under <stage>/data, each
+    process packing its share (training.shards: no collective while packing); shards already there (from
+    `phi1 pack` or an interrupted launch) are reused. What `phi1 pack` runs, and training before its first step."""
     split = data_split(config)
     tok = prepare_tokenizer(config, acc, out, sources, init_from, split)
     say = (lambda s: print(f"[pack] shard {s} done", flush=True)) if progress and acc.is_local_main_process else None
     data = build_data(sources, tok, config.seq_len, split, out / "data", rank=acc.process_index,
                       world=acc.num_processes, shard_docs=config.pack_shard_docs, wait_s=config.pack_wait_s,
                       on_shard=say)
+    return tok, data
+
+
+def prepare_data(config: TrainConfig, acc, out: Path, sources: Sequence[str], init_from: Path | None,
+                 progress: bool = False):
+    """(tokenizer, packed blocks, HumanEval eval items) for training (`pack_data` plus the eval set)."""
+    from accelerate.utils import set_seed
+
+    set_seed(config.seed)
+    tok, data = pack_data(config, acc, out, sources, init_from, progress)
     return tok, data, humaneval_eval_set(tok, config.model.n_ctx, config.humaneval_problems)
 
 

@@ -211,7 +211,7 @@ class Solo:
 
 def _pack_worker(config: TrainConfig, out: Path, sources: tuple[str, ...], init_from: Path | None, rank: int,
                  world: int) -> None:
-    loop.prepare_data(config, Solo(rank, world), out, sources, init_from)
+    loop.pack_data(config, Solo(rank, world), out, sources, init_from)
 
 
 def pack(config: TrainConfig, run_dir: RunDir, *, workers: int = 1, progress: bool = True) -> dict[str, Any]:
@@ -241,7 +241,7 @@ def pack(config: TrainConfig, run_dir: RunDir, *, workers: int = 1, progress: bo
                     f.result()
         finally:
             os.environ.pop("RAYON_NUM_THREADS") if saved is None else os.environ.update(RAYON_NUM_THREADS=saved)
-    _, data, _ = loop.prepare_data(config, Solo(), out, sources, init_from, progress=progress)
+    _, data = loop.pack_data(config, Solo(), out, sources, init_from, progress=progress)
     return {**data.stats, "stage": config.stage, "folder": str(out / "data"), "tokenizer": str(out / "tokenizer"),
             "workers": workers, "seconds": round(t.wall_s, 3)}
 
