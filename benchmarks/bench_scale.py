@@ -2,12 +2,16 @@
 and classifier, per document) and MinHash dedup, with 1 and 2 local tasks.
 
 Each stage is split into one task per input file (--files); it runs with 1 and with 2 tasks at a time (local
-workers). For each corpus size it prints wall seconds per document and the peak RSS of each task (the tasks record
-it themselves), and the ratios that matter: peak RSS as the corpus grows (flat = memory bounded
-by a task's stream, not the corpus), time per document as it grows (flat = linear), and 1-task / 2-task wall
-time (the speed-up of a second task on 2 cores; goal >= 1.7).
+workers; 1 worker runs the tasks in this process, 2 a spawned pool). For each corpus size it prints wall seconds
+per stage (the score + threshold pass; dedup's signatures, buckets, clusters and filter), per document, and the
+peak RSS of each task (the tasks record it themselves); then the ratios that matter: peak RSS as the corpus grows
+(flat = memory bounded by a task's stream, not the corpus), time per document as it grows (flat = linear), and
+1-worker / 2-worker wall time per stage, for the parallel stages together, for the one-task cluster stage and for
+the whole run (the speed-up of a second worker on 2 cores; goal >= 1.7). Where a second worker cannot help: the
+cluster stage is one task; the bucket stage has one task per band (7 at threshold 0.85: 4 rounds on 2 workers,
+not 3.5); each 2-worker stage first starts a pool of fresh interpreters (the start-up line measures it).
 
-    .venv/bin/python benchmarks/bench_scale.py [--sizes 10000,100000,1000000] [--files 8]
+    .venv/bin/python benchmarks/bench_scale.py [--sizes 10000,100000,1000000] [--files 8] [--dir SCRATCH]
 """
 
 from __future__ import annotations
@@ -41,8 +45,21 @@ def generate(folder: Path, n: int, files: int, seed: int = 0) -> None:
         h.close()
 
 
+def startup_seconds(root: Path, workers: int) -> float:
+    """Wall seconds of a local stage of `workers` tasks that do nothing: with 2 workers, the spawned pool's
+    start-up (a fresh interpreter per worker, importing datatrove and phi1lib.dataflow to unpickle the pipeline)."""
+    from phi1lib.dataflow import PeakMemory, make_executor
+
+    t0 = time.perf_counter()
+    make_executor("local", [PeakMemory(str(root / "startup-mem"))], tasks=workers, workers=workers,
+                  logging_dir=str(root / f"logs-startup-{workers}")).run()
+    shutil.rmtree(root / f"logs-startup-{workers}", ignore_errors=True)
+    return time.perf_counter() - t0
+
+
 def run_once(inp: Path, work: Path, workers: int, tasks: int) -> dict:
-    """Filtering then dedup, each split into `tasks` tasks (one per input file) run `workers` at a time."""
+    """Filtering then dedup, each split into `tasks` tasks (one per input file) run `workers` at a time; wall
+    seconds per stage (filter; dedup's signatures, buckets, clusters, filter) and each stage's peak RSS per task."""
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
 
@@ -53,45 +70,78 @@ def run_once(inp: Path, work: Path, workers: int, tasks: int) -> dict:
                             PeakMemory(str(work / "mem-filter")), JsonlWriter(str(work / "filtered"), compression=None)],
                   tasks=tasks, workers=workers, logging_dir=str(work / "logs-filter")).run()
     t1 = time.perf_counter()
-    dd = minhash_dedup(work / "filtered", work / "dedup", tasks=tasks, workers=workers,
+    dd = minhash_dedup(work / "filtered", work / "dedup", tasks=tasks, workers=workers, quiet=workers == 1,
                        extra_blocks=(PeakMemory(str(work / "mem-dedup")),))
-    t2 = time.perf_counter()
-    return {"filter_s": t1 - t0, "dedup_s": t2 - t1, "kept": dd["kept"], "documents": dd["documents"],
+    stages = {"score": t1 - t0, **{f"dedup_{k}": v for k, v in dd["seconds"].items()}}
+    return {"stages": stages, "total_s": sum(stages.values()), "kept": dd["kept"], "documents": dd["documents"],
             "peak_filter_mb": max(read_peaks(work / "mem-filter")), "peak_dedup_mb": max(read_peaks(work / "mem-dedup"))}
+
+
+STAGES = ("score", "dedup_signatures", "dedup_buckets", "dedup_clusters", "dedup_filter")
+SERIAL = ("dedup_clusters",)  # one task whatever the workers: no speed-up possible
+
+
+def report(results: dict, sizes: list[int], startup: dict[int, float]) -> None:
+    """The table: per size and workers, seconds per stage, ms per document, peak RSS per task; then per size
+    the 1-worker / 2-worker ratio of each stage, of the parallel stages together and of the whole run."""
+    print(f"\nstart-up of a local stage that does nothing: 1 worker {startup[1]:.2f} s (in this process), "
+          f"2 workers {startup[2]:.2f} s (spawned pool), paid once per stage")
+    head = " ".join(f"{s:>17}" for s in STAGES)
+    print(f"\n{'docs':>9} {'workers':>7} {head} {'ms/doc':>7} {'RSS/task MB':>12}")
+    for n in sizes:
+        for w in (1, 2):
+            r = results[(n, w)]
+            cells = " ".join(f"{r['stages'][s]:17.2f}" for s in STAGES)
+            print(f"{n:>9,} {w:>7} {cells} {r['total_s'] / n * 1e3:7.3f} "
+                  f"{max(r['peak_filter_mb'], r['peak_dedup_mb']):12.0f}")
+    print("\n1 worker / 2 workers wall time (goal for the whole run >= 1.7 on 2 idle cores):")
+    print(f"{'docs':>9} {head} {'parallel':>9} {'serial':>7} {'whole':>6}")
+    for n in sizes:
+        one, two = results[(n, 1)], results[(n, 2)]
+        par = [s for s in STAGES if s not in SERIAL]
+        ratio = lambda a, b: a / b if b else float("nan")  # noqa: E731
+        cells = " ".join(f"{ratio(one['stages'][s], two['stages'][s]):17.2f}" for s in STAGES)
+        print(f"{n:>9,} {cells} {ratio(sum(one['stages'][s] for s in par), sum(two['stages'][s] for s in par)):9.2f} "
+              f"{ratio(sum(one['stages'][s] for s in SERIAL), sum(two['stages'][s] for s in SERIAL)):7.2f} "
+              f"{ratio(one['total_s'], two['total_s']):6.2f}")
+    small, large = sizes[0], sizes[-1]
+    if large > small:
+        for w in (1, 2):
+            a, b = results[(small, w)], results[(large, w)]
+            print(f"{w} worker(s), {large // small}x the corpus: peak RSS per task x{b['peak_dedup_mb'] / a['peak_dedup_mb']:.2f} "
+                  f"(dedup), x{b['peak_filter_mb'] / a['peak_filter_mb']:.2f} (filter); time per document "
+                  f"x{(b['total_s'] / large) / (a['total_s'] / small):.2f}")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="10000,100000,1000000")
-    ap.add_argument("--files", type=int, default=8, help="input JSONL files (the unit datatrove splits over tasks)")
+    ap.add_argument("--sizes", default="10000,100000,1000000",
+                    help="comma-separated corpus sizes in documents (default 10000,100000,1000000)")
+    ap.add_argument("--files", type=int, default=8, help="input JSONL files = tasks per parallel stage")
+    ap.add_argument("--dir", default=None, help="scratch folder (default: a temporary one); 1M documents need about 4 GB there at once")
     args = ap.parse_args(argv)
-    sizes = [int(float(s)) for s in args.sizes.split(",")]
+    try:
+        sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        ap.error(f"--sizes {args.sizes}: expected comma-separated numbers of documents, e.g. 10000,100000")
+    if not sizes or min(sizes) < 100 or args.files < 2:
+        ap.error("--sizes: each at least 100 documents; --files: at least 2 (tasks to share over 2 workers)")
     results = {}
-    with tempfile.TemporaryDirectory(prefix="bench-scale-") as d:
+    with tempfile.TemporaryDirectory(prefix="bench-scale-", dir=args.dir) as d:
         root = Path(d)
+        startup = {w: startup_seconds(root, w) for w in (1, 2)}
         for n in sizes:
             inp = root / f"in{n}"
             generate(inp, n, args.files)
-            for tasks in (1, 2):
-                work = root / f"w{n}-{tasks}"
-                r = run_once(inp, work, tasks, args.files)
-                results[(n, tasks)] = r
+            for workers in (1, 2):
+                work = root / f"w{n}-{workers}"
+                r = run_once(inp, work, workers, args.files)
+                results[(n, workers)] = r
                 shutil.rmtree(work, ignore_errors=True)
-                print(f"{n:>9,} docs, {tasks} at a time: filter {r['filter_s']:7.1f} s, dedup {r['dedup_s']:7.1f} s, "
-                      f"{(r['filter_s'] + r['dedup_s']) / n * 1e3:6.3f} ms/doc; peak RSS per task filter "
-                      f"{r['peak_filter_mb']:6.0f} MB, dedup {r['peak_dedup_mb']:6.0f} MB; kept {r['kept']:,} of "
+                print(f"{n:>9,} docs, {workers} worker(s): {r['total_s']:7.1f} s, kept {r['kept']:,} of "
                       f"{r['documents']:,} after the filter", flush=True)
             shutil.rmtree(inp, ignore_errors=True)
-    small, large = sizes[0], sizes[-1]
-    for tasks in (1, 2):
-        a, b = results[(small, tasks)], results[(large, tasks)]
-        per_doc = ((b["filter_s"] + b["dedup_s"]) / large) / ((a["filter_s"] + a["dedup_s"]) / small)
-        print(f"{tasks} task(s), {large // small}x the corpus: peak RSS x{b['peak_dedup_mb'] / a['peak_dedup_mb']:.2f} "
-              f"(dedup), x{b['peak_filter_mb'] / a['peak_filter_mb']:.2f} (filter); time per document x{per_doc:.2f}")
-    for n in sizes:
-        one, two = results[(n, 1)], results[(n, 2)]
-        print(f"{n:>9,} docs: 1 task / 2 tasks wall = "
-              f"{(one['filter_s'] + one['dedup_s']) / (two['filter_s'] + two['dedup_s']):.2f}")
+    report(results, sizes, startup)
     return 0
 
 

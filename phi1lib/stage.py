@@ -61,12 +61,14 @@ def _describe(tp: Any) -> str:
     if origin is tuple:
         return f"comma-separated {_describe(args[0])}s" if args and args[-1] is Ellipsis else \
             f"{len(args)} comma-separated values"
+    if tp is dict or origin is dict:
+        return 'a JSON object, e.g. {"partition": "cpu", "time": "4:00:00"}'
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string", Path: "a path"}.get(
         tp, getattr(tp, "__name__", str(tp)))
 
 
 def parse_value(text: str, tp: Any, where: str) -> Any:
-    """A command-line string as a value of type `tp` (int, float, bool, str, Path, Optional, tuple)."""
+    """A command-line string as a value of type `tp` (int, float, bool, str, Path, Optional, tuple, dict as JSON)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     raw = text.strip()
     if origin in (typing.Union, types.UnionType):
@@ -102,6 +104,13 @@ def parse_value(text: str, tp: Any, where: str) -> Any:
             pass
     elif tp in (str, Path):
         return raw
+    elif tp is dict or origin is dict:  # e.g. a Slurm executor's settings: --set 'cluster={"partition": "cpu"}'
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            return value
     else:
         raise ConfigError(f"{where}: cannot be set from the command line")
     raise ConfigError(f"{where}: expected {_describe(tp)}, got {text!r}")

@@ -104,3 +104,46 @@ def test_score_and_threshold_blocks_split_over_tasks(tmp_path):
                       tasks=tasks, logging_dir=str(tmp_path / f"logs{tasks}")).run()
     expect = sorted(d["id"] for d in docs if scorer.score(d["text"]) >= cut)
     assert _ids(tmp_path / "kept1") == _ids(tmp_path / "kept2") == expect
+
+
+def _contiguous(tmp_path, n=160, files=2):
+    """_corpus's documents rewritten as `files` contiguous runs (file k = task k), so that reading order is the
+    corpus order however many tasks read them."""
+    docs, planted = _corpus(tmp_path / "all", n=n, files=1)
+    size = -(-len(docs) // files)
+    (tmp_path / "in").mkdir()
+    for k in range(files):
+        part = docs[k * size:(k + 1) * size]
+        (tmp_path / "in" / f"part{k}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in part))
+    return docs, planted
+
+
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_two_tasks_keep_exactly_the_documents_one_task_keeps_the_earliest_of_each_cluster(tmp_path, workers):
+    """KeepFirstCluster: of each duplicate cluster the document read first is kept, so on contiguous shards a
+    2-task run keeps the same ids as a 1-task run (workers=2: the tasks in a spawned pool), and every planted
+    copy is removed in favour of the original it copies, which `duplicates` names."""
+    from phi1lib.dataflow import duplicates
+
+    docs, planted = _contiguous(tmp_path)
+    one = minhash_dedup(tmp_path / "in", tmp_path / "one", tasks=1, workers=1)
+    two = minhash_dedup(tmp_path / "in", tmp_path / "two", tasks=2, workers=workers)
+    assert _ids(tmp_path / "one" / "kept") == _ids(tmp_path / "two" / "kept") == \
+        sorted(d["id"] for d in docs if d["id"] not in planted)
+    pairs = sorted((a, b) for a, b, _ in duplicates(tmp_path / "two"))
+    assert pairs == sorted(planted.items())
+    exact = {a for a, _, is_exact in duplicates(tmp_path / "two") if is_exact}
+    assert exact == {d for d in planted if int(d[1:]) % 40 == 0}  # the verbatim copies, not the renamed ones
+    assert set(two["seconds"]) == {"signatures", "buckets", "clusters", "filter"}
+
+
+def test_short_documents_get_one_shingle_so_exact_copies_are_caught(tmp_path):
+    from phi1lib.dataflow import CodeWordTokenizer, duplicates
+
+    assert CodeWordTokenizer(min_words=5).word_tokenize("x = 1") == ["x = 1", "", "", "", ""]
+    assert CodeWordTokenizer(min_words=5).word_tokenize("a b c d e f") == list("abcdef")
+    (tmp_path / "in").mkdir()
+    docs = [{"id": "a", "text": "x = 1"}, {"id": "b", "text": "y = 2"}, {"id": "c", "text": "X =  1"}]
+    (tmp_path / "in" / "part0.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    minhash_dedup(tmp_path / "in", tmp_path / "w", tasks=1, workers=1, quiet=True)
+    assert list(duplicates(tmp_path / "w")) == [("c", "a", True)]

@@ -129,7 +129,9 @@ def test_stage_writes_the_split_contract(contaminated):
     assert res.ngram_hits == 1  # the textbook sentence copied from HumanEval/0's docstring
     assert [r["similar"] for r in res.table] == [1, 1, 1, 1] and res.table[0]["paper_similar"] == 71
     assert (out / "result.json").exists() and (out / "table3.csv").exists()
-    assert res.usage.wall_s > 0 and set(res.seconds) >= {"read", "ngram", "ast", "total"}
+    assert res.usage.wall_s > 0 and set(res.seconds) >= {"read", "measure", "write", "total"}
+    assert set(res.metrics["dataflow"]["block_seconds"]) == {"ngram", "ast"}  # no embedder: no embedding block
+    assert res.ast_stats["pairs_total"] == 3 * 164 and res.ast_stats["unparsable_records"] == 0
     again = decontam.run(DecontamConfig(embedder=None), contaminated, progress=False)
     assert again.table == res.table and again.finished_at == res.finished_at  # stored, not redone
     assert res.stand_in is None  # no record came from the extractive stand-in
@@ -166,6 +168,23 @@ def test_estimate_is_the_cpu_plan_for_the_planned_exercises():
     assert doubled.cpu_hours - est.cpu_hours == pytest.approx(
         (n * 164 / tp.ast_pairs_per_s + n * tiny.embed_max_length / tp.embed_tokens_per_s) / 3600)
     assert DecontamConfig.for_preset("phi1").planned_records == round(180e6 / 205)  # the paper's ~880k exercises
+
+
+@pytest.mark.slow  # loads the MiniLM tokenizer and model
+def test_run_prices_the_exercises_it_reads_and_what_the_cache_leaves(contaminated, tmp_path, monkeypatch):
+    """The stored estimate counts the real exercises (not the preset's plan) and only the texts the embedder's
+    cache does not hold: a second run over the same texts plans no embedding at all."""
+    monkeypatch.setenv("PHI1_CACHE", str(tmp_path / "cache"))
+    cfg = DecontamConfig(taus=(0.9,), embed_max_length=32, planned_records=5000)
+    first = decontam.run(cfg, contaminated, progress=False)
+    n = first.n_records
+    lines = {l["item"]: l for l in first.estimate["lines"]}
+    assert f"{n:,} exercises x 164" in lines["decontam-ast"]["note"]
+    assert f"{n + 164:,} texts not in the embedding cache" in lines["decontam-embed"]["note"]
+    again = decontam.run(cfg, contaminated, progress=False, force=True)
+    lines = {l["item"]: l for l in again.estimate["lines"]}
+    assert "0 texts not in the embedding cache" in lines["decontam-embed"]["note"]
+    assert again.estimate["wall_hours"] < first.estimate["wall_hours"]
 
 
 @pytest.mark.slow  # loads torch + the MiniLM model
@@ -235,3 +254,138 @@ def test_cli_embedder_none_skips_only_when_asked():
     assert embedder() == DecontamConfig.for_preset("tiny").embedder == "minilm-local"
     assert embedder("--embedder", "none") is None and embedder("--embedder", "NONE") is None
     assert embedder("--embedder", "some/model") == "some/model"
+
+
+def _mixed_run(folder):
+    """Exercises with ids out of order (strings and integers): two planted HumanEval copies among unrelated real
+    functions; textbooks, one quoting a HumanEval docstring."""
+    funcs = [textwrap.dedent, textwrap.indent, textwrap.shorten, json.dumps, json.loads, inspect.cleandoc,
+             inspect.getsource, re.escape]
+    recs = [{"id": f"z-{9 - i}" if i % 2 else 100 - i, "kind": "exercise", "text": inspect.getsource(f)}
+            for i, f in enumerate(funcs)]
+    recs.insert(3, {"id": "b-copy0", "kind": "exercise", "text": renamed_copy("HumanEval/0")})
+    recs.insert(6, {"id": "a-copy12", "kind": "exercise", "text": renamed_copy("HumanEval/12")})
+    quote = "Check if in given list of numbers, are any two numbers closer to each other than given threshold."
+    books = [{"id": f"tb-{i}", "kind": "textbook", "text": t} for i, t in
+             enumerate(["Plain prose about lists and loops, nothing copied here at all.", quote, quote + " " + quote])]
+    return _synthesis(folder, recs, books)
+
+
+def _decontam_files(run):
+    out = run.path("decontam")
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name != "result.json"}
+
+
+def test_two_tasks_write_the_same_files_as_one_task(tmp_path):
+    mbpp = tmp_path / "mbpp.jsonl"
+    write_jsonl(mbpp, [{"task_id": 11, "code": UNRELATED}, {"task_id": 12, "code": "def f(x):\n    return x * 2\n"}])
+    cfg = dict(embedder=None, mbpp_path=str(mbpp))
+    one = decontam.run(DecontamConfig(**cfg), _mixed_run(tmp_path / "one"), progress=False)
+    two = decontam.run(DecontamConfig(**cfg, tasks=2, workers=2), _mixed_run(tmp_path / "two"), progress=False)
+    files = _decontam_files(RunDir(tmp_path / "one"))
+    assert set(files) >= {"humaneval_split.json", "mbpp_split.json", "table3.csv", "ngram_hits.jsonl",
+                          "ast_matches.jsonl", "exercises_pruned_tau0.8.jsonl"}
+    assert files == _decontam_files(RunDir(tmp_path / "two"))
+    assert one.ast_stats["pairs_total"] == two.ast_stats["pairs_total"] == 10 * 164
+    assert (one.metrics["dataflow"]["tasks"], two.metrics["dataflow"]["tasks"]) == (1, 2)
+    peaks = two.metrics["dataflow"]["peak_rss_mb"]  # per task: 2 exercise shards, 2 textbook shards
+    assert len(peaks["exercises"]) == len(peaks["textbooks"]) == 2 and all(mb > 10 for mb in peaks["exercises"])
+    # What the files hold: the planted copies found (in record order, not id order), the quoting textbooks hit.
+    assert [m["record_id"] for m in read_jsonl(one.files["ast_matches"]) if m["rate"] == 1.0] == ["b-copy0", "a-copy12"]
+    assert [(h["task_id"], h["record_id"]) for h in read_jsonl(one.files["ngram_hits"])] == \
+        [("HumanEval/0", "tb-1"), ("HumanEval/0", "tb-2")]
+    assert one.split()["0.95"]["similar"] == ["HumanEval/0", "HumanEval/12"]
+    assert json.loads((tmp_path / "one" / "decontam" / "mbpp_split.json").read_text())["0.95"]["similar"] == [11]
+    # The rows, in their order, are what the in-process functions (the stage before datatrove) give.
+    exercises = read_jsonl(tmp_path / "one" / "synthesis" / "exercises.jsonl")
+    books = read_jsonl(tmp_path / "one" / "synthesis" / "textbooks.jsonl")
+    problems = benchmark_problems(DecontamConfig(**cfg))
+    assert read_jsonl(one.files["ngram_hits"]) == ngram_overlap(exercises + books, problems["humaneval"], 13)
+    assert read_jsonl(one.files["ast_matches"]) == ast_matches(exercises, problems["humaneval"], 0.8)[0]
+    kept = [r["id"] for r in read_jsonl(tmp_path / "one" / "synthesis" / "exercises.jsonl")
+            if r["id"] not in ("b-copy0", "a-copy12")]
+    assert [r["id"] for r in read_jsonl(one.pruned["0.95"])] == kept and 100 in kept and "z-8" in kept
+
+
+def test_a_failed_task_leaves_the_stage_unfinished_and_a_rerun_redoes_only_it(tmp_path, monkeypatch):
+    from phi1lib.decontam import blocks
+
+    run, work = _mixed_run(tmp_path / "run"), tmp_path / "work"
+    cfg = DecontamConfig(embedder=None, tasks=2, work_dir=str(work))
+    real, poisoned = blocks.ast_sequence, renamed_copy("HumanEval/12")  # an exercise of the second shard
+
+    def failing(text):
+        if text == poisoned:
+            raise RuntimeError("boom")
+        return real(text)
+
+    monkeypatch.setattr(blocks, "ast_sequence", failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        decontam.run(cfg, run, progress=False)
+    assert not run.path("decontam", "result.json").exists()
+    done = sorted(p.name for p in work.glob("decontam-*/exercises/logs/completions/*"))
+    assert done == ["00000"]  # the first task finished, the second failed
+    monkeypatch.setattr(blocks, "ast_sequence", real)
+    res = decontam.run(cfg, run, progress=False)
+    assert res.split()["0.95"]["similar"] == ["HumanEval/0", "HumanEval/12"]
+    assert sorted(p.name for p in work.glob("decontam-*/exercises/logs/completions/*")) == ["00000", "00001"]
+    log = next(work.glob("decontam-*/datatrove.log")).read_text()
+    assert "Skipping 1 already completed tasks" in log
+
+
+def test_dataflow_settings_are_checked_and_not_fingerprinted(tmp_path):
+    with pytest.raises(ConfigError, match="executor"):
+        DecontamConfig(executor="spark")
+    with pytest.raises(ConfigError, match="work_dir"):
+        DecontamConfig(executor="slurm", cluster={"partition": "cpu", "time": "1:00:00"})
+    with pytest.raises(ConfigError, match="cluster"):
+        DecontamConfig(cluster={"partition": "cpu"})
+    with pytest.raises(ConfigError, match="tasks"):
+        DecontamConfig(tasks=0)
+    assert DecontamConfig(tasks=4, workers=2, work_dir="/x", device="auto").fingerprint(tmp_path, {}) == \
+        DecontamConfig().fingerprint(tmp_path, {})
+
+
+@pytest.mark.slow  # loads the MiniLM model (in two worker processes too)
+def test_two_tasks_with_the_embedder_find_the_same_nearest_exercises(tmp_path, monkeypatch):
+    """Each run on a cold embedding cache: the shards are embedded in other batches, so vectors (and distances)
+    may differ in the last float32 bits; every other file is byte-equal, and so are the nearest exercises and
+    flags. On the same vectors (a warm cache) every file is byte-equal."""
+    cfg = DecontamConfig(taus=(0.9,), embed_max_length=64)
+    monkeypatch.setenv("PHI1_CACHE", str(tmp_path / "cache1"))
+    one = decontam.run(cfg, _mixed_run(tmp_path / "one"), progress=False)
+    monkeypatch.setenv("PHI1_CACHE", str(tmp_path / "cache2"))
+    two = decontam.run(DecontamConfig(taus=(0.9,), embed_max_length=64, tasks=2, workers=2),
+                       _mixed_run(tmp_path / "two"), progress=False)
+    files = [_decontam_files(RunDir(tmp_path / name)) for name in ("one", "two")]
+    nn = [read_jsonl(tmp_path / name / "decontam" / "embedding_nn.jsonl") for name in ("one", "two")]
+    assert {k: v for k, v in files[0].items() if k != "embedding_nn.jsonl"} == \
+        {k: v for k, v in files[1].items() if k != "embedding_nn.jsonl"}
+    assert [(r["task_id"], r["record_id"], r["flagged"]) for r in nn[0]] == \
+        [(r["task_id"], r["record_id"], r["flagged"]) for r in nn[1]]
+    assert [r["l2"] for r in nn[0]] == pytest.approx([r["l2"] for r in nn[1]], abs=1e-5)
+    assert len(nn[0]) == 164 and one.embedding["flagged"] == two.embedding["flagged"]
+    assert {r["record_id"] for r in nn[0]} >= {"b-copy0", "a-copy12"}  # the planted copies are some problem's nearest
+    # The same vectors (run one's cache) split over 3 tasks: every file byte-equal, distances included.
+    monkeypatch.setenv("PHI1_CACHE", str(tmp_path / "cache1"))
+    three = decontam.run(DecontamConfig(taus=(0.9,), embed_max_length=64, tasks=3), _mixed_run(tmp_path / "three"),
+                         progress=False)
+    assert _decontam_files(RunDir(tmp_path / "three")) == files[0] and three.embedding == one.embedding
+
+
+def test_device_setting_is_checked():
+    for good in ("cpu", "cuda", "cuda:1", "auto"):
+        assert DecontamConfig(device=good).device == good
+    with pytest.raises(ConfigError, match="device"):
+        DecontamConfig(device="gpu")
+
+
+def test_a_cluster_executor_missing_here_is_refused_before_any_work(contaminated, tmp_path, monkeypatch):
+    from phi1lib.errors import MissingDependency
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch on it
+    cfg = DecontamConfig(embedder=None, executor="slurm", work_dir=str(tmp_path / "shared"),
+                         cluster={"partition": "cpu", "time": "1:00:00"})
+    with pytest.raises(MissingDependency, match="sbatch"):
+        decontam.run(cfg, contaminated, progress=False)
+    assert not (tmp_path / "shared").exists() and not contaminated.path("decontam", "result.json").exists()

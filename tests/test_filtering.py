@@ -119,8 +119,9 @@ def test_estimate(tmp_path_factory):
     prices = budget.load_prices()
     tiny = filtering.estimate(FilterConfig.for_preset("tiny"), prices)
     assert tiny.cost_usd == 0.0 and tiny.tokens > 0 and tiny.cpu_hours > 0  # stand-in + own laptop: free, not zero work
-    assert [l["item"] for l in filtering.budget_lines(FilterConfig.for_preset("tiny"))] == ["read", "annotate", "embed",
-                                                                                          "classify"]
+    assert [l["item"] for l in filtering.budget_lines(FilterConfig.for_preset("tiny"))] == ["read", "annotate", "view",
+                                                                                          "embed", "train", "classify",
+                                                                                          "dataflow start"]
     paper_cfg = FilterConfig.for_preset("phi1")
     paper = filtering.estimate(paper_cfg, prices)
     per_sample, _ = filtering_stage.annotate_prompt_tokens(paper_cfg)  # the real prompt, rendered and counted
@@ -165,18 +166,28 @@ def test_estimate_is_the_preset_plan_for_phi1():
     prices = budget.load_prices()
     config = FilterConfig.for_preset("phi1")
     est = filtering.estimate(config, prices)
-    assert [l.item for l in est.lines] == ["annotate input", "annotate output", "embed", "classify"]
+    assert [l.item for l in est.lines] == ["annotate input", "annotate output", "view", "embed", "train", "classify",
+                                           "dataflow start"]
     spec = budget.EXTRA_MODELS["Salesforce/codegen-350M-mono"]
     tokens = 35_000_000 * 512  # every sample's first 512 tokens (max_length < the 1,000 planned per sample)
     flops = (2 * budget.body_params(spec) + 4 * spec.n_layer * spec.d_model * 512) * tokens
     mfu = round(19.5 * 0.5 / 312, 4)  # fp32 on an A100 at a stated half of its fp32 peak
-    embed = budget.estimate_compute("filtering", flops, prices, gpu="A100", n_gpus=1, mfu=mfu, tokens=tokens)
+    # the pool's 8 scoring tasks embed on the box's 8 GPUs, one each
+    embed = budget.estimate_compute("filtering", flops, prices, gpu="A100", n_gpus=8, mfu=mfu, tokens=tokens)
     classify = budget.estimate_cpu("filtering", 35_000_000 * 1e-4 / 3600, prices)
+    # choosing and fitting the classifier on the 75,000 training labels, at the measured seconds per label
+    train_h = 75_000 * budget.load_throughput().classifier_seconds_per_label / 3600
+    train = budget.estimate_cpu("filtering", train_h, prices)
+    # the outline view parses the 35M pool samples and the 100k labelled ones, at the measured rate
+    view_h = 35_100_000 / budget.load_throughput().outline_samples_per_s / 3600
+    view = budget.estimate_cpu("filtering", view_h, prices)
     per_sample, _ = filtering_stage.annotate_prompt_tokens(config)
     annotate = budget.price_llm_usage("gpt-4", 100_000 * per_sample, 100_000 * 10, prices)
-    assert est.cost_usd == pytest.approx(annotate + embed.cost_usd + classify.cost_usd, rel=1e-12)
+    assert est.cost_usd == pytest.approx(annotate + embed.cost_usd + classify.cost_usd + train.cost_usd + view.cost_usd,
+                                         rel=1e-12)
     assert est.flops == pytest.approx(flops, rel=1e-12) and est.gpu_hours == pytest.approx(embed.gpu_hours, rel=1e-12)
-    assert est.cpu_hours == pytest.approx(35_000_000 * 1e-4 / 3600, rel=1e-12)
+    start_h = budget.load_throughput().dataflow_start_s / 3600  # the local scoring stage's start
+    assert est.cpu_hours == pytest.approx(35_000_000 * 1e-4 / 3600 + train_h + view_h + start_h, rel=1e-12)
 
 
 def test_count_tokens():
@@ -270,6 +281,7 @@ def test_rerun_returns_stored_result(small_run, monkeypatch):
         raise AssertionError("a finished stage must not read the corpus again")
 
     monkeypatch.setattr(filtering_stage, "load_corpus", boom)
+    monkeypatch.setattr(filtering_stage, "iter_corpus", boom)  # what the stage streams the pool with
     run_dir = RunDir(res.kept_path.parent.parent)
     again = filtering.run(cfg, run_dir, progress=False)
     assert again.counts == res.counts and again.threshold == res.threshold and again.finished_at == res.finished_at

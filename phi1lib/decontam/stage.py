@@ -8,6 +8,14 @@ problem reaches tau; a problem is "similar" at tau when some exercise reaches it
 humaneval_split.json (read by evaluation), exercises pruned per tau, the Table 3 shaped summary,
 the raw hits of each measure, and result.json last.
 
+The measures run as datatrove pipelines (`blocks.measure`): the exercises through the n-gram, AST (HumanEval, and
+MBPP when given) and embedding blocks, the textbooks through the n-gram block, split into `tasks` contiguous shards
+and run by the `executor` (local here: `workers` tasks at once, 1 = in this process; slurm or ray with a shared
+`work_dir`). The rows are collected in record order, so the files are the same for any number of tasks (the
+embedding distances up to float32 rounding when the shards are embedded in other batches than one task would).
+The functions below (`ngram_overlap`, `embedding_neighbours`, `ast_matches`) are the in-process reference the
+blocks are tested against.
+
 Table 3 is reproduced only in part: the split and the pruned exercise files are made here, and
 the evaluation stage reports the main model's pass@1 on each side of the split; the paper's
 second row (the model retrained on the data pruned at tau) is not run by the pipeline. Run it by
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+import resource
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -28,19 +37,20 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from .. import budget, paper, runs
+from ..dataflow import EXECUTORS, check_available
 from ..embed import MINILM_LOCAL, Embedder
 from ..errors import DataError
 from ..jsonl import iter_numbered, write_jsonl
 from ..paths import check_file
-from ..presets import Preset
+from ..presets import Preset, get_preset
 from ..problems import N_PROBLEMS, load_humaneval
 from ..runs import RunDir
-from ..stage import StageConfig, StageResult, Timer, Usage, common_fields, load_stored
+from ..stage import StageConfig, StageResult, Timer, Usage, common_fields, load_stored, plan_defaults
 from .ast_match import ast_sequence, match_all
+from .blocks import l2_distances, measure, ngrams
 
 STAGE = "decontam"
 TAUS = paper.DECONTAM_TAUS
-_WORD = re.compile(r"\w+")
 
 
 @dataclass
@@ -48,7 +58,10 @@ class DecontamConfig(StageConfig):
     """What the decontamination stage compares and how; `DecontamConfig.for_preset(name, **overrides)`."""
 
     STAGE: ClassVar[str] = STAGE
-    NOT_FINGERPRINTED: ClassVar[tuple[str, ...]] = ("planned_records",)
+    # planned_records only prices the plan; the datatrove settings only split the same per-record work over
+    # processes and machines (the outputs are the same for any executor, tasks and workers), so none forces a redo
+    NOT_FINGERPRINTED: ClassVar[tuple[str, ...]] = ("planned_records", "device", "executor", "tasks", "workers",
+                                                    "work_dir", "cluster")
 
     preset: str = "tiny"  # preset the defaults came from
     taus: tuple[float, ...] = TAUS  # AST match-rate thresholds for pruning, highest first (paper: 0.95 ... 0.8)
@@ -61,6 +74,12 @@ class DecontamConfig(StageConfig):
     exercises_file: str | None = None  # exercises to check; None = the run's synthesis/exercises.jsonl
     textbooks_file: str | None = None  # None = the run's synthesis/textbooks.jsonl (when it exists)
     planned_records: int = 2000  # exercises the estimate plans for (the preset's data plan)
+    device: str = "cpu"  # where each task embeds: cpu | cuda (task rank -> cuda:rank % GPUs) | cuda:N | auto
+    executor: str = "local"  # datatrove executor running the measures: local | slurm | ray
+    tasks: int = 1  # datatrove tasks the exercises (and textbooks) are split over, as contiguous shards
+    workers: int = 1  # local executor: tasks at once (1: in this process, no process start-up)
+    work_dir: str | None = None  # folder for datatrove's files (one every slurm/ray node shares); None = temporary
+    cluster: dict = field(default_factory=dict)  # slurm/ray executor settings (partition, time, ...); in code only
 
     def validate(self) -> None:
         self.need(bool(self.taus) and all(0.0 < t <= 1.0 for t in self.taus), "taus", "match rates in (0, 1]")
@@ -68,33 +87,87 @@ class DecontamConfig(StageConfig):
         self.need_ints("ngram", "embed_max_length")
         self.need_ints("planned_records", minimum=0)
         self.need(self.embed_flag_l2 > 0, "embed_flag_l2", "a distance > 0")
+        self.need(self.device in ("cpu", "cuda", "auto") or re.fullmatch(r"cuda:\d+", self.device) is not None,
+                  "device", "cpu, cuda (each task on cuda:rank % GPUs), cuda:N or auto (cuda when present)")
+        self.need(self.executor in EXECUTORS, "executor", f"one of {', '.join(EXECUTORS)}")
+        self.need_ints("tasks", "workers")
+        self.need(self.executor == "local" or bool(self.work_dir), "work_dir",
+                  f"a folder every {self.executor} node can read and write (executor={self.executor}); a temporary "
+                  "folder is only for executor=local")
+        self.need(self.executor != "local" or not self.cluster, "cluster",
+                  "no settings with executor=local (they are for slurm or ray)")
 
     @classmethod
     def _from_preset(cls, p: Preset) -> dict[str, Any]:
         # Offline, 128 tokens (signature + docstring + the start of the body) keeps CPU time low.
+        gpu = {} if p.hardware.gpu == "cpu" else dict(device="cuda", tasks=p.hardware.n_gpus, workers=p.hardware.n_gpus)
         return dict(preset=p.name, embedder=p.embedder, embed_max_length=128 if p.offline else 256,
-                    planned_records=p.data.n_exercises)
+                    planned_records=p.data.n_exercises, **gpu)  # GPU presets: one task per GPU embeds there
 
 
-def budget_lines(config: DecontamConfig) -> list[dict[str, Any]]:
+def budget_lines(config: DecontamConfig, counted: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """CPU work only, no API spend: AST matching of every exercise against every benchmark problem, and embedding
-    the exercises and the problems (on CPU: the embedder runs there), at the rates in costs/throughput.toml."""
+    the exercises and the problems (on CPU: the embedder runs there), at the rates in costs/throughput.toml.
+    `counted` (a run's `count_work`, once the inputs are read) replaces the planned exercise count with the real
+    one and the planned texts with what the embedder will run: texts not in its cache, their padded tokens."""
     tp = budget.load_throughput()
-    n = config.planned_records
+    n = counted["records"] if counted else config.planned_records
     problems = N_PROBLEMS["humaneval"] + (N_PROBLEMS["mbpp"] if config.mbpp_path else 0)
     ast_s = n * problems / tp.ast_pairs_per_s
-    lines = [dict(stage=STAGE, item="decontam-ast", kind="cpu", cpu_hours=ast_s / 3600,
-                  note=f"{n:,} exercises x {problems} problems at {tp.ast_pairs_per_s:,.0f} AST pairs/s, "
-                       f"{tp.source()}")]
-    if config.embedder:
+    side_by_side = config.tasks if config.executor != "local" else min(config.tasks, config.workers)
+    lines = [dict(stage=STAGE, item="decontam-ast", kind="cpu", cpu_hours=ast_s / 3600, workers=side_by_side,
+                  note=f"{n:,} exercises{'' if counted else ' (planned)'} x {problems} problems at "
+                       f"{tp.ast_pairs_per_s:,.0f} AST pairs/s, {tp.source()}")]
+    hardware = get_preset(config.preset).hardware
+    if config.embedder and config.device != "cpu" and hardware.gpu != "cpu":
+        lines.append(_gpu_embed_line(config, n + problems, hardware, side_by_side))
+    elif config.embedder:
         spec = None if config.embedder == MINILM_LOCAL else _embedder_spec(config.embedder)
-        embed_s = budget.cpu_embed_seconds(tp, n + problems, config.embed_max_length, spec)
+        if counted:
+            texts, tokens = counted["embed_texts"], counted["embed_tokens"]
+            what = (f"{texts:,} texts not in the embedding cache, {tokens:,} padded tokens (of {n + problems:,} "
+                    "texts)")
+        else:
+            texts, tokens = n + problems, None
+            what = f"{texts:,} texts x {config.embed_max_length} tokens (planned)"
+        embed_s = budget.cpu_embed_seconds(tp, texts, config.embed_max_length, spec, tokens=tokens)
         scaled = "" if spec is None else ", scaled by its forward FLOPs per token against minilm-local's"
         lines.append(dict(stage=STAGE, item="decontam-embed", kind="cpu", cpu_hours=embed_s / 3600,
-                          note=f"{n + problems:,} texts x {config.embed_max_length} tokens through {config.embedder} "
-                               f"on CPU at {tp.embed_tokens_per_s:,.0f} tokens/s{scaled}, plus "
-                               f"{tp.embed_load_s:.1f} s to load it, {tp.source()}"))
+                          note=f"{what} through {config.embedder} on CPU at {tp.embed_tokens_per_s:,.0f} tokens/s"
+                               f"{scaled}, plus {tp.embed_load_s:.1f} s to load it when anything is left to "
+                               f"embed, {tp.source()}"))
     return lines
+
+
+def _gpu_embed_line(config: DecontamConfig, texts: int, hardware, side_by_side: int) -> dict[str, Any]:
+    """Embedding on the preset's GPUs, one task per GPU, in fp32 (as embed.py runs it): forward FLOPs of the
+    embedder's body over texts x max_length tokens, at the stated fp32 utilisation."""
+    spec = _embedder_spec(config.embedder)
+    n_gpus = max(1, min(side_by_side, hardware.n_gpus))
+    mfu = budget.fp32_embed_mfu(hardware.gpu)
+    tokens = float(texts * config.embed_max_length)
+    line = dict(stage=STAGE, item="decontam-embed", kind="compute", tokens=tokens, seq_len=config.embed_max_length,
+                n_gpus=n_gpus, **({"mfu": mfu} if mfu else {}),
+                note=f"{texts:,} texts x {config.embed_max_length} tokens through {config.embedder} on {n_gpus} "
+                     f"{hardware.gpu}(s), one task each, in fp32" + (f" (MFU {mfu:.3f} of the bf16 peak)" if mfu else ""))
+    if spec is not None:
+        line.update(model=config.embedder, params=float(budget.body_params(spec)))
+    else:
+        line["flops"] = budget.embed_flops_per_token(budget.EXTRA_MODELS[MINILM_LOCAL], config.embed_max_length) * tokens
+    return line
+
+
+def count_work(config: DecontamConfig, exercises: list[dict], problems: list[dict]) -> dict[str, Any]:
+    """What this run will do, counted before it does it: the exercises, and the texts (and padded tokens) the
+    embedder will run once its cache has answered the rest (`Embedder.plan`)."""
+    counted: dict[str, Any] = {"records": len(exercises), "embed_texts": 0, "embed_tokens": 0}
+    if config.embedder and exercises:
+        emb = Embedder(config.embedder, max_length=config.embed_max_length, progress=False)
+        for texts in ([x["text"] for x in exercises], [x["text"] for x in problems]):  # embedded as two lists
+            n, tokens = emb.plan(texts)
+            counted["embed_texts"] += n
+            counted["embed_tokens"] += tokens
+    return counted
 
 
 def _embedder_spec(model: str):
@@ -102,8 +175,10 @@ def _embedder_spec(model: str):
     return budget.EXTRA_MODELS.get(model)
 
 
-def estimate(config: DecontamConfig, prices: budget.PriceBook | None = None) -> budget.StageEstimate:
-    return budget.price_lines(STAGE, budget_lines(config), {}, prices)
+def estimate(config: DecontamConfig, prices: budget.PriceBook | None = None,
+             counted: dict[str, Any] | None = None) -> budget.StageEstimate:
+    return budget.price_lines(STAGE, budget_lines(config, counted), plan_defaults(get_preset(config.preset).hardware),
+                              prices)
 
 
 # ---- benchmark problems -----------------------------------------------------------------------
@@ -130,20 +205,16 @@ def benchmark_problems(config: DecontamConfig) -> dict[str, list[dict]]:
 
 # ---- the three measures -------------------------------------------------------------------------
 
-def ngrams(text: str, n: int = 13) -> set[tuple[str, ...]]:
-    toks = _WORD.findall(text.lower())
-    return {tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)}
-
-
 def ngram_overlap(records: Sequence[dict], problems: Sequence[dict], n: int = 13) -> list[dict]:
-    """Every (task, record) pair sharing a word n-gram, with the count and one example n-gram."""
+    """Every (task, record) pair sharing a word n-gram, with the count and one example n-gram (the first in sorted
+    order: the same in every process, whatever the string hash seed)."""
     index: dict[tuple, list[int]] = {}
     for j, p in enumerate(problems):
-        for g in ngrams(p["text"], n):
+        for g in sorted(ngrams(p["text"], n)):
             index.setdefault(g, []).append(j)
     hits: dict[tuple[int, int], list] = {}
     for i, r in enumerate(records):
-        for g in ngrams(r["text"], n):
+        for g in sorted(ngrams(r["text"], n)):
             for j in index.get(g, ()):
                 hits.setdefault((j, i), []).append(g)
     return [{"task_id": problems[j]["task_id"], "record_id": records[i]["id"], "kind": records[i].get("kind"),
@@ -160,11 +231,10 @@ def embedding_neighbours(records: Sequence[dict], problems: Sequence[dict], conf
     p = emb.embed([x["text"] for x in problems], desc="embed problems")
     r /= np.linalg.norm(r, axis=1, keepdims=True) + 1e-12
     p /= np.linalg.norm(p, axis=1, keepdims=True) + 1e-12
-    # ||a - b||^2 = 2 - 2 a.b for unit vectors: one matrix product, (problems x records).
-    d2 = np.clip(2.0 - 2.0 * (p @ r.T), 0.0, None)
-    nn = d2.argmin(axis=1)
+    d = l2_distances(p, r)  # (problems x records)
+    nn = d.argmin(axis=1)
     return [{"task_id": problems[j]["task_id"], "record_id": records[int(nn[j])]["id"],
-             "l2": float(np.sqrt(d2[j, nn[j]])), "flagged": bool(np.sqrt(d2[j, nn[j]]) < config.embed_flag_l2)}
+             "l2": float(d[j, nn[j]]), "flagged": bool(d[j, nn[j]] < config.embed_flag_l2)}
             for j in range(len(problems))]
 
 
@@ -274,11 +344,10 @@ def read(paths: dict[str, Path]) -> tuple[list[dict], list[dict]]:
     return exercises, books
 
 
-def measure_embedding(exercises: list[dict], problems: list[dict], config: DecontamConfig, out: Path,
-                      progress: bool) -> dict[str, Any]:
+def write_embedding(nn: list[dict], config: DecontamConfig, out: Path) -> dict[str, Any]:
+    """embedding_nn.jsonl (each problem's nearest exercise) and its summary."""
     summary: dict[str, Any] = {"embedder": config.embedder, "skipped": config.embedder is None}
     if config.embedder is not None:
-        nn = embedding_neighbours(exercises, problems, config, progress=progress)
         write_jsonl(out / "embedding_nn.jsonl", nn)
         d = sorted(x["l2"] for x in nn)
         summary.update(min_l2=d[0], median_l2=d[len(d) // 2], flagged=sum(x["flagged"] for x in nn),
@@ -286,17 +355,18 @@ def measure_embedding(exercises: list[dict], problems: list[dict], config: Decon
     return summary
 
 
-def split_and_prune(exercises: list[dict], benches: dict[str, list[dict]], config: DecontamConfig, out: Path,
-                    progress: bool) -> dict[str, Any]:
-    """AST matches against each benchmark, the similar/non-similar split per tau, exercises pruned per tau."""
-    matches, stats = ast_matches(exercises, benches["humaneval"], min(config.taus), progress=progress)
+def split_and_prune(exercises: list[dict], benches: dict[str, list[dict]], rows: dict[str, Any],
+                    config: DecontamConfig, out: Path) -> dict[str, Any]:
+    """From the AST matches against each benchmark (`rows`: blocks.measure's): the similar/non-similar split per
+    tau, exercises pruned per tau."""
+    matches = rows["ast"]
     write_jsonl(out / "ast_matches.jsonl", matches)
     split = split_table(matches, benches["humaneval"], exercises, config.taus)
     (out / "humaneval_split.json").write_text(json.dumps(split, indent=1), encoding="utf-8")
     extra = {}
     for name, probs in benches.items():
         if name != "humaneval":
-            other, _ = ast_matches(exercises, probs, min(config.taus))
+            other = rows["others"][name]
             path = out / f"{name}_split.json"
             path.write_text(json.dumps(split_table(other, probs, exercises, config.taus), indent=1), encoding="utf-8")
             extra[name] = str(path)
@@ -308,7 +378,26 @@ def split_and_prune(exercises: list[dict], benches: dict[str, list[dict]], confi
         path = out / f"exercises_pruned_tau{tau:g}.jsonl"
         write_jsonl(path, (r for r in exercises if best.get(r["id"], 0.0) < tau - 1e-9))
         pruned[f"{tau:g}"] = str(path)
-    return {"split": split, "stats": stats, "extra": extra, "pruned": pruned}
+    return {"split": split, "stats": ast_block_stats(rows["blocks"]["exercises"]), "extra": extra, "pruned": pruned}
+
+
+def ast_block_stats(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    """ast_matches' statistics (candidate pruning counts, seconds, unparsable records) from the first AST block's
+    stats (HumanEval's), its seconds summed over the tasks."""
+    block = next(b for b in blocks if b["name"] == "AST match")
+    keys = ("pairs_total", "after_length", "after_bag", "edit_distances", "unparsable_records")
+    return {**{k: int(block["counters"].get(k, 0)) for k in keys}, "seconds": block["seconds"]}
+
+
+def block_seconds(blocks: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
+    """Seconds per measure summed over the tasks (and over exercises and textbooks): ngram, ast, embedding."""
+    names = {"n-gram overlap": "ngram", "AST match": "ast", "embedding distance": "embedding"}
+    out: dict[str, float] = {}
+    for part in blocks.values():
+        for b in part:
+            if b["name"] in names:
+                out[names[b["name"]]] = out.get(names[b["name"]], 0.0) + b["seconds"]
+    return out
 
 
 # What synthesis.extractive marks its records with (a stage never imports another stage: the name is the contract).
@@ -324,36 +413,55 @@ def stand_in_note(records: Sequence[dict]) -> str | None:
             "little or nothing to find is expected")
 
 
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's finished child processes (the local executor's workers)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def run(config: DecontamConfig, run_dir: RunDir, *, ledger: budget.Ledger | None = None,
         prices: budget.PriceBook | None = None, force: bool = False, progress: bool = True) -> DecontamResult:
-    """Measure overlap (n-gram, embedding, AST), split HumanEval, prune the exercises per tau; result.json last."""
+    """Measure overlap (n-gram, embedding, AST) through the datatrove blocks, split HumanEval, prune the exercises
+    per tau; result.json last. A task that fails raises (nothing marked finished; a rerun redoes the unfinished
+    tasks). `progress` is accepted for the stage contract; the tasks log to datatrove's log instead of bars."""
     out = run_dir.stage(STAGE)
     paths = inputs_of(config, run_dir)
     inputs = {name: runs.identity(path) for name, path in paths.items()}
     if (done := load_stored(DecontamResult, out, config, root=run_dir.root, inputs=inputs, force=force)) is not None:
         return done
-    est = estimate(config, prices)
-    t = Timer()
+    if config.executor != "local":
+        check_available(config.executor)  # before any work: MissingDependency naming what to install
+    t, children0 = Timer(), _children_cpu_s()
     with t("read"):
         exercises, books = read(paths)
         benches = benchmark_problems(config)
-    with t("ngram"):
-        hits = ngram_overlap(exercises + books, benches["humaneval"], config.ngram)
+        # Priced from what will run: the real exercises, and what the embedder's cache leaves to embed.
+        est = estimate(config, prices, count_work(config, exercises, benches["humaneval"]))
+    with t("measure"):  # the datatrove pipelines: every block over every shard
+        rows = measure(exercises, books, benches, config.work_dir, ngram=config.ngram, tau_min=min(config.taus),
+                       embedder=config.embedder, max_length=config.embed_max_length, flag_l2=config.embed_flag_l2,
+                       device=config.device, executor=config.executor, tasks=config.tasks, workers=config.workers,
+                       cluster=config.cluster)
+    with t("write"):
+        hits = rows["ngram"]
         write_jsonl(out / "ngram_hits.jsonl", hits)
-    with t("embedding"):
-        emb = measure_embedding(exercises, benches["humaneval"], config, out, progress)
-    with t("ast"):
-        ast = split_and_prune(exercises, benches, config, out, progress)
+        emb = write_embedding(rows["embedding"], config, out)
+        ast = split_and_prune(exercises, benches, rows, config, out)
     table = table3(ast["split"], len(exercises))
     table.to_csv(out / "table3.csv", index=False)
-    usage = Usage(cpu_s=t.cpu_s, wall_s=t.wall_s)
+    usage = Usage(cpu_s=t.cpu_s + _children_cpu_s() - children0, wall_s=t.wall_s)  # with the worker processes'
     if ledger is not None:
         ledger.record(STAGE, usd=0.0, cpu_seconds=usage.cpu_s, estimate_usd=est.cost_usd, preset=config.preset)
     files = {"split": str(out / "humaneval_split.json"), "table3": str(out / "table3.csv"),
              "ngram_hits": str(out / "ngram_hits.jsonl"), "ast_matches": str(out / "ast_matches.jsonl"),
              **{f"pruned_tau{k}": v for k, v in ast["pruned"].items()}}
     metrics = {"records": len(exercises), "textbooks": len(books), "ngram_hits": len(hits),
-               "similar": {r["tau"]: r["similar"] for r in table.to_dict(orient="records")}}
+               "similar": {r["tau"]: r["similar"] for r in table.to_dict(orient="records")},
+               "dataflow": {"executor": config.executor, "tasks": config.tasks, "workers": config.workers,
+                            "block_seconds": block_seconds(rows["blocks"]), "peak_rss_mb": rows["peak_rss_mb"],
+                            "note": "block_seconds: each measure's seconds summed over the datatrove tasks; "
+                                    "peak_rss_mb: each task's process peak RSS (with workers=1 the tasks run in the "
+                                    "stage's own process)"}}
     return DecontamResult(
         **common_fields(config, out, run_dir, inputs, est), files=files, metrics=metrics, usage=usage,
         seconds=t.finish(), stand_in=stand_in_note(exercises + books), split_path=files["split"],

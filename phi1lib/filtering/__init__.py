@@ -9,7 +9,9 @@ chosen by cross-validation, baselines, metrics, save/load).
 """
 
 from .scoring import auc_table, choose_threshold, examples_html, examples_table, load_pool, score_pool
-from .stage import OUT_COLUMNS, STAGE, FilterConfig, FilterResult, budget_lines, count_tokens, estimate, run
+from .stage import OUT_COLUMNS, STAGE, FilterConfig, FilterResult, budget_lines, count_tokens, estimate, run, \
+    scoring_pipeline
 
 __all__ = ["STAGE", "OUT_COLUMNS", "FilterConfig", "FilterResult", "budget_lines", "estimate", "run", "load_pool",
-           "choose_threshold", "count_tokens", "examples_html", "examples_table", "score_pool", "auc_table"]
+           "choose_threshold", "count_tokens", "examples_html", "examples_table", "score_pool", "auc_table",
+           "scoring_pipeline"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import os
 import random
 import site
@@ -188,10 +189,10 @@ def _group_files(roots: list[Path]) -> "OrderedDict[str, list[tuple[Path, Path]]
     return OrderedDict(sorted(groups.items()))
 
 
-def read_installed_python(n: int, *, seed: int = 0, granularity: str = "file",
+def iter_installed_python(n: int, *, seed: int = 0, granularity: str = "file",
                           max_bytes: int = DEFAULT_MAX_BYTES, stats: CorpusStats | None = None,
-                          roots: list[Path] | None = None) -> list[dict[str, Any]]:
-    """`n` samples of the Python installed here, deterministic for a seed and spread across packages.
+                          roots: list[Path] | None = None) -> Iterator[dict[str, Any]]:
+    """`n` samples of the Python installed here, streamed; deterministic for a seed and spread across packages.
 
     Files are shuffled within each top-level package, packages are shuffled, then files are
     taken round-robin (one per package per round) until `n` samples are read.
@@ -201,17 +202,15 @@ def read_installed_python(n: int, *, seed: int = 0, granularity: str = "file",
         raise ConfigError(f"corpus_samples={n}; need a positive number of samples")
     roots = roots or installed_python_roots()
     rng = random.Random(seed)
-    groups = _group_files(roots)
     queues = []
-    for key, files in groups.items():
+    for key, files in _group_files(roots).items():
         files = list(files)
         rng.shuffle(files)
         queues.append((key, files))
     rng.shuffle(queues)
     stats = stats if stats is not None else CorpusStats()
-    out: list[dict[str, Any]] = []
-    depth = 0
-    while len(out) < n and any(depth < len(f) for _, f in queues):
+    count, depth = 0, 0
+    while count < n and any(depth < len(f) for _, f in queues):
         for key, files in queues:
             if depth >= len(files):
                 continue
@@ -222,13 +221,21 @@ def read_installed_python(n: int, *, seed: int = 0, granularity: str = "file",
             src = "stdlib" if root.name not in ("site-packages", "dist-packages") else "site-packages"
             for rec in _samples_from_text(text, src, str(path.relative_to(root)), granularity, stats,
                                           {"package": key.split("/", 1)[1]}):
-                out.append(rec)
-                if len(out) >= n:
-                    stats.samples = len(out)
-                    return out
+                count += 1
+                stats.samples = count
+                yield rec
+                if count >= n:
+                    return
         depth += 1
-    stats.samples = len(out)
-    return out
+    stats.samples = count
+
+
+def read_installed_python(n: int, *, seed: int = 0, granularity: str = "file",
+                          max_bytes: int = DEFAULT_MAX_BYTES, stats: CorpusStats | None = None,
+                          roots: list[Path] | None = None) -> list[dict[str, Any]]:
+    """`iter_installed_python` as a list (small samples: estimates, benchmarks)."""
+    return list(iter_installed_python(n, seed=seed, granularity=granularity, max_bytes=max_bytes, stats=stats,
+                                      roots=roots))
 
 
 def _join_fields(row: dict, fields: str | list[str]) -> Any:
@@ -318,29 +325,108 @@ def read_hub(name: str, *, data_dir: str | None = None, split: str = "train", te
                                   max_bytes=max_bytes, limit=limit, stats=stats)
 
 
-def load_corpus(spec: str, n: int, *, seed: int = 0, granularity: str = "file", max_bytes: int = DEFAULT_MAX_BYTES,
-                text_field: str | list[str] | None = None, stats: CorpusStats | None = None) -> list[dict[str, Any]]:
-    """Up to `n` samples from a corpus spec.
+def iter_corpus(spec: str, n: int, *, seed: int = 0, granularity: str = "file", max_bytes: int = DEFAULT_MAX_BYTES,
+                text_field: str | list[str] | None = None,
+                stats: CorpusStats | None = None) -> Iterator[dict[str, Any]]:
+    """Up to `n` samples from a corpus spec, streamed (never the whole corpus in memory).
 
     spec: "installed" (this machine's Python), a known hub source ("the-stack-python",
     "stackoverflow"), "hub:<dataset id or folder>", a folder of .py files, or a .jsonl/.parquet file.
     """
     stats = stats if stats is not None else CorpusStats()
     if spec == "installed":
-        return read_installed_python(n, seed=seed, granularity=granularity, max_bytes=max_bytes, stats=stats)
+        return iter_installed_python(n, seed=seed, granularity=granularity, max_bytes=max_bytes, stats=stats)
     if spec in HUB_SOURCES or spec.startswith("hub:"):
         src = dict(HUB_SOURCES.get(spec) or {"name": spec[4:], "data_dir": None, "split": "train",
                                              "text_field": "content", "path_field": None, "id_field": None})
         if text_field is not None:
             src["text_field"] = text_field
         name = src.pop("name")
-        return list(read_hub(name, granularity=granularity, max_bytes=max_bytes, limit=n, stats=stats,
-                             source=spec.removeprefix("hub:"), **src))
+        return read_hub(name, granularity=granularity, max_bytes=max_bytes, limit=n, stats=stats,
+                        source=spec.removeprefix("hub:"), **src)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return list(read_folder(path, granularity=granularity, max_bytes=max_bytes, limit=n, stats=stats))
+        return read_folder(path, granularity=granularity, max_bytes=max_bytes, limit=n, stats=stats)
     if path.is_file():
-        return list(read_table(path, text_field=text_field or "text", granularity=granularity, max_bytes=max_bytes,
-                               limit=n, stats=stats))
+        return read_table(path, text_field=text_field or "text", granularity=granularity, max_bytes=max_bytes,
+                          limit=n, stats=stats)
     raise ConfigError(f"corpus={spec!r} is neither 'installed', a hub source ({', '.join(HUB_SOURCES)}, "
                       f"hub:<id>), an existing folder of .py files, nor a .jsonl/.parquet file")
+
+
+def load_corpus(spec: str, n: int, *, seed: int = 0, granularity: str = "file", max_bytes: int = DEFAULT_MAX_BYTES,
+                text_field: str | list[str] | None = None, stats: CorpusStats | None = None) -> list[dict[str, Any]]:
+    """`iter_corpus` as a list (small samples: the estimate's prompt sample, benchmarks)."""
+    return list(iter_corpus(spec, n, seed=seed, granularity=granularity, max_bytes=max_bytes, text_field=text_field,
+                            stats=stats))
+
+
+# ---- the pool as JSONL shards (what the datatrove pipelines read) ------------------------------------
+
+@dataclass
+class PoolShards:
+    """The candidate pool on disk: `<folder>/<k:05d>.jsonl`, contiguous runs of the pool in reading order,
+    each record `id, source, path, text, shard` plus what `write_shards` was asked to add. Read back by
+    streaming; `take` and `texts` read only what they return."""
+
+    folder: Path
+    files: list[Path]
+    n: int
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for f in self.files:
+            yield from iter_jsonl(f, strict=True)
+
+    def take(self, indices: Iterable[int]) -> list[dict[str, Any]]:
+        """The records at these pool positions, in the order given."""
+        indices = [int(i) for i in indices]
+        wanted = set(indices)
+        found = {i: rec for i, rec in enumerate(self) if i in wanted}
+        missing = wanted - set(found)
+        if missing:
+            raise DataError(f"{self.folder}: pool positions {sorted(missing)[:5]} out of range (pool of {self.n})")
+        return [found[i] for i in indices]
+
+    def texts(self, ids: Iterable[str]) -> dict[str, str]:
+        """{id: text} of these sample ids (the first record of each id)."""
+        wanted, out = set(ids), {}
+        for rec in self:
+            if rec["id"] in wanted and rec["id"] not in out:
+                out[rec["id"]] = rec["text"]
+        return out
+
+
+def write_shards(records: Iterable[dict[str, Any]], folder: str | os.PathLike, per_shard: int,
+                 extra=None) -> PoolShards:
+    """Stream `records` into JSONL shards of `per_shard` records (`<folder>/00000.jsonl`, ...), replacing any
+    shards already there; each record keeps id/source/path/text, gets its `shard` name and `extra(record)`'s
+    fields. Only one record is held at a time; each shard file appears whole (written aside, then renamed)."""
+    if per_shard < 1:
+        raise ConfigError(f"per_shard={per_shard}: need at least 1 record per shard")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.jsonl"):
+        old.unlink()
+    files: list[Path] = []
+    n, fh, tmp = 0, None, None
+    try:
+        for rec in records:
+            if n % per_shard == 0:
+                if fh is not None:
+                    fh.close()
+                    os.replace(tmp, files[-1])
+                files.append(folder / f"{len(files):05d}.jsonl")
+                tmp = files[-1].with_name(f".{files[-1].name}.tmp")
+                fh = open(tmp, "w", encoding="utf-8")
+            row = {"id": rec["id"], "source": rec["source"], "path": rec["path"], "text": rec["text"],
+                   "shard": files[-1].stem, **(extra(rec) if extra else {})}
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    finally:
+        if fh is not None:
+            fh.close()
+            os.replace(tmp, files[-1])
+    return PoolShards(folder, files, n)

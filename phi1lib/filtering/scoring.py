@@ -1,26 +1,46 @@
 """Scoring the pool with the saved forest, choosing the threshold, and showing the extremes (filtering's tools).
 
-`score_pool` embeds and scores texts with datasets.map (spawned workers share the embedding
-cache), `choose_threshold` turns scores into the kept set, `load_pool` / `examples_table` /
-`examples_html` read a finished stage's pool back for the notebooks.
+The stage scores its pool through two datatrove pipelines over the pool's JSONL shards (`Dataflow` runs them
+with the local, Slurm or Ray executor; finished tasks are skipped on a rerun):
+
+    score: JsonlReader(pool) -> EmbedScore (embedder + classifier; embeddings/<shard>.npz) -> PeakMemory
+    split: JsonlReader(pool) -> ShardScores -> ScoreFilter(global threshold; dropped -> JsonlWriter)
+           -> JsonlWriter(kept) -> PeakMemory
+
+The threshold between them is chosen over every score (`choose_threshold`), and `merge_outputs` streams the
+shards into the stage's pool/kept/dropped.parquet. `score_pool` embeds and scores a list of texts in-process
+(datasets.map; `phi1 filter score`), `load_pool` / `examples_table` / `examples_html` read a finished stage's
+pool back for the notebooks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import heapq
 import html
+import json
 import multiprocessing as mp
 import os
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..dataflow import (EmbedScore, PeakMemory, ScoreFilter, ShardScores, make_executor, read_peaks, read_scores,
+                        run_to_completion, shard_scores)
 from ..embed import Embedder, text_hash
 from ..errors import ConfigError, DataError
+from ..jsonl import iter_jsonl
+from ..paths import atomic_path
 from ..runs import RunDir
 from .classifier import load_classifier
+from .corpus import PoolShards
 from .view import sample_view, strip_header
 
 STAGE = "filtering"
@@ -104,12 +124,226 @@ def score_pool(texts: list[str], embed_kwargs: dict[str, Any], classifier_path: 
     return (scores, fresh) if return_fresh else scores
 
 
+# ---- the pool through datatrove ----------------------------------------------------------------------
+
+OUT_COLUMNS = ["id", "source", "path", "text", "score", "n_tokens"]
+POOL_COLUMNS = ["id", "source", "path", "text", "n_tokens", "score", "kept", "rating", "label", "split"]
+
+
+def classifier_model(path: str):
+    """The fitted model of a saved classifier (what EmbedScore applies to each document)."""
+    return load_classifier(path)[0]
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Dataflow:
+    """Where and how the pool's datatrove pipelines run: `<work>/<pipeline>/` (logs with datatrove's completion
+    marks, outputs, per-task peak memory), `tasks` shards of work, `workers` at once (local executor), `cluster`
+    settings for Slurm/Ray. A pipeline folder is kept between runs only while its `key` (what its outputs
+    depend on) is unchanged, so a rerun after a failure skips exactly the finished tasks and nothing stale is reused."""
+
+    work: Path
+    executor: str = "local"
+    tasks: int = 1
+    workers: int | None = None
+    cluster: dict[str, Any] = field(default_factory=dict)
+
+    def folder(self, name: str) -> Path:
+        return Path(self.work) / name
+
+    def prepare(self, name: str, key: dict[str, Any], fresh: bool = False) -> Path:
+        folder = self.folder(name)
+        marker = folder / "key.json"
+        text = json.dumps(key, sort_keys=True, default=str)
+        if folder.exists() and (fresh or not marker.is_file() or marker.read_text(encoding="utf-8") != text):
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        marker.write_text(text, encoding="utf-8")
+        return folder
+
+    @property
+    def local_workers(self) -> int:
+        return min(self.tasks, self.workers or os.cpu_count() or 1)
+
+    def threads(self) -> int | None:
+        """torch CPU threads per task: the cores shared by the tasks running at once (None: leave torch's default)."""
+        if self.executor != "local" or self.local_workers == 1:
+            return None
+        return max(1, (os.cpu_count() or 1) // self.local_workers)
+
+    def run(self, name: str, blocks: list) -> dict[str, Any]:
+        """Run `blocks` as pipeline `name` to the end: peak RSS per task (MB) and the tasks' summed stats."""
+        folder = self.folder(name)
+        kw = dict(workers=self.local_workers) if self.executor == "local" else {}
+        ex = make_executor(self.executor, blocks, tasks=self.tasks, logging_dir=str(folder / "logs"), **kw,
+                           **self.cluster)
+        run_to_completion(ex, what=f"filtering {name} pipeline")
+        return {"peak_rss_mb": [round(p, 1) for p in read_peaks(folder / "memory")],
+                "stats": task_stats(folder / "logs")}
+
+
+def task_stats(logs: Path) -> dict[str, float]:
+    """Each block's counters summed over the tasks' stats files ("<block>/<counter>": total)."""
+    totals: dict[str, float] = {}
+    for path in sorted((Path(logs) / "stats").glob("*.json")):
+        for step in json.loads(path.read_text(encoding="utf-8")):
+            for counter, value in (step.get("stats") or {}).items():
+                total = value.get("total", 0) if isinstance(value, dict) else value
+                key = f"{str(step.get('name')).split(': ', 1)[-1]}/{counter}"  # "<type>: <name>" -> name
+                totals[key] = totals.get(key, 0) + total
+    return totals
+
+
+def _pool_reader(pool: PoolShards):
+    from datatrove.pipeline.readers import JsonlReader
+
+    return JsonlReader(str(pool.folder), glob_pattern="*.jsonl", compression=None, add_file_path=False)
+
+
+def scoring_blocks(pool: PoolShards, flow: Dataflow, embed_kwargs: dict[str, Any], classifier_path: str | os.PathLike,
+                   view: str, batch_size: int) -> list:
+    """The score pipeline: read the pool's shards, embed each sample's `view` and apply the classifier
+    (embeddings and scores per shard), record each task's peak memory."""
+    folder = flow.folder("score")
+    return [_pool_reader(pool),
+            EmbedScore(embed_kwargs, str(classifier_path), str(folder / "embeddings"), load=classifier_model,
+                       prepare=functools.partial(sample_view, view=view), batch_size=batch_size,
+                       threads=flow.threads()),
+            PeakMemory(str(folder / "memory"))]
+
+
+def split_blocks(pool: PoolShards, flow: Dataflow, threshold: float) -> list:
+    """The split pipeline: read the pool's shards, attach each sample's score, keep score >= threshold
+    (kept and dropped written per shard), record each task's peak memory."""
+    from datatrove.pipeline.writers import JsonlWriter
+
+    folder = flow.folder("split")
+
+    def writer(name):
+        # one file per (pool shard, task): a shard is read by one task, so no two tasks write the same file
+        return JsonlWriter(str(folder / name), output_filename="${shard}.${rank}.jsonl", compression=None,
+                           expand_metadata=True)
+
+    return [_pool_reader(pool), ShardScores(str(flow.folder("score") / "embeddings")),
+            ScoreFilter(threshold, exclusion_writer=writer("dropped")), writer("kept"),
+            PeakMemory(str(folder / "memory"))]
+
+
+def pool_scores(flow: Dataflow) -> np.ndarray:
+    """Every pool score the score pipeline wrote (only the scores are read: what the threshold needs)."""
+    return read_scores(flow.folder("score") / "embeddings")
+
+
+class Extremes:
+    """The n highest- and n lowest-scored rows of a stream (ties: the earlier row), in bounded memory."""
+
+    def __init__(self, n: int):
+        self.n, self._high, self._low, self._i = n, [], [], 0
+
+    def add(self, score: float, row: dict[str, Any]) -> None:
+        self._i += 1
+        for heap, key in ((self._high, (score, -self._i)), (self._low, (-score, -self._i))):
+            if len(heap) < self.n:
+                heapq.heappush(heap, (key, row))
+            elif key > heap[0][0]:
+                heapq.heapreplace(heap, (key, row))
+
+    def high(self) -> list[dict[str, Any]]:
+        return [row for _, row in sorted(self._high, key=lambda kv: kv[0], reverse=True)]
+
+    def low(self) -> list[dict[str, Any]]:
+        return [row for _, row in sorted(self._low, key=lambda kv: kv[0], reverse=True)]
+
+
+def _schema(columns: list[str]):
+    import pyarrow as pa
+
+    types = {"id": pa.large_string(), "source": pa.large_string(), "path": pa.large_string(),
+             "text": pa.large_string(), "n_tokens": pa.int64(), "score": pa.float64(), "kept": pa.bool_(),
+             "rating": pa.float64(), "label": pa.float64(), "split": pa.large_string()}
+    return pa.schema([(c, types[c]) for c in columns])
+
+
+class _ParquetOut:
+    """A Parquet file written table by table (one shard in memory at a time)."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        import pyarrow.parquet as pq
+
+        self.columns, self.schema = columns, _schema(columns)
+        self._writer = pq.ParquetWriter(str(path), self.schema)
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        import pyarrow as pa
+
+        if rows:
+            self._writer.write_table(pa.Table.from_pylist([{c: r.get(c) for c in self.columns} for r in rows],
+                                                          schema=self.schema))
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def merge_outputs(pool: PoolShards, flow: Dataflow, labels: dict[str, dict[str, Any]], threshold: float, out: Path,
+                  n_examples: int) -> tuple[dict[str, Path], dict[str, list[dict]], dict[str, int]]:
+    """Stream the shards into out/pool.parquet (every sample: score, kept, its label if annotated) and the split
+    pipeline's kept/dropped shards into out/kept.parquet and out/dropped.parquet, shard by shard in pool order.
+    Returns (files, {"high", "low"} rows of the extremes, totals). A kept/dropped file that disagrees with the
+    scores (a sample missing, or on the wrong side) is an error, not a result."""
+    split, names = flow.folder("split"), {"pool": POOL_COLUMNS, "kept": OUT_COLUMNS, "dropped": OUT_COLUMNS}
+    ext = Extremes(n_examples)
+    totals = {"pool_samples": 0, "kept_samples": 0, "pool_tokens": 0, "kept_tokens": 0}
+    empty = {"rating": None, "label": None, "split": None}
+    with contextlib.ExitStack() as stack:  # each file appears whole, on success only
+        outs = {name: _ParquetOut(stack.enter_context(atomic_path(out / f"{name}.parquet")), cols)
+                for name, cols in names.items()}
+        for shard in pool.files:
+            scores = shard_scores(flow.folder("score") / "embeddings", shard.stem)
+            rows = []
+            for rec in iter_jsonl(shard, strict=True):
+                row = {**rec, "score": scores[rec["id"]], **labels.get(rec["id"], empty)}
+                row["kept"] = row["score"] >= threshold
+                rows.append(row)
+                ext.add(row["score"], {k: row[k] for k in ("path", "score", "text")})
+                totals["pool_samples"] += 1
+                totals["pool_tokens"] += row["n_tokens"]
+                totals["kept_samples"] += row["kept"]
+                totals["kept_tokens"] += row["n_tokens"] * row["kept"]
+            outs["pool"].write(rows)
+            for side in ("kept", "dropped"):
+                parts = sorted((split / side).glob(f"{shard.stem}.*.jsonl"))
+                path = parts[0] if len(parts) == 1 else split / side / f"{shard.stem}.*.jsonl"
+                written = [r for f in parts for r in iter_jsonl(f, strict=True)]
+                expect = [r["id"] for r in rows if r["kept"] == (side == "kept")]
+                if [r["id"] for r in written] != expect:
+                    raise DataError(f"{path}: the split pipeline wrote {len(written)} {side} samples, the scores "
+                                    f"say {len(expect)}; rerun with --force")
+                outs[side].write(written)
+        for o in outs.values():
+            o.close()
+    files = {name: out / f"{name}.parquet" for name in names}
+    return files, {"high": ext.high(), "low": ext.low()}, totals
+
+
 def examples_table(pool, n: int = 5):
     """The n highest- and n lowest-scored samples side by side (paper Fig. 2.x style)."""
+    return examples_frame(pool.nlargest(n, "score").to_dict("records"), pool.nsmallest(n, "score").to_dict("records"))
+
+
+def examples_frame(high: list[dict[str, Any]], low: list[dict[str, Any]]):
+    """The highest- and lowest-scored rows (path, score, text each) side by side, code cut at 600 characters."""
     import pandas as pd
 
-    top = pool.sort_values("score", ascending=False).head(n).reset_index(drop=True)
-    bottom = pool.sort_values("score", ascending=True).head(n).reset_index(drop=True)
+    cols = ["path", "score", "text"]
+    top, bottom = pd.DataFrame(high, columns=cols), pd.DataFrame(low, columns=cols)
     short = lambda s: s.str.slice(0, 600)  # noqa: E731
     return pd.DataFrame({"high score": top["score"].round(3), "high: path": top["path"], "high: code": short(top["text"]),
                          "low score": bottom["score"].round(3), "low: path": bottom["path"],

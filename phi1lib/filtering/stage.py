@@ -8,18 +8,22 @@ code model's output embeddings learns the rating, the rest of the 35B-token pool
     est = estimate(config, prices)                       # annotation tokens + embedding FLOPs + forest CPU
     res = run(config, RunDir.for_preset("tiny"))         # FilterResult; reused only if config and corpus match
 
-`run` reads the pool, annotates a seeded random subset, embeds each sample's view (filtering.view:
-past its licence header), chooses the classifier (the paper's random forest or a logistic
-regression) by cross-validation on the training split, compares the candidates with cheap
-baselines on the held-out split and on hand-written snippets (filtering.heldout), scores the
-whole pool, thresholds it and writes OUT/filtering/{pool,kept,dropped,labels,examples,heldout}.parquet,
-classifier.joblib, metrics.json, annotations.sqlite (the annotator's answers) and result.json last.
+`run` streams the pool into JSONL shards (OUT/filtering/shards/), annotates a seeded random subset, embeds
+each labelled sample's view (filtering.view: past its licence header), chooses the classifier (the paper's
+random forest or a logistic regression) by cross-validation on the training split, compares the candidates
+with cheap baselines on the held-out split and on hand-written snippets (filtering.heldout); then scores the
+whole pool and splits it at a threshold chosen over all the scores through datatrove pipelines
+(filtering.scoring: `tasks` tasks on the local, Slurm or Ray executor; OUT/filtering/dataflow/), and writes
+OUT/filtering/{pool,kept,dropped,labels,examples,heldout}.parquet, classifier.joblib, metrics.json,
+annotations.sqlite (the annotator's answers) and result.json last.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,12 +44,14 @@ from .annotate import HEURISTIC, STAND_IN_NAME, STAND_IN_NOTE, AnnotationStats, 
     heuristic_score, label_from_rating, make_client, prompt_template
 from .classifier import CLASSIFIERS, METRIC_NAMES, evaluate_models, save_classifier, select_classifier, \
     train_classifier
-from .corpus import DEFAULT_MAX_BYTES, GRANULARITIES, HUB_SOURCES, CorpusStats, load_corpus
+from ..dataflow import EXECUTORS, check_available
+from .corpus import DEFAULT_MAX_BYTES, GRANULARITIES, HUB_SOURCES, CorpusStats, PoolShards, iter_corpus, load_corpus, \
+    write_shards
 from .heldout import heldout_report, load_snippets
-from .scoring import STAGE, choose_threshold, examples_table, score_pool
+from .scoring import OUT_COLUMNS, STAGE, Dataflow, choose_threshold, examples_frame, file_digest, merge_outputs, \
+    pool_scores, scoring_blocks, split_blocks
 from .view import VIEWS, sample_view
 
-OUT_COLUMNS = ["id", "source", "path", "text", "score", "n_tokens"]
 CLASSIFY_SECONDS_PER_SAMPLE = 1e-4  # random forest over an embedding, per sample per core (estimate)
 ANNOTATE_ESTIMATE_SAMPLE = 200  # real corpus samples rendered into the annotation prompt and counted (estimate)
 _LEXICAL = re.compile(r"\w+|[^\w\s]")
@@ -67,11 +73,14 @@ class FilterConfig(StageConfig):
     STAGE: ClassVar[str] = STAGE
     # How the work runs, and planning numbers only the estimate reads: they do not change the result.
     # (base_url does not either: the annotator's model name, which does, stays fingerprinted. And
-    # annotate_tokens_out does: it also caps the annotator's answer.)
+    # annotate_tokens_out does: it also caps the annotator's answer.) The datatrove settings (executor, tasks,
+    # workers, cluster, shard_samples) only split the same per-sample scoring over processes and machines, and the
+    # threshold is chosen over all scores at once, so they keep a stored result: a 2-task run keeps what a 1-task
+    # run keeps (tests/test_filtering_dataflow.py).
     NOT_FINGERPRINTED: ClassVar[tuple[str, ...]] = (
         "annotate_tokens_in", "tokens_per_sample", "hardware",
         "num_proc", "device", "batch_size", "score_batch_size", "cap_usd", "base_url", "api_key_env", "concurrency",
-        "rpm", "tpm")
+        "rpm", "tpm", "executor", "tasks", "workers", "cluster", "shard_samples", "embed_cache")
 
     preset: str = "tiny"  # preset name the defaults come from
     corpus: str = "installed"  # "installed", "the-stack-python", "stackoverflow", "hub:<id|folder>", folder, .jsonl/.parquet
@@ -105,8 +114,14 @@ class FilterConfig(StageConfig):
     test_fraction: float = 0.25  # held-out share of the labelled samples, in [0.05, 0.5]
     threshold: float | None = None  # keep score >= threshold (probability in [0, 1]); overrides keep_fraction
     keep_fraction: float | None = 1 / 3  # else keep this share of the pool (highest scores), in (0, 1]
-    num_proc: int = 1  # processes for scoring the pool (datasets.map)
-    score_batch_size: int = 256  # samples per datasets.map batch
+    executor: str = "local"  # datatrove executor scoring the pool: "local" (this machine), "slurm" or "ray"
+    tasks: int = 2  # datatrove tasks the pool's shards are split over (each its own process, and GPU when "cuda")
+    workers: int | None = None  # local executor: tasks run at once (None: all tasks, at most this machine's cores)
+    cluster: dict[str, Any] = field(default_factory=dict)  # Slurm/Ray executor settings (partition, time, ...)
+    shard_samples: int = 10_000  # samples per pool shard at most (a task reads whole shards; at least `tasks` shards)
+    embed_cache: bool = True  # reuse vectors from the user cache across runs; off at scale (each task loads it all)
+    num_proc: int | None = None  # the old name of `workers` (used when workers is unset)
+    score_batch_size: int = 256  # samples embedded and scored at once per task
     n_examples: int = 5  # highest- and lowest-scored samples shown side by side
     tokens_per_sample: float = 1000.0  # planned mean tokens of one corpus sample (estimate only)
     hardware: Hardware = get_preset("tiny").hardware  # what the embedding pass is priced on (estimate only)
@@ -120,7 +135,14 @@ class FilterConfig(StageConfig):
         self.need(self.preset in PRESET_NAMES, "preset", f"one of {', '.join(PRESET_NAMES)}")
         self.need(bool(self.corpus.strip()), "corpus", "a corpus name, folder or file")
         self.need_ints("corpus_samples", "annotate_samples", "annotate_max_chars", "max_length", "batch_size",
-                       "n_estimators", "min_samples_leaf", "num_proc", "score_batch_size", "max_file_bytes")
+                       "n_estimators", "min_samples_leaf", "score_batch_size", "max_file_bytes", "tasks",
+                       "shard_samples")
+        for name in ("workers", "num_proc"):
+            self.need(getattr(self, name) is None or getattr(self, name) >= 1, name,
+                      "an integer >= 1 (tasks at once), or none for all tasks")
+        self.need(self.executor in EXECUTORS, "executor", f"one of {', '.join(EXECUTORS)}")
+        self.need(self.executor != "local" or not self.cluster, "cluster",
+                  "no settings with executor=local (they are for slurm or ray)")
         self.need_ints("seed", "annotate_tokens_in", "annotate_tokens_out", "max_retries", "n_examples", minimum=0)
         # No silent clamping: the annotated subset is drawn from the pool, so it cannot be larger.
         self.need(self.annotate_samples <= self.corpus_samples, "annotate_samples",
@@ -155,7 +177,7 @@ class FilterConfig(StageConfig):
             corpus_samples=p.data.corpus_samples, annotator=p.annotator, annotate_samples=p.data.annotate_samples,
             annotate_tokens_in=p.data.annotate_tokens_in, annotate_tokens_out=p.data.annotate_tokens_out,
             embedder=p.embedder, max_length=p.data.embed_max_length, batch_size=64 if gpu else 32,
-            device="cuda" if gpu else "cpu", num_proc=1 if p.offline else 8,
+            device="cuda" if gpu else "cpu", tasks=max(2, p.hardware.n_gpus) if gpu else 2,
             # The paper kept ~6B of ~35B tokens; each preset's plan says how much it keeps.
             keep_fraction=min(1.0, p.data.filtered_tokens / p.data.corpus_tokens),
             tokens_per_sample=float(p.data.tokens_per_sample), hardware=p.hardware)
@@ -239,28 +261,34 @@ def annotate_prompt_tokens(config: FilterConfig) -> tuple[float, str]:
     return mean, how
 
 
-# The embedder runs in fp32 (embed.py loads it without a dtype; PyTorch leaves TF32 off) on one device: on an A100
-# that is 19.5 of the 312 TFLOP/s the price book's peak counts, and at a stated 50% of it the line's MFU is 0.031.
-FP32_TFLOPS = {"A100": 19.5, "A100-40GB": 19.5, "H100": 67.0}
-EMBED_FP32_UTILISATION = 0.5  # assumed share of the fp32 peak a batched forward pass reaches (not measured on a GPU)
 
 
-def _embed_line(config: FilterConfig, seq_len: int, tokens: float) -> dict[str, Any]:
-    """One embedding forward pass per pool sample: measured CPU rates on a CPU preset, FLOPs on a GPU preset."""
+def _embed_line(config: FilterConfig, seq_len: int, tokens: float, counted: tuple[int, int] | None = None,
+                n_pool: int | None = None, par: dict[str, int] | None = None) -> dict[str, Any]:
+    """One embedding forward pass per pool sample: measured CPU rates on a CPU preset, FLOPs on a GPU preset.
+    `counted`: (texts, padded tokens) the embedder will run after its cache answered the rest (a run's count)."""
     note = f"one forward pass of the embedder per sample over the first {seq_len} tokens of its {config.view} view"
     gpu = config.hardware.gpu
     if gpu == "cpu" or config.device == "cpu":
         tp = budget.load_throughput()
         spec = None if config.embedder == MINILM_LOCAL else embedder_spec(config.embedder)
-        secs = budget.cpu_embed_seconds(tp, config.corpus_samples, seq_len, spec)
-        return dict(cpu_hours=secs / 3600, kind="cpu",
+        if counted is not None:
+            secs = budget.cpu_embed_seconds(tp, counted[0], seq_len, spec, tokens=counted[1])
+            note += (f": {counted[0]:,} texts not in the embedding cache, {counted[1]:,} padded tokens (counted "
+                     "before embedding)")
+        else:
+            secs = budget.cpu_embed_seconds(tp, n_pool or config.corpus_samples, seq_len, spec)
+        return dict(cpu_hours=secs / 3600, kind="cpu", **(par or {}),
                     note=note + f" on CPU at {tp.embed_tokens_per_s:,.0f} tokens/s (minilm-local"
                                 + ("" if spec is None else ", scaled by forward FLOPs") + f") plus "
                                 f"{tp.embed_load_s:.1f} s to load, {tp.source()}")
-    mfu = FP32_TFLOPS.get(gpu, 0.0) * EMBED_FP32_UTILISATION / 312.0 if gpu in FP32_TFLOPS else None
-    hw = dict(n_gpus=1, **({"mfu": round(mfu, 4)} if mfu else {}))
-    note += (f"; on ONE {gpu} (the stage embeds on one device) in fp32: {FP32_TFLOPS.get(gpu, 0):g} TFLOP/s at a "
-             f"stated {EMBED_FP32_UTILISATION:.0%} = MFU {mfu:.3f} of the bf16 peak" if mfu else "")
+    mfu = budget.fp32_embed_mfu(gpu)  # the embedder runs in fp32 (budget.estimates.FP32_TFLOPS)
+    n_gpus = max(1, min(pool_workers(config), config.hardware.n_gpus))  # one scoring task per GPU at most
+    hw = dict(n_gpus=n_gpus, **({"mfu": mfu} if mfu else {}))
+    note += (f"; {config.tasks} datatrove tasks over {n_gpus} {gpu}(s), each embedding in fp32: "
+             f"{budget.estimates.FP32_TFLOPS.get(gpu, 0):g} TFLOP/s at a stated "
+             f"{budget.estimates.EMBED_FP32_UTILISATION:.0%} = MFU {mfu:.3f} of the "
+             "bf16 peak" if mfu else "")
     if config.embedder in budget.EXTRA_MODELS:
         return dict(kind="compute", model=config.embedder, seq_len=seq_len, tokens=tokens, **hw,
                     params=float(budget.body_params(budget.EXTRA_MODELS[config.embedder])),
@@ -280,6 +308,28 @@ def _read_line(config: FilterConfig) -> list[dict[str, Any]]:
                       f"{tp.source()}")]
 
 
+def _view_line(config: FilterConfig, n_pool: int, par: dict[str, int]) -> list[dict[str, Any]]:
+    """The outline view parses every sample it embeds (the pool, and the labelled samples again) before the
+    embedder or its cache is asked, at the measured rate; "head" and "body" are string cuts, not priced."""
+    if config.view != "outline":
+        return []
+    tp = budget.load_throughput()
+    n = n_pool + config.annotate_samples
+    return [dict(stage=STAGE, item="view", kind="cpu", cpu_hours=n / tp.outline_samples_per_s / 3600, **par,
+                 note=f"{n:,} outline views (the pool, then the labelled samples) at {tp.outline_samples_per_s:,.0f} "
+                      f"samples/s, {tp.source()}")]
+
+
+def _train_line(config: FilterConfig) -> dict[str, Any]:
+    """Choosing the classifier by cross-validation and fitting every candidate on the training split of the
+    labels, at the measured seconds per label."""
+    tp = budget.load_throughput()
+    n = round(config.annotate_samples * (1 - config.test_fraction))
+    return dict(stage=STAGE, item="train", kind="cpu", cpu_hours=n * tp.classifier_seconds_per_label / 3600,
+                note=f"cross-validating and fitting the classifier candidates on {n:,} training labels at "
+                     f"{tp.classifier_seconds_per_label:.3f} s per label, {tp.source()}")
+
+
 def _stand_in_speed(config: FilterConfig) -> dict[str, float]:
     """The offline heuristic annotator is a local function, not an API: its wall time is its measured rate."""
     if config.annotator != HEURISTIC:
@@ -287,27 +337,85 @@ def _stand_in_speed(config: FilterConfig) -> dict[str, float]:
     return {"tokens_per_minute": budget.load_throughput().heuristic_tokens_per_s * 60}
 
 
-def budget_lines(config: FilterConfig) -> list[dict[str, Any]]:
-    """Annotation (LLM tokens), one embedding forward pass per sample, the forest over the pool (CPU)."""
+def count_annotation(config: FilterConfig, texts: list[str]) -> dict[str, Any]:
+    """The annotation requests a run is about to send, counted before any is sent: each chosen sample's prompt
+    rendered and tokenized with the annotator's counter (as the LLM client counts them), and for the offline
+    stand-in its answer, whose form is fixed ("Educational value: N"). For an LLM the answer stays at the cap."""
+    template = prompt_template()
+    counter = TokenCounter(None if config.annotator == HEURISTIC else config.annotator)
+    reqs = [llm.Request(messages=[{"role": "user", "content": build_prompt(t, config.annotate_max_chars, template)}])
+            for t in texts]
+    tokens_in = sum(counter.count_request(r) for r in reqs)
+    return {"samples": len(texts), "in_per_sample": tokens_in / max(len(texts), 1),
+            "out_per_sample": answer_tokens(config),
+            "how": f"the {len(texts):,} prompts this run sends, counted by {counter.method}"}
+
+
+def answer_tokens(config: FilterConfig) -> float:
+    """Answer tokens per annotation: the offline stand-in's fixed-form answer ("Educational value: N", counted as
+    the LLM client counts it), an LLM's at the config's cap."""
+    if config.annotator == HEURISTIC:
+        return float(TokenCounter(None).count_text("Educational value: 3"))
+    return float(config.annotate_tokens_out)
+
+
+def budget_lines(config: FilterConfig, counted: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Annotation (LLM tokens), one embedding forward pass per sample, the forest over the pool (CPU).
+    `counted` (a run's, once the pool is read): `annotation` (`count_annotation`) and `embed` ((texts, padded
+    tokens) the embedder will run after its cache, `Embedder.plan`) replace the planned figures."""
+    counted = counted or {}
     per_sample = embed_tokens_per_sample(config)
-    tokens_in, how = annotate_prompt_tokens(config)
-    seq_len, tokens = int(round(per_sample)), float(config.corpus_samples * per_sample)
+    ann = counted.get("annotation")
+    if ann:
+        samples, tokens_in, tokens_out = ann["samples"], ann["in_per_sample"], ann["out_per_sample"]
+        ann_note = f"prompt tokens exact: {ann['how']}; answer tokens " + (
+            "of the stand-in's fixed answer" if config.annotator == HEURISTIC else "at the config's cap")
+    else:
+        tokens_in, how = annotate_prompt_tokens(config)
+        samples, tokens_out = config.annotate_samples, answer_tokens(config)
+        ann_note = (f"prompt tokens measured: the annotation prompt rendered over {how}; {tokens_out:g} answer "
+                    "tokens per sample (" + ("the stand-in's fixed answer)" if config.annotator == HEURISTIC
+                                             else "the config's cap)"))
+    n_pool = counted.get("samples", config.corpus_samples)
+    seq_len, tokens = int(round(per_sample)), float(n_pool * per_sample)
+    par = {"workers": pool_workers(config)}  # the pool's shards are scored by datatrove tasks side by side
     return [
         *_read_line(config),
-        dict(stage=STAGE, item="annotate", kind="llm", model=config.annotator, samples=float(config.annotate_samples),
-             in_per_sample=tokens_in, out_per_sample=float(config.annotate_tokens_out), **_stand_in_speed(config),
-             note=f"prompt tokens measured: the annotation prompt rendered over {how}; "
-                  f"{config.annotate_tokens_out} answer tokens per sample (the config's cap)"),
-        dict(stage=STAGE, item="embed", **_embed_line(config, seq_len, tokens)),
-        dict(stage=STAGE, item="classify", kind="cpu", samples=float(config.corpus_samples),
+        dict(stage=STAGE, item="annotate", kind="llm", model=config.annotator, samples=float(samples),
+             in_per_sample=tokens_in, out_per_sample=tokens_out, **_stand_in_speed(config), note=ann_note),
+        *_view_line(config, n_pool, par),
+        dict(stage=STAGE, item="embed", **_embed_line(config, seq_len, tokens, counted.get("embed"), n_pool, par)),
+        _train_line(config),
+        dict(stage=STAGE, item="classify", kind="cpu", samples=float(n_pool), **par,
              seconds_per_sample=CLASSIFY_SECONDS_PER_SAMPLE,
              note="random forest over embeddings, ~0.1 ms per sample per core"),
+        *_dataflow_line(config),
     ]
 
 
-def estimate(config: FilterConfig, prices: budget.PriceBook | None = None) -> budget.StageEstimate:
+def pool_workers(config: FilterConfig) -> int:
+    """Scoring tasks that run side by side: locally min(tasks, workers, GPUs on a GPU preset, else cores); on a
+    cluster, every task."""
+    if config.executor != "local":
+        return config.tasks
+    limit = config.hardware.n_gpus if config.hardware.gpu != "cpu" else (os.cpu_count() or 1)
+    return max(1, min(config.tasks, config.workers or config.tasks, limit))
+
+
+def _dataflow_line(config: FilterConfig) -> list[dict[str, Any]]:
+    """The local scoring stage's start: its worker pool and each task importing torch (measured, wall time)."""
+    if config.executor != "local" or pool_workers(config) < 2:
+        return []
+    tp = budget.load_throughput()
+    return [dict(stage=STAGE, item="dataflow start", kind="cpu", cpu_hours=tp.dataflow_start_s / 3600,
+                 note=f"the scoring stage's {config.tasks} datatrove tasks start (worker pool, torch import) in "
+                      f"{tp.dataflow_start_s:.1f} s, {tp.source()}")]
+
+
+def estimate(config: FilterConfig, prices: budget.PriceBook | None = None,
+             counted: dict[str, Any] | None = None) -> budget.StageEstimate:
     """Annotation tokens at the annotator's prices + embedding FLOPs on the preset's hardware + forest CPU time."""
-    return budget.price_lines(STAGE, budget_lines(config), plan_defaults(config.hardware), prices)
+    return budget.price_lines(STAGE, budget_lines(config, counted), plan_defaults(config.hardware), prices)
 
 
 def _write_parquet(df, path: Path) -> Path:
@@ -327,6 +435,7 @@ class FilterResult(StageResult):
     threshold_rule: str  # how the threshold was chosen, in words
     annotation: dict[str, Any]  # AnnotationStats: requested, labelled, dropped, tokens, usd, ...
     examples: dict[str, list[dict]] = field(default_factory=dict)  # "high"/"low": path and score of the extremes
+    dataflow: dict[str, Any] = field(default_factory=dict)  # executor, tasks, shards; peak RSS (MB) per task
 
     @property
     def kept_path(self) -> Path:
@@ -351,30 +460,39 @@ def embedder_settings(config: FilterConfig) -> dict[str, Any]:
                 batch_size=config.batch_size, device=config.device)
 
 
-def read_pool(config: FilterConfig):
-    """The candidate pool: (records, DataFrame id/source/path/text/n_tokens, CorpusStats)."""
-    import pandas as pd
+def pool_shard_size(config: FilterConfig) -> int:
+    """Samples per pool shard: `shard_samples` at most, and small enough that every task gets a shard."""
+    return max(1, min(config.shard_samples, math.ceil(config.corpus_samples / config.tasks)))
 
+
+def read_pool(config: FilterConfig, folder: Path) -> tuple[PoolShards, CorpusStats]:
+    """The candidate pool, streamed from the corpus into JSONL shards under `folder` (never a list in memory):
+    each sample keeps its stable id and gets its lexical token count. (PoolShards, CorpusStats)."""
     cstats = CorpusStats()
-    records = load_corpus(config.corpus, config.corpus_samples, seed=config.seed, granularity=config.granularity,
+    records = iter_corpus(config.corpus, config.corpus_samples, seed=config.seed, granularity=config.granularity,
                           max_bytes=config.max_file_bytes, text_field=config.text_field, stats=cstats)
-    if len(records) < 20:
-        raise DataError(f"corpus={config.corpus!r} gave {len(records)} usable samples (skipped: {cstats.skipped}); "
+    pool = write_shards(records, folder, pool_shard_size(config), extra=lambda r: {"n_tokens": count_tokens(r["text"])})
+    if len(pool) < 20:
+        raise DataError(f"corpus={config.corpus!r} gave {len(pool)} usable samples (skipped: {cstats.skipped}); "
                         f"the classifier needs at least 20; point corpus at more code")
-    pool = pd.DataFrame({"id": [r["id"] for r in records], "source": [r["source"] for r in records],
-                         "path": [r["path"] for r in records], "text": [r["text"] for r in records]})
-    pool["n_tokens"] = [count_tokens(x) for x in pool["text"]]
-    return records, pool, cstats
+    return pool, cstats
 
 
-def annotate_subset(records: list[dict], config: FilterConfig, client):
-    """Ratings for a seeded random subset of the pool: (labels DataFrame, AnnotationStats)."""
-    import pandas as pd
-
+def annotation_sample(records: PoolShards | list[dict], config: FilterConfig) -> list[dict]:
+    """The seeded random subset of the pool (the shards, or a list of records) the annotator rates."""
     rng = np.random.default_rng(config.seed)
     n_ann = min(config.annotate_samples, len(records))  # the corpus may hold fewer samples than asked for
     ann_idx = np.sort(rng.choice(len(records), size=n_ann, replace=False))
-    rows, astats = annotate([records[i] for i in ann_idx], annotator=config.annotator, client=client,
+    return records.take(ann_idx) if isinstance(records, PoolShards) else [records[i] for i in ann_idx]
+
+
+def annotate_subset(records: PoolShards | list[dict], config: FilterConfig, client, chosen: list[dict] | None = None):
+    """Ratings for the annotation sample (`chosen`, default `annotation_sample(records, config)`): (labels
+    DataFrame, AnnotationStats)."""
+    import pandas as pd
+
+    chosen = annotation_sample(records, config) if chosen is None else chosen
+    rows, astats = annotate(chosen, annotator=config.annotator, client=client,
                             max_retries=config.max_retries, max_chars=config.annotate_max_chars,
                             max_tokens=max(config.annotate_tokens_out, 8))
     labels = pd.DataFrame(rows, columns=["id", "rating", "answer", "attempts"])
@@ -392,11 +510,11 @@ def annotate_subset(records: list[dict], config: FilterConfig, client):
     return labels, astats
 
 
-def embed_labelled(pool, labels, config: FilterConfig, progress: bool):
+def embed_labelled(pool: PoolShards, labels, config: FilterConfig, progress: bool):
     """(embedder, texts, embeddings) of the labelled samples, in the labels' order; each text is embedded
     through the configured view (filtering.view)."""
     embedder = Embedder(**embedder_settings(config), progress=progress)
-    text_by_id = dict(zip(pool["id"], pool["text"]))
+    text_by_id = pool.texts(labels["id"])
     texts = [text_by_id[i] for i in labels["id"]]
     return embedder, texts, embedder.embed([sample_view(t, config.view) for t in texts], desc="embed labelled")
 
@@ -466,39 +584,75 @@ def score_heldout(embedder: Embedder, fitted: dict[str, Any], chosen: str, confi
     return report, _write_parquet(table, out / "heldout.parquet")
 
 
-def score(pool, clf_path: Path, config: FilterConfig, progress: bool) -> int:
-    """Score the whole pool into pool["score"] (labelled texts are cache hits); returns the texts it embedded."""
-    scores, embedded = score_pool(pool["text"].tolist(), embedder_settings(config), clf_path, num_proc=config.num_proc,
-                                  batch_size=config.score_batch_size, progress=progress, return_fresh=True)
-    pool["score"] = scores
-    return embedded
+def dataflow(config: FilterConfig, out: Path) -> Dataflow:
+    """How and where the pool's datatrove pipelines run (OUT/filtering/dataflow/{score,split})."""
+    return Dataflow(out / "dataflow", executor=config.executor, tasks=config.tasks,
+                    workers=config.workers or config.num_proc, cluster=dict(config.cluster))
 
 
-def apply_threshold(pool, labels, config: FilterConfig):
-    """(pool with `kept` and the labels joined, threshold, rule)."""
-    thr, rule = choose_threshold(pool["score"].to_numpy(), threshold=config.threshold,
-                                 keep_fraction=config.keep_fraction)
-    pool["kept"] = pool["score"] >= thr
-    return pool.merge(labels[["id", "rating", "label", "split"]], on="id", how="left"), thr, rule
+def dataflow_key(config: FilterConfig, run_dir: RunDir, inputs: dict[str, str], clf_path: Path,
+                 pool: PoolShards) -> dict[str, Any]:
+    """What the datatrove tasks' outputs depend on: a rerun with the same key skips the tasks already finished,
+    any other key starts the pipelines afresh (Dataflow.prepare)."""
+    return {"fingerprint": config.fingerprint(run_dir.root, inputs), "classifier": file_digest(clf_path),
+            "tasks": config.tasks, "shards": len(pool.files), "samples": len(pool), "view": config.view}
 
 
-def write_outputs(pool, labels, clf_path: Path, out: Path, config: FilterConfig):
-    """pool (all, with kept), kept, dropped, labels and examples parquet files: (files, examples)."""
-    files = {"pool": _write_parquet(pool, out / "pool.parquet"),
-             "kept": _write_parquet(pool.loc[pool["kept"], OUT_COLUMNS], out / "kept.parquet"),
-             "dropped": _write_parquet(pool.loc[~pool["kept"], OUT_COLUMNS], out / "dropped.parquet"),
-             "labels": _write_parquet(labels, out / "labels.parquet"), "classifier": clf_path}
-    files["examples"] = _write_parquet(examples_table(pool, config.n_examples), out / "examples.parquet")
-    examples = {"high": pool.nlargest(config.n_examples, "score")[["path", "score"]].to_dict("records"),
-                "low": pool.nsmallest(config.n_examples, "score")[["path", "score"]].to_dict("records")}
-    return {k: str(v) for k, v in files.items()}, examples
+def dataflow_record(config: FilterConfig, flow: Dataflow, pool: PoolShards, scored: dict[str, Any],
+                    split: dict[str, Any]) -> dict[str, Any]:
+    """How the pool was scored, for the result: executor, tasks, shards and each task's peak RSS (MB)."""
+    return {"executor": config.executor, "tasks": config.tasks,
+            "workers": flow.local_workers if config.executor == "local" else None, "shards": len(pool.files),
+            "shard_samples": pool_shard_size(config),
+            "peak_rss_mb": {"score": scored["peak_rss_mb"], "split": split["peak_rss_mb"]},
+            "note": "peak RSS of each task's process (with workers=1 the tasks run in the stage's own process)"}
 
 
-def count_summary(pool, labels, cstats: CorpusStats, embedded: int) -> dict[str, Any]:
-    kept_tokens, total_tokens = int(pool.loc[pool["kept"], "n_tokens"].sum()), int(pool["n_tokens"].sum())
-    return {"pool_samples": int(len(pool)), "kept_samples": int(pool["kept"].sum()),
-            "dropped_samples": int((~pool["kept"]).sum()), "pool_tokens": total_tokens, "kept_tokens": kept_tokens,
-            "kept_fraction_samples": float(pool["kept"].mean()), "kept_fraction_tokens": kept_tokens / max(total_tokens, 1),
+def scoring_pipeline(config: FilterConfig, out: str | Path = "OUT/filtering", threshold: float = 0.5,
+                     clf_path: str | Path | None = None) -> dict[str, list]:
+    """The two datatrove pipelines the stage runs over the pool, as lists of blocks (nothing is run or read):
+    "score" (embed + classify each shard) and "split" (the global threshold; kept and dropped written)."""
+    out = Path(out)
+    flow, pool = dataflow(config, out), PoolShards(out / "shards", [], 0)
+    return {"score": scoring_blocks(pool, flow, {**embedder_settings(config), "cache": config.embed_cache},
+                                    clf_path or out / "classifier.joblib", config.view, config.score_batch_size),
+            "split": split_blocks(pool, flow, threshold)}
+
+
+def score(pool: PoolShards, flow: Dataflow, clf_path: Path, config: FilterConfig, key: dict[str, Any],
+          fresh: bool) -> dict[str, Any]:
+    """Run the score pipeline over the pool's shards (a finished task of an earlier run with the same key is
+    skipped): the tasks' peak memory and counters."""
+    flow.prepare("score", key, fresh)
+    return flow.run("score", scoring_pipeline(config, flow.work.parent, clf_path=clf_path)["score"])
+
+
+def apply_threshold(pool: PoolShards, flow: Dataflow, config: FilterConfig, key: dict[str, Any],
+                    fresh: bool) -> tuple[float, str, dict[str, Any]]:
+    """The threshold chosen over every pool score (configured, or the top keep_fraction), then the split pipeline
+    writing kept and dropped per shard: (threshold, rule, the split tasks' peak memory and counters)."""
+    thr, rule = choose_threshold(pool_scores(flow), threshold=config.threshold, keep_fraction=config.keep_fraction)
+    flow.prepare("split", {**key, "threshold": thr}, fresh)
+    return thr, rule, flow.run("split", split_blocks(pool, flow, thr))
+
+
+def write_outputs(pool: PoolShards, flow: Dataflow, labels, threshold: float, clf_path: Path, out: Path,
+                  config: FilterConfig):
+    """pool (every sample, with kept and its label), kept, dropped, labels and examples parquet files, streamed
+    shard by shard: (files, examples, totals)."""
+    by_id = labels.set_index("id")[["rating", "label", "split"]].to_dict("index")
+    files, extremes, totals = merge_outputs(pool, flow, by_id, threshold, out, config.n_examples)
+    files.update(labels=_write_parquet(labels, out / "labels.parquet"), classifier=clf_path,
+                 examples=_write_parquet(examples_frame(extremes["high"], extremes["low"]), out / "examples.parquet"))
+    examples = {side: [{"path": r["path"], "score": r["score"]} for r in rows] for side, rows in extremes.items()}
+    return {k: str(v) for k, v in files.items()}, examples, totals
+
+
+def count_summary(totals: dict[str, int], labels, cstats: CorpusStats, embedded: int) -> dict[str, Any]:
+    n, kept = totals["pool_samples"], totals["kept_samples"]
+    return {"pool_samples": n, "kept_samples": kept, "dropped_samples": n - kept, "pool_tokens": totals["pool_tokens"],
+            "kept_tokens": totals["kept_tokens"], "kept_fraction_samples": kept / max(n, 1),
+            "kept_fraction_tokens": totals["kept_tokens"] / max(totals["pool_tokens"], 1),
             "token_unit": "lexical tokens (identifiers, numbers, punctuation; see filtering.count_tokens)",
             "labelled": int(len(labels)), "positives": int(labels["label"].sum()), "corpus": cstats.to_dict(),
             "embedded_by_model": int(embedded)}
@@ -521,35 +675,43 @@ def run(config: FilterConfig, run_dir: RunDir, *, ledger: budget.Ledger | None =
     out = run_dir.stage(STAGE)
     if (done := load_stored(FilterResult, out, config, root=run_dir.root, inputs=inputs, force=force)) is not None:
         return done
+    check_available(config.executor)  # before any work: MissingDependency naming what to install
     say = log if progress else (lambda *_: None)
     stand_in = STAND_IN_NOTE if config.annotator == HEURISTIC else None
     if stand_in:
         say(f"[{STAGE}] annotator: {STAND_IN_NAME}, an offline STAND-IN for the paper's GPT-4 labels")
-    est = estimate(config, prices)
     t = Timer()
     with t("read"):
-        records, pool, cstats = read_pool(config)
+        pool, cstats = read_pool(config, out / "shards")
+        chosen = annotation_sample(pool, config)
+        # Priced from what will run, before anything is sent: the prompts of the samples chosen for annotation,
+        # rendered and counted, and the pool as read (the embedding is priced for a cold cache: every sample).
+        est = estimate(config, prices, {"annotation": count_annotation(config, [r["text"] for r in chosen]),
+                                        "samples": len(pool)})
     with t("annotate"):
         ledger = job_ledger(run_dir.ledger_path, ledger, config.cap_usd)
         client = client or make_client(config.annotator, store=out / "annotations.sqlite", ledger=ledger,
                                        base_url=config.base_url,
                                        api_key_env=config.api_key_env, prices=prices, concurrency=config.concurrency,
                                        rpm=config.rpm, tpm=config.tpm, progress=progress)
-        labels, astats = annotate_subset(records, config, client)
+        labels, astats = annotate_subset(pool, config, client, chosen)
     with t("embed_labelled"):
         embedder, texts, X = embed_labelled(pool, labels, config, progress)
     with t("train"):
         clf_path, metrics, fitted = train_and_compare(X, texts, labels, config, out, astats)
     with t("heldout"):
         metrics["heldout_snippets"], heldout_file = score_heldout(embedder, fitted, metrics["chosen"], config, out)
+    flow, key = dataflow(config, out), dataflow_key(config, run_dir, inputs, clf_path, pool)
     with t("score"):
-        embedded = embedder.texts_embedded_ + score(pool, clf_path, config, progress)
+        scored = score(pool, flow, clf_path, config, key, fresh=force)
     with t("threshold"):
-        pool, thr, rule = apply_threshold(pool, labels, config)
+        thr, rule, split = apply_threshold(pool, flow, config, key, fresh=force)
     with t("write"):
-        files, examples = write_outputs(pool, labels, clf_path, out, config)
+        files, examples, totals = write_outputs(pool, flow, labels, thr, clf_path, out, config)
     files["heldout"] = str(heldout_file)
-    counts = count_summary(pool, labels, cstats, embedded)
+    counts = count_summary(totals, labels, cstats,
+                           embedder.texts_embedded_ + scored["stats"].get("embed + classify/embedded", 0))
+    flow_doc = dataflow_record(config, flow, pool, scored, split)
     seconds = t.finish()
     gpu_s = seconds["embed_labelled"] + seconds["heldout"] + seconds["score"] if config.device.startswith("cuda") else 0.0
     usage = Usage(tokens_in=int(astats.prompt_tokens), tokens_out=int(astats.completion_tokens),
@@ -560,13 +722,14 @@ def run(config: FilterConfig, run_dir: RunDir, *, ledger: budget.Ledger | None =
         ledger.record(STAGE, usd=0.0, cpu_seconds=usage.cpu_s, gpu_seconds=usage.gpu_s, estimate_usd=est.cost_usd,
                       what="embed + classify + score", annotation_usd=usage.usd, stand_in=bool(stand_in))
     metrics_doc = {"classifier": metrics, "counts": counts, "threshold": thr, "threshold_rule": rule,
-                   "seconds": seconds, "annotation": astats.to_dict()}
+                   "seconds": seconds, "annotation": astats.to_dict(), "dataflow": flow_doc}
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics_doc, indent=2, default=str), encoding="utf-8")
     files["metrics"] = str(out / "metrics.json")
     result = FilterResult(**common_fields(config, out, run_dir, inputs, est), files=files, metrics=metrics,
                           usage=usage, seconds=seconds, stand_in=stand_in, counts=counts, threshold=thr,
-                          threshold_rule=rule, annotation=astats.to_dict(), examples=examples).save()
+                          threshold_rule=rule, annotation=astats.to_dict(), examples=examples,
+                          dataflow=flow_doc).save()
     say(f"[{STAGE}] kept {counts['kept_samples']:,}/{counts['pool_samples']:,} samples "
         f"({counts['kept_tokens']:,}/{counts['pool_tokens']:,} tokens) at {rule}; {metrics['chosen']} held-out "
         f"ROC-AUC {_auc(metrics)}, on the hand-written snippets "

@@ -1,30 +1,39 @@
-"""Exact and near-duplicate detection for text records (normalized hashes; MinHash LSH via datasketch).
+"""Exact and near-duplicate removal for synthetic records: datatrove's MinHash stages find the candidates,
+the exact Jaccard decides.
 
-Exact: SHA-1 of the text with whitespace collapsed and case folded. Near: word 5-gram shingles,
-MinHash signatures indexed in a `datasketch.MinHashLSH`; every LSH candidate is then verified
-with the true Jaccard similarity of the shingle sets, so a reported pair really is that close.
-The first occurrence of a group is kept; later ones name the record they duplicate.
+`dedup_records` (what the stage calls) writes the records as `tasks` contiguous JSONL shards and runs
+`phi1lib.dataflow.minhash_dedup` on them with the configured executor (local here: tasks x workers; Slurm or Ray
+on a cluster): signatures -> buckets -> clusters -> filter, memory bounded per task. MinHash is tuned below the
+threshold (CANDIDATE_SLACK: a pair at Jaccard 0.85 shares a band with probability 0.997) and only proposes
+clusters; `verify_cluster` then decides within each cluster as the in-memory reference does: the earliest
+record is kept, a later one is "exact duplicate of X" (same text once case is folded and whitespace collapsed)
+or "near duplicate of X (Jaccard 0.88 on word 5-grams)" when its exact Jaccard with a kept member reaches the
+threshold, else kept. Only one cluster's shingles are in memory at a time (never every kept record's).
+
+`deduplicate` is the in-memory reference it replaced (word 5-gram shingles of every kept record held in
+memory, datasketch LSH candidates verified with the exact Jaccard, greedy keep-first): kept to measure how the
+two differ, not used by the stage.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
+from ..dataflow import MinhashSettings, duplicates, minhash_dedup
+from ..dataflow.dedup import normalize, text_key
 from ..errors import ConfigError
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
-
-
-def normalize(text: str) -> str:
-    """Case-folded text with runs of whitespace collapsed (formatting-only changes vanish)."""
-    return " ".join(text.split()).casefold()
-
-
-def text_key(text: str) -> str:
-    return hashlib.sha1(normalize(text).encode("utf-8", "surrogatepass")).hexdigest()
+# MinHash proposes candidates at a threshold this much lower (recall matters), the exact Jaccard decides.
+CANDIDATE_SLACK = 0.8
 
 
 def shingles(text: str, n: int = 5) -> set[str]:
@@ -115,15 +124,94 @@ def deduplicate(texts: Sequence[str], *, threshold: float = 0.85, num_perm: int 
     return DedupResult(dup, stats)
 
 
-def dedup_records(records: Sequence[dict], *, key: str = "text", **kw) -> tuple[list[dict], list[dict]]:
-    """(kept, dropped) records; each dropped one is a copy with `reason` naming the record it duplicates."""
-    res = deduplicate([r[key] for r in records], **kw)
+def dedup_records(records: Sequence[dict], *, key: str = "text", threshold: float = 0.85, executor: str = "local",
+                  tasks: int = 1, workers: int | None = 1, work_dir: str | Path | None = None,
+                  cluster: dict[str, Any] | None = None) -> tuple[list[dict], list[dict]]:
+    """(kept, dropped) records through datatrove's MinHash dedup; each dropped one is a copy with `reason` naming
+    the record it duplicates. `tasks` shards (contiguous runs of records, so the earliest of each cluster is kept
+    whatever the split), `workers` at once locally (1: in this process, no process start-up); `executor`
+    local | slurm | ray with its `cluster` settings. `work_dir`: where datatrove's files go (a cluster needs a
+    shared folder); None = a temporary folder, removed afterwards. A folder named by the records' content is used
+    under `work_dir`, so a rerun on the same records skips the finished tasks."""
+    if not 0.0 < threshold <= 1.0:
+        raise ConfigError(f"dedup threshold must be in (0, 1], got {threshold}")
+    if not records:
+        return [], []
+    settings = candidate_settings(threshold)
+    n = max(1, min(tasks, len(records)))
     ids = [str(r.get("id", i)) for i, r in enumerate(records)]
-    kept, dropped = [], []
-    for i, r in enumerate(records):
-        why = res.reason(i, ids)
-        if why is None:
-            kept.append(r)
+    with _work_folder(work_dir, records, key, n, settings) as work:
+        _write_shards(records, key, work / "input", n)
+        minhash_dedup(work / "input", work, tasks=n, workers=workers, settings=settings, executor=executor,
+                      quiet=True, **(cluster or {}))
+        clusters: dict[int, list[int]] = {}
+        for i, j, _ in duplicates(work):
+            clusters.setdefault(int(j), [int(j)]).append(int(i))
+    why: dict[int, str] = {}
+    for members in clusters.values():
+        why.update(verify_cluster([records[i][key] for i in sorted(members)], sorted(members), ids, threshold,
+                                  settings.n_grams))
+    kept = [r for i, r in enumerate(records) if i not in why]
+    return kept, [{**r, "reason": why[i]} for i, r in enumerate(records) if i in why]
+
+
+def verify_cluster(texts: Sequence[str], positions: Sequence[int], ids: Sequence[str], threshold: float,
+                   ngram: int) -> dict[int, str]:
+    """The records of one MinHash cluster (in record order) that are duplicates, with their reason, as the
+    in-memory reference decides: an exact copy (normalised text) of an earlier member, or a record whose exact
+    word n-gram Jaccard with a kept member reaches `threshold` (the best one named). Only one cluster's
+    shingles are held at a time."""
+    first_of: dict[str, int] = {}
+    kept: list[tuple[int, set[str]]] = []
+    out: dict[int, str] = {}
+    for pos, text in zip(positions, texts):
+        key = text_key(text)
+        if key in first_of:
+            out[pos] = f"exact duplicate of {ids[first_of[key]]}"
+            continue
+        first_of[key] = pos
+        sh = shingles(text, ngram)
+        best = max(((jaccard(sh, other), -j) for j, other in kept), default=(0.0, 0))
+        if kept and best[0] >= threshold:
+            out[pos] = f"near duplicate of {ids[-best[1]]} (Jaccard {best[0]:.2f} on word {ngram}-grams)"
         else:
-            dropped.append({**r, "reason": why})
-    return kept, dropped
+            kept.append((pos, sh))
+    return out
+
+
+def candidate_settings(threshold: float) -> MinhashSettings:
+    """The MinHash banding that proposes candidate clusters for a Jaccard `threshold`: centred below it
+    (CANDIDATE_SLACK), so pairs at the threshold are almost always proposed; the exact Jaccard then decides."""
+    return MinhashSettings.for_threshold(max(0.05, threshold * CANDIDATE_SLACK))
+
+
+def dedup_options(config: Any) -> dict[str, Any]:
+    """dedup_records' settings from a SynthesisConfig: threshold, executor, tasks, workers, work folder, cluster."""
+    return dict(threshold=config.dedup_threshold, executor=config.dedup_executor, tasks=config.dedup_tasks,
+                workers=config.dedup_workers, work_dir=config.dedup_dir, cluster=dict(config.dedup_cluster) or None)
+
+
+def _write_shards(records: Sequence[dict], key: str, folder: Path, n: int) -> None:
+    """Records as n JSONL files of contiguous runs ({"id": position, "text"}), file k read by task k."""
+    folder.mkdir(parents=True, exist_ok=True)
+    size = -(-len(records) // n)
+    for k in range(n):
+        with open(folder / f"part{k:05d}.jsonl", "w", encoding="utf-8") as fh:
+            for i in range(k * size, min(len(records), (k + 1) * size)):
+                fh.write(json.dumps({"id": str(i), "text": records[i][key]}) + "\n")
+
+
+@contextmanager
+def _work_folder(work_dir: str | Path | None, records: Sequence[dict], key: str, n: int,
+                 settings: MinhashSettings) -> Iterator[Path]:
+    if work_dir is None:
+        tmp = tempfile.mkdtemp(prefix="phi1-dedup-")
+        try:
+            yield Path(tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
+    h = hashlib.sha1(repr((n, settings)).encode())
+    for r in records:
+        h.update(hashlib.sha1(r[key].encode("utf-8", "surrogatepass")).digest())
+    yield Path(work_dir) / f"dedup-{h.hexdigest()[:16]}"

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from ..llm import LLMClient, Request, Result
 from ..stage import Timer, Usage
-from .dedup import dedup_records
+from .dedup import dedup_options, dedup_records
 from .extractive import GENERATOR, Match, Unit, assign_units
 from .prompts import SynthPrompt
 from .quality import check_exercise_text, check_textbook, parse_exercise, run_doctests, sandbox_available
@@ -219,7 +219,7 @@ def generate_kind(config: Any, client: LLMClient, kind: str, units: list[Unit] |
     elif kind == "exercise":
         good = [{**r, "checked": NO_DOCTESTS if r["n_doctests"] == 0 else how_checked(config)} for r in good]
     with t(f"dedup_{kind}"):
-        kept, dups = dedup_records(good, threshold=config.dedup_threshold)
+        kept, dups = dedup_records(good, **dedup_options(config))
     counts.update(duplicates=len(dups), accepted=len(kept))
     if kind == "exercise":
         counts.update(executed=sum(r["checked"] == PASSED for r in kept),

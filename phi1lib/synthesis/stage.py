@@ -8,7 +8,8 @@ Prompts come from `prompts` (topic x audience x style; topic x function-name pre
 Generation goes through `phi1lib.llm.LLMClient` (cache, resume, budget cap, ledger) with any
 provider: an OpenAI-compatible endpoint, or offline the extractive STAND-IN of `extractive`,
 which answers from stage 1's filtered code (filtering/kept.parquet) and is named wherever used.
-Replies are parsed and checked (`quality`), exact/near duplicates removed (`dedup`), and the
+Replies are parsed and checked (`quality`), exact/near duplicates removed (`dedup`: datatrove's MinHash
+stages propose, the exact Jaccard decides; `dedup_executor`, `dedup_tasks`, `dedup_workers`), and the
 stage folder gets textbooks.jsonl, exercises.jsonl, rejected.jsonl (with `reason`) and
 result.json last.
 
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .. import budget, runs
+from ..dataflow import EXECUTORS
 from ..errors import ConfigError, DataError
 from ..jsonl import read_jsonl, read_parquet, write_jsonl
 from ..llm import FunctionProvider, LLMClient, OpenAIProvider, Request, failure_reasons, incomplete
@@ -80,7 +82,10 @@ class SynthesisConfig(StageConfig):
     # base_url: the same model behind another URL answers the same; the model name stays fingerprinted.)
     NOT_FINGERPRINTED: ClassVar[tuple[str, ...]] = (
         "preset", "base_url", "api_key_env", "workers", "concurrency", "rpm", "tpm", "batch", "cap_usd", "tokens_per_textbook",
-        "tokens_per_exercise", "hardware")
+        "tokens_per_exercise", "hardware",
+        # where and how the dedup runs: the kept records are the same for any executor and number of tasks
+        # (contiguous shards, the earliest record of each cluster kept), so these never force a redo
+        "dedup_executor", "dedup_tasks", "dedup_workers", "dedup_dir", "dedup_cluster")
 
     preset: str = "tiny"  # preset the defaults came from (tiny | phi1-small | phi1)
     provider: str = "extractive"  # "extractive" (offline stand-in) or "openai" (any OpenAI-compatible endpoint)
@@ -99,7 +104,12 @@ class SynthesisConfig(StageConfig):
     min_chars: int = 120  # shortest accepted record (characters)
     max_chars_textbook: int = 20000  # longest accepted textbook section (characters)
     max_chars_exercise: int = 6000  # longest accepted exercise (characters)
-    dedup_threshold: float = 0.85  # near-duplicate Jaccard threshold on word 5-grams, in (0, 1]
+    dedup_threshold: float = 0.85  # near-duplicate Jaccard threshold on word 5-grams, in (0, 1] (MinHash S-curve midpoint)
+    dedup_executor: str = "local"  # datatrove executor of the dedup: local | slurm | ray
+    dedup_tasks: int = 1  # shards of each kind's records per dedup stage (datatrove tasks)
+    dedup_workers: int = 1  # local: dedup tasks at once (1: in this process, no process start-up)
+    dedup_dir: str | None = None  # folder for datatrove's dedup files (shared by the nodes on slurm/ray); None = temporary
+    dedup_cluster: dict = field(default_factory=dict)  # slurm/ray executor settings (partition, time, ...); in code only
     sandbox: bool = True  # run exercise doctests in phi1lib.sandbox (records say "not executed" when it cannot run)
     # reject an exercise without doctests: None = yes for an LLM (the prompt asks for them), no for the stand-in
     require_doctests: bool | None = None
@@ -144,6 +154,13 @@ class SynthesisConfig(StageConfig):
         self.need(self.tokens_per_textbook > 0, "tokens_per_textbook", "a number of tokens > 0")
         self.need(self.tokens_per_exercise > 0, "tokens_per_exercise", "a number of tokens > 0")
         self.need(0.0 < self.dedup_threshold <= 1.0, "dedup_threshold", "a Jaccard similarity in (0, 1]")
+        self.need(self.dedup_executor in EXECUTORS, "dedup_executor", f"one of {', '.join(EXECUTORS)}")
+        self.need_ints("dedup_tasks", "dedup_workers")
+        self.need(self.dedup_executor == "local" or bool(self.dedup_dir), "dedup_dir",
+                  f"a folder every {self.dedup_executor} node can read and write (dedup_executor="
+                  f"{self.dedup_executor}); a temporary folder is only for dedup_executor=local")
+        self.need(self.dedup_executor != "local" or not self.dedup_cluster, "dedup_cluster",
+                  "no settings with dedup_executor=local (they are for slurm or ray)")
         self.need(self.sandbox_timeout_s > 0, "sandbox_timeout_s", "seconds > 0")
         self.need(0.0 < self.min_relevance <= 1.0, "min_relevance", "a share of the topic's words in (0, 1]")
         self.need(self.cap_usd is None or self.cap_usd >= 0, "cap_usd", "USD >= 0, or none for no cap")
@@ -219,12 +236,18 @@ def budget_lines(config: SynthesisConfig) -> list[dict[str, Any]]:
     for kind in config.kinds:
         tokens_in, how = _prompt_token_sample(config, kind)
         distinct = distinct_prompt_count(config, kind)
-        lines.append(dict(stage=STAGE, item=ITEMS[kind], kind="llm", model=config.model,
-                          samples=float(config.n_for(kind)), in_per_sample=tokens_in,
-                          out_per_sample=float(config.tokens_for(kind)),
-                          note=f"{config.n_for(kind):,} {kind} prompts ({distinct:,} distinct) x {config.model}; "
-                               f"prompt tokens measured: {how}; "
-                               f"{config.tokens_for(kind):g} tokens per {kind} (the config's plan)"))
+        line = dict(stage=STAGE, item=ITEMS[kind], kind="llm", model=config.model,
+                    samples=float(config.n_for(kind)), in_per_sample=tokens_in,
+                    out_per_sample=float(config.tokens_for(kind)),
+                    note=f"{config.n_for(kind):,} {kind} prompts ({distinct:,} distinct) x {config.model}; "
+                         f"prompt tokens measured: {how}; "
+                         f"{config.tokens_for(kind):g} tokens per {kind} (the config's plan)")
+        if config.is_stand_in:  # a local function, not an API: its time is the stage's measured time per prompt
+            tp = budget.load_throughput()
+            line["tokens_per_minute"] = (tokens_in + config.tokens_for(kind)) * 60 / tp.extractive_seconds_per_request
+            line["note"] += (f"; wall time at the stand-in's measured {tp.extractive_seconds_per_request:.3f} s per "
+                             f"prompt (whole stage: extract, checks, sandbox, dedup), {tp.source()}")
+        lines.append(line)
     return lines
 
 
