@@ -81,6 +81,14 @@ def bench_embed(texts: list[str], max_length: int, repeats: int) -> tuple[float,
     return len(texts) * max_length / secs, load_s
 
 
+def bench_outline(texts: list[str], repeats: int) -> float:
+    """Samples per second turned into the filter's "outline" view (filtering.view: parse, keep signatures,
+    docstrings and comments), what the filtering stage embeds instead of the raw file."""
+    from phi1lib.filtering.view import sample_view
+
+    return len(texts) / best_of(lambda: [sample_view(t, "outline") for t in texts], repeats, name="outline")
+
+
 def bench_heuristic(texts: list[str], repeats: int) -> float:
     """Prompt tokens per second the offline heuristic annotator (the tiny preset's stand-in for GPT-4) answers."""
     from phi1lib.filtering.annotate import build_prompt, heuristic_answer
@@ -103,6 +111,137 @@ def bench_ast(n: int, repeats: int) -> float:
     return len(queries) * len(refs) / secs
 
 
+def bench_generate(n_problems: int, repeats: int) -> float:
+    """(prompt + new) tokens per second of HF generate on CPU for a model of the tiny preset's shape (random
+    weights, end-of-text disabled so every row runs its 128 new tokens), batch 8, with the evaluation stage's own
+    per-row stop check: the rate the evaluation's CPU generation line divides by."""
+    import tempfile
+
+    from phi1lib.evaluation.completions import generate_local
+    from phi1lib.presets import get_preset
+    from phi1lib.training.model import build_model
+    from phi1lib.training.tokenizer import train_bpe
+
+    problems = load_humaneval()
+    spec = get_preset("tiny").model
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = train_bpe([p["prompt"] + p["canonical_solution"] for p in problems], spec.vocab_size, tmp)
+    model = build_model(spec, eos_token_id=tok.eos_token_id, seed=0).eval()
+    model.generation_config.eos_token_id = None  # random weights: never stop early, as the trained model does not
+    model.config.use_cache = model.generation_config.use_cache = True  # as evaluation's load_model sets it
+    tok.pad_token = tok.eos_token
+    chunk = problems[:n_problems]
+    done: list[int] = []
+
+    def go():
+        recs = generate_local(chunk, None, model=(model, tok), max_new_tokens=128, batch_size=8, progress=False,
+                              threads=1)
+        done.append(sum(r["prompt_tokens"] + r["n_tokens"] for r in recs))
+
+    # One thread: a model this small gains nothing from a second one, and on a shared machine two threads spin
+    # against other jobs (8x slower measured under load); one thread's CPU time is the rate an idle run sees.
+    secs = best_of(go, repeats, threads=1, name="generate")
+    return done[-1] / secs
+
+
+def bench_sandbox(n_problems: int, repeats: int) -> float:
+    """Core-seconds per sandboxed test run: the HumanEval canonical solutions (passing programs) through the
+    evaluation's sandbox pool with 1 worker; CPU time of this process and of the reaped sandbox processes."""
+    import resource
+
+    from phi1lib.evaluation.scoring import score_samples
+
+    problems = load_humaneval()[:n_problems]
+    samples = [{"task_id": p["task_id"], "completion_id": 0, "completion": p["canonical_solution"]} for p in problems]
+    best = []
+    for _ in range(repeats):
+        before = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        t = time.perf_counter()
+        score_samples(samples, problems, workers=1, progress=False)
+        wall = time.perf_counter() - t
+        after = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        cpu = sum(a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime for a, b in zip(after, before))
+        best.append((cpu, wall))
+    cpu, wall = min(best)
+    CLOCKS["sandbox"] = [wall, cpu]
+    return cpu / len(samples)
+
+
+def bench_extractive(n_files: int, repeats: int) -> float:
+    """Wall seconds per requested prompt of the whole synthesis stage on the offline extractive stand-in (build
+    units, assign them by topic, checks, sandboxed doctests, dedup) with the tiny preset's prompts, over `n_files`
+    installed Python files standing in for stage 1's kept code. Wall clock (sandbox processes and their timeouts
+    included), so run it on an idle machine."""
+    import tempfile
+
+    import pandas as pd
+
+    from phi1lib import synthesis
+    from phi1lib.runs import RunDir
+
+    pool = load_corpus("installed", n_files, seed=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "kept.parquet"
+        pd.DataFrame({"id": [s["id"] for s in pool], "text": [s["text"] for s in pool]}).to_parquet(src)
+        cfg = synthesis.SynthesisConfig.for_preset("tiny", source=str(src))
+        requested = sum(cfg.n_for(kind) for kind in cfg.kinds)
+        walls = []
+        for i in range(repeats):
+            t = time.perf_counter()
+            synthesis.run(cfg, RunDir(Path(tmp) / f"run{i}"), progress=False)
+            walls.append(time.perf_counter() - t)
+    CLOCKS["extractive"] = [min(walls), min(walls)]
+    return min(walls) / requested
+
+
+def bench_classifier(n_labels: int, repeats: int) -> float:
+    """Seconds per labelled sample of choosing and fitting the filter's classifier: cross-validating and fitting
+    every candidate (random forest, logistic regression) with the tiny preset's settings on `n_labels` embeddings
+    (384 dims, like MiniLM's; the classes are separable by a few dimensions, as labelled code is)."""
+    import numpy as np
+
+    from phi1lib.filtering import FilterConfig
+    from phi1lib.filtering.stage import _fit_candidates
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(n_labels) < 0.4).astype(int)
+    X = rng.normal(size=(n_labels, 384)).astype(np.float32)
+    X[:, :8] += y[:, None] * 0.8
+    cfg = FilterConfig.for_preset("tiny")
+    # the forest fits on every core (n_jobs=-1): CPU time divided by the cores
+    secs = best_of(lambda: _fit_candidates(X, y, cfg), repeats, threads=os.cpu_count() or 1, name="classifier")
+    return secs / n_labels
+
+
+def bench_dataflow_start(repeats: int) -> float:
+    """Wall seconds a local datatrove stage of 2 tasks on 2 workers costs before any document: the worker pool
+    (forkserver, phi1lib.dataflow preloaded) and each task importing torch and transformers, as the filter's
+    scoring tasks do. Wall clock: run it on an idle machine."""
+    import tempfile
+
+    from datatrove.pipeline.base import PipelineStep
+
+    from phi1lib.dataflow import make_executor
+
+    class ImportTorch(PipelineStep):  # what a scoring task pays before its first document
+        name, type = "import torch", "bench"
+
+        def run(self, data, rank: int = 0, world_size: int = 1):
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+
+            yield from data or ()
+
+    walls = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats + 1):  # the first start also starts the fork server: counted once, as in a run
+            t = time.perf_counter()
+            make_executor("local", [ImportTorch()], tasks=2, workers=2, logging_dir=f"{tmp}/logs{i}").run()
+            walls.append(time.perf_counter() - t)
+    CLOCKS["dataflow start"] = [min(walls), min(walls)]
+    return sum(walls) / len(walls)
+
+
 def render(rates: dict[str, float], note: str) -> str:
     lines = ["# CPU throughput constants for wall-time estimates (phi1lib/budget/throughput.py).",
              "# Written by benchmarks/bench_throughput.py; rerun it to refresh, do not edit by hand.", "",
@@ -112,7 +251,13 @@ def render(rates: dict[str, float], note: str) -> str:
                 "embed_load_s": "loading the embedder, once per stage that embeds",
                 "ast_pairs_per_s": "AST (function, HumanEval problem) pairs per second at tau 0.8, exact filter",
                 "corpus_samples_per_s": "installed-Python files read into a pool per second",
-                "heuristic_tokens_per_s": "prompt tokens per second through the offline heuristic annotator"}
+                "heuristic_tokens_per_s": "prompt tokens per second through the offline heuristic annotator",
+                "generate_tokens_per_s": "tiny-shaped Phi, HF generate on CPU, batch 8: (prompt + new) tokens per second",
+                "sandbox_seconds_per_program": "core-seconds per sandboxed test run (HumanEval solutions, pool of 1)",
+                "extractive_seconds_per_request": "wall seconds per prompt of the stand-in synthesis stage (tiny)",
+                "classifier_seconds_per_label": "choosing + fitting the filter's classifier, seconds per label",
+                "outline_samples_per_s": "installed-Python files turned into the filter's outline view per second",
+                "dataflow_start_s": "a 2-task local datatrove stage before its first document (pool + torch import)"}
     lines += [f"{k} = {v:.6g}  # {comments[k]}" for k, v in rates.items()]
     return "\n".join(lines) + "\n"
 
@@ -133,8 +278,14 @@ def main(argv=None) -> int:
     rates["embed_tokens_per_s"] = (tok_64 + tok_128) / 2
     rates["embed_load_s"] = load_s
     rates["ast_pairs_per_s"] = bench_ast(n, repeats)
+    rates["generate_tokens_per_s"] = bench_generate(16 if args.quick else 32, repeats)
+    rates["sandbox_seconds_per_program"] = bench_sandbox(32 if args.quick else 164, repeats)
+    rates["classifier_seconds_per_label"] = bench_classifier(480, repeats)
+    rates["outline_samples_per_s"] = bench_outline(texts, repeats)
+    rates["dataflow_start_s"] = bench_dataflow_start(repeats)
+    rates["extractive_seconds_per_request"] = bench_extractive(300 if args.quick else 1000, 1 if args.quick else 2)
     for k, v in rates.items():
-        print(f"{k:<24} {v:>12,.1f}")
+        print(f"{k:<32} {v:>14,.6g}")
     print(f"embed tokens/s at max_length 64 vs 128: {tok_64:,.0f} vs {tok_128:,.0f} (ratio {tok_128 / tok_64:.2f}; "
           "the file keeps their mean)")
     for name, (wall, cpu) in CLOCKS.items():

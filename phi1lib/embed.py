@@ -214,6 +214,33 @@ class Embedder:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack(out).astype(np.float32)
 
+    def plan(self, texts: Sequence[str]) -> tuple[int, int]:
+        """What `embed(texts)` would run now, without running it: (texts through the model, tokens it would
+        process). Cached vectors are skipped; the rest run longest first in batches of batch_size, each padded to
+        its longest member, as `embed` does. Loads the tokenizer only (cheap), not the model."""
+        hashes = [text_hash(t) for t in texts]
+        if self.cache is not None:
+            self.cache.refresh()
+        todo: dict[str, int] = {}
+        for i, h in enumerate(hashes):
+            if (self.cache is None or self.cache.get(h) is None) and h not in todo:
+                todo[h] = i
+        order = sorted(todo.values(), key=lambda i: -len(texts[i]))
+        if not order:
+            return 0, 0
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(self.model_path)
+        else:
+            tok = self._tokenizer
+        ids = tok([texts[i][: self.max_length * 16] for i in order], truncation=True,
+                  max_length=self.max_length)["input_ids"]
+        lengths = [len(x) for x in ids]
+        tokens = sum(max(lengths[s:s + self.batch_size]) * len(lengths[s:s + self.batch_size])
+                     for s in range(0, len(lengths), self.batch_size))
+        return len(order), tokens
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Untruncated token counts with this embedder's tokenizer (used for the kept-token totals)."""
         ids = self.tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]

@@ -146,7 +146,9 @@ def test_the_benchmarks_output_is_what_the_loader_reads(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     rates = {"corpus_samples_per_s": 300.0, "embed_tokens_per_s": 4000.0, "embed_load_s": 1.5,
-             "ast_pairs_per_s": 2e6, "heuristic_tokens_per_s": 3e5}
+             "ast_pairs_per_s": 2e6, "heuristic_tokens_per_s": 3e5, "generate_tokens_per_s": 1500.0,
+             "sandbox_seconds_per_program": 0.02, "extractive_seconds_per_request": 0.03,
+             "classifier_seconds_per_label": 0.02, "outline_samples_per_s": 110.0, "dataflow_start_s": 3.0}
     tp = parse_throughput(tomllib.loads(bench.render(rates, 'shared "box"')), "x.toml")
     assert tp.embed_tokens_per_s == 4000.0 and tp.date == dt.date.today() and tp.note == 'shared "box"'
 
@@ -230,7 +232,8 @@ def test_set_errors_name_the_set_key_and_the_true_bounds(key, value, bounds):
 
 def test_another_embedder_on_cpu_is_the_measured_rate_scaled_by_forward_flops():
     tp = budget.load_throughput()
-    cfg = table.get("decontam").config("phi1")  # CodeGen-350M-mono, on the CPU (the stage embeds there)
+    # CodeGen-350M-mono on the CPU (a GPU preset's decontamination set to embed there)
+    cfg = table.get("decontam").config("phi1", device="cpu", tasks=1, workers=1)
     line = next(l for l in table.get("decontam").budget_lines(cfg) if l["item"] == "decontam-embed")
     seq, texts = cfg.embed_max_length, cfg.planned_records + 164
     ratio = (budget.embed_flops_per_token(budget.EXTRA_MODELS["minilm-local"], seq)
@@ -248,3 +251,51 @@ def test_the_offline_annotator_runs_at_its_measured_rate_an_api_at_the_plans_thr
     assert tiny["tokens_per_minute"] == pytest.approx(tp.heuristic_tokens_per_s * 60)
     paper = next(l for l in filter_lines(FilterConfig.for_preset("phi1")) if l["item"] == "annotate")
     assert "tokens_per_minute" not in paper  # gpt-4: the plan's LLM throughput default
+
+
+def test_stand_in_synthesis_takes_its_measured_time_per_prompt_and_an_llm_the_api_speed():
+    """The offline stand-in is a local function: its wall time is requests x the measured seconds per prompt of
+    the stage (costs/throughput.toml), whatever its planned tokens; an LLM keeps the API tokens-per-minute."""
+    from phi1lib import synthesis
+
+    tp = budget.load_throughput()
+    tiny = SynthesisConfig.for_preset("tiny")
+    est = synthesis.estimate(tiny)
+    requested = sum(tiny.n_for(kind) for kind in tiny.kinds)
+    assert est.wall_hours * 3600 == pytest.approx(requested * tp.extractive_seconds_per_request)
+    llm_cfg = SynthesisConfig.for_preset("tiny", provider="openai", model="gpt-3.5-turbo")
+    llm_est = synthesis.estimate(llm_cfg)
+    assert llm_est.wall_hours * 3600 == pytest.approx(llm_est.tokens / budget.DEFAULT_TOKENS_PER_MINUTE * 60)
+
+
+def test_run_time_annotation_count_is_what_the_stand_in_annotator_uses():
+    """count_annotation (what a filtering run prices once its pool is read) equals the tokens the LLM client then
+    records for the same samples through the offline annotator: input and output exactly."""
+    from phi1lib.filtering.annotate import annotate
+    from phi1lib.filtering.corpus import load_corpus
+    from phi1lib.filtering.stage import count_annotation
+
+    cfg = FilterConfig.for_preset("tiny")
+    samples = load_corpus("installed", 40, seed=3)
+    counted = count_annotation(cfg, [s["text"] for s in samples])
+    _, stats = annotate(samples, max_chars=cfg.annotate_max_chars, max_tokens=max(cfg.annotate_tokens_out, 8))
+    assert stats.prompt_tokens == pytest.approx(counted["in_per_sample"] * 40) and stats.prompt_tokens > 40 * 100
+    assert stats.completion_tokens == counted["out_per_sample"] * 40
+    lines = filter_lines(cfg, {"annotation": counted, "embed": (7, 700)})
+    assert next(l for l in lines if l["item"] == "annotate")["samples"] == 40
+    assert "7 texts not in the embedding cache, 700 padded tokens" in next(l for l in lines if l["item"] == "embed")["note"]
+
+
+def test_gpu_presets_decontaminate_on_their_gpus_one_task_each():
+    """phi1's decontamination embeds on the box's 8 GPUs, one datatrove task each, in fp32: the embedder's forward
+    FLOPs over every exercise and problem, priced like the filter's pass; the AST work splits over the 8 tasks."""
+    cfg = table.get("decontam").config("phi1")
+    assert (cfg.device, cfg.tasks, cfg.workers) == ("cuda", 8, 8)
+    est = table.get("decontam").estimate(cfg, budget.load_prices())
+    embed = next(l for l in est.lines if l.item == "decontam-embed")
+    spec = budget.EXTRA_MODELS["Salesforce/codegen-350M-mono"]
+    seq, texts = cfg.embed_max_length, cfg.planned_records + 164
+    flops = (2 * budget.body_params(spec) + 4 * spec.n_layer * spec.d_model * seq) * texts * seq
+    assert embed.flops == pytest.approx(flops, rel=1e-9)
+    assert embed.wall_hours == pytest.approx(embed.gpu_hours / 8)
+    assert table.get("decontam").config("tiny").device == "cpu"

@@ -74,6 +74,22 @@ def test_rerun_embeds_nothing(tmp_path, shared):
     assert again.texts_embedded_ == 1 and c.shape == (4, 384)
 
 
+def test_plan_predicts_what_embed_runs(tmp_path, monkeypatch):
+    """plan() counts the texts and padded tokens embed() then sends through the model, cache hits excluded."""
+    texts = TEXTS + [TEXTS[1], "x = 1\n", "def f():\n    pass\n" * 20]
+    emb = Embedder(cache=tmp_path, progress=False, max_length=32, batch_size=2)
+    emb.embed(texts[:2])  # two of them cached
+    planned = emb.plan(texts)
+    seen = []
+    real = emb._forward
+    monkeypatch.setattr(emb, "_forward", lambda batch: seen.append(batch) or real(batch))
+    emb.embed(texts)
+    tok = emb.tokenizer
+    ran = sum(len(b) * max(len(tok(t[: 32 * 16], truncation=True, max_length=32)["input_ids"]) for t in b) for b in seen)
+    assert planned == (sum(map(len, seen)), ran) and planned[0] == 3  # 6 texts: 2 cached, 1 duplicate
+    assert emb.plan(texts) == (0, 0)  # everything cached now
+
+
 def test_cache_is_keyed_by_model_settings(tmp_path, shared):
     shared.load()
     _cached(tmp_path, shared).embed(TEXTS[:1])

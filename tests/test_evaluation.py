@@ -319,7 +319,12 @@ def test_run_evaluation_end_to_end_and_resume(tiny_model, tmp_path, sandbox):
     rows = [json.loads(l) for l in (folder / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all({"task_id", "completion", "passed", "status", "reason"} <= set(r) for r in rows)
     assert set(res.seconds) >= {"generate", "score", "canonical_loss", "total"}
-    assert res.usage.tokens_in == sum(json.loads(l)["prompt_tokens"] for l in open(res.samples_path))
+    prompts = sum(json.loads(l)["prompt_tokens"] for l in open(res.samples_path))
+    forward = res.metrics["canonical_loss"]["forward_tokens"]
+    assert forward > 0 and res.usage.tokens_in == prompts + forward  # the loss pass reads its tokens too
+    # priced from what ran: the real prompts and loss texts counted by the model's tokenizer before generating;
+    # new tokens at their cap
+    assert res.estimate["tokens"] == pytest.approx(prompts + 3 * cfg.max_new_tokens + forward)
     assert res.usage.cpu_s >= res.metrics["sandbox_cpu_seconds"] > 0 and res.usage.wall_s > 0
     assert res.usage.usd == 0.0 and set(res.inputs) == {"model", "split"}
     # stored result on rerun
@@ -482,38 +487,49 @@ def test_api_failures_are_not_scored_as_empty(humaneval, tmp_path, sandbox):
     assert res.usage.requests == 1
 
 
-def _estimate_before_the_stage_contract(config, prices):
-    """evaluation.estimate_cost as it was before the stage contract (the reference for the plan lines)."""
-    p = get_preset(config.preset)
+def _estimate_by_hand(config, prices):
+    """The evaluation estimate derived by hand (the reference for the plan lines): generation FLOPs on one device
+    (on CPU at the utilisation that gives the measured generate rate of costs/throughput.toml, on a GPU at the
+    engine's assumed decode utilisation), sandboxed tests at the measured core-seconds, the solution-loss pass."""
+    p, tp = get_preset(config.preset), budget.load_throughput()
     n = min({"humaneval": 164, "mbpp": 500}.get(config.benchmark, 164), config.limit or 10**9)
     programs = n * config.n_samples
     prompt = 150 if config.mbpp_style == "docstring" or config.benchmark != "mbpp" else 700
     tokens_in, tokens_out = programs * prompt, programs * config.max_new_tokens
+    parts = []
     if config.model and config.model.startswith("openai:"):
-        gen = budget.estimate_llm("evaluation", config.model.split(":", 1)[1], tokens_in, tokens_out, prices)
+        parts.append(budget.estimate_llm("evaluation", config.model.split(":", 1)[1], tokens_in, tokens_out, prices))
     else:
-        flops = budget.forward_flops_per_token(p.model, prompt + config.max_new_tokens) * (tokens_in + tokens_out)
-        # Since the vLLM engine: generation on a GPU at the engine's (assumed) decode utilisation, not training's.
-        mfu = p.hardware.mfu if p.hardware.gpu == "cpu" else E.config.GENERATION_MFU[config.engine]
-        gen = budget.estimate_compute("evaluation", flops, prices, gpu=p.hardware.gpu, n_gpus=1, mfu=mfu,
-                                      tokens=tokens_in + tokens_out, item="generation")
-    cpu = budget.estimate_cpu("evaluation", programs * budget.SANDBOX_SECONDS_PER_PROGRAM / 3600, prices,
-                              item="sandboxed tests", workers=config.workers or min(8, os.cpu_count() or 1))
-    return budget.combine("evaluation", [gen, cpu], prices)
+        seq = prompt + config.max_new_tokens
+        flops = budget.forward_flops_per_token(p.model, seq) * (tokens_in + tokens_out)
+        if p.hardware.gpu == "cpu":
+            rate = budget.forward_flops_per_token(get_preset("tiny").model, seq) * tp.generate_tokens_per_s
+            mfu = rate / (prices.gpu("cpu").peak_tflops * 1e12)
+        else:
+            mfu = E.config.GENERATION_MFU[config.engine]
+        parts.append(budget.estimate_compute("evaluation", flops, prices, gpu=p.hardware.gpu, n_gpus=1, mfu=mfu,
+                                             tokens=tokens_in + tokens_out, item="generation"))
+        loss_flops = budget.forward_flops_per_token(p.model, 250) * n * 250
+        parts.append(budget.estimate_compute("evaluation", loss_flops, prices, gpu=p.hardware.gpu, n_gpus=1,
+                                             mfu=p.hardware.mfu, tokens=n * 250, item="canonical_loss"))
+    parts.append(budget.estimate_cpu("evaluation", programs * tp.sandbox_seconds_per_program / 3600, prices,
+                                     item="sandboxed tests", workers=config.workers or min(8, os.cpu_count() or 1)))
+    return budget.combine("evaluation", parts, prices)
 
 
 @pytest.mark.parametrize("preset", ["tiny", "phi1"])
 @pytest.mark.parametrize("overrides", [{}, {"limit": 10}, {"benchmark": "mbpp", "mbpp_style": "3shot"},
                                        {"model": "openai:gpt-3.5-turbo"}, {"workers": 3},
                                        {"n_samples": 10, "temperature": 0.8}])
-def test_estimate_equals_the_estimate_before_the_stage_contract(preset, overrides):
+def test_estimate_equals_the_estimate_by_hand(preset, overrides):
     prices = budget.load_prices()
     cfg = E.EvalConfig.for_preset(preset, **overrides)
-    new, old = E.estimate(cfg, prices), _estimate_before_the_stage_contract(cfg, prices)
+    new, old = E.estimate(cfg, prices), _estimate_by_hand(cfg, prices)
     for attr in ("cost_usd", "tokens", "gpu_hours", "wall_hours", "cpu_hours"):
         assert getattr(new, attr) == pytest.approx(getattr(old, attr), rel=1e-12), attr
     lines = E.budget_lines(cfg)
-    assert [l["item"] for l in lines] == ["generate", "sandbox"]
+    api = "model" in overrides
+    assert [l["item"] for l in lines] == ["generate", "sandbox"] + ([] if api else ["canonical_loss"])
     if "model" not in overrides:
         assert lines[0]["model"] == preset and lines[0]["n_gpus"] == 1  # generation runs on one device
     if preset == "phi1" and not overrides:
@@ -674,7 +690,7 @@ def test_cli_run_and_estimate(tiny_model, tmp_path, capsys):
     shutil.copytree(tiny_model, run / "finetune" / "final")
     assert main(["eval", "run", "--out", str(run), "--estimate-only", "--json"]) == 0
     est = json.loads(capsys.readouterr().out)
-    assert est["stage"] == "evaluation" and [l["item"] for l in est["lines"]] == ["generate", "sandbox"]
+    assert est["stage"] == "evaluation" and [l["item"] for l in est["lines"]] == ["generate", "sandbox", "canonical_loss"]
     assert not (run / "evaluation" / "samples.jsonl").exists()
     assert main(["eval", "generate", "--out", str(run), "--estimate-only", "--json"]) == 0
     assert [l["item"] for l in json.loads(capsys.readouterr().out)["lines"]] == ["generate"]

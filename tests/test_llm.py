@@ -319,6 +319,23 @@ def test_approximate_counter_is_labelled_and_bounded():
     assert approx.upper_bound(r) >= approx.count_request(r) >= 1
 
 
+def test_counter_never_downloads_for_stand_ins_or_when_told_not_to(monkeypatch, tmp_path):
+    """The offline stand-ins never reach tiktoken; download=False uses only a cached BPE file."""
+    import tiktoken
+
+    calls = []
+    monkeypatch.setattr(tiktoken, "get_encoding", lambda name: calls.append(name) or (_ for _ in ()).throw(OSError))
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # an empty cache: nothing is cached
+    for name in ("heuristic", "extractive"):
+        c = TokenCounter(name)
+        assert not c.exact and "offline stand-in" in c.method and c.count_text("x" * 40) == 10
+    off = TokenCounter("gpt-4", download=False)
+    assert not off.exact and "downloads are off" in off.method
+    assert calls == []  # neither tried to fetch a BPE file
+    TokenCounter("gpt-4", download=True)  # allowed: tiktoken is asked (and fails here: labelled, no crash)
+    assert calls == ["cl100k_base"]
+
+
 def test_progress_bar_shows_tokens_dollars_and_eta(server, tmp_path, prices, capsys):
     make_client(server, tmp_path, prices, progress=True).generate([chat(f"p{i}") for i in range(3)], desc="demo")
     err = capsys.readouterr().err

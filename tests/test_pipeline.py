@@ -57,7 +57,7 @@ def test_mbpp_is_run_exactly_where_it_is_priced(preset):
         config = pipeline.stage_configs(preset)["evaluation-mbpp"]
         assert config.benchmark == "mbpp" and config.stage_name == "evaluation-mbpp"
         mbpp, he = priced["evaluation-mbpp"], priced["evaluation"]
-        assert [l.item for l in mbpp.lines] == ["generate", "sandbox"]
+        assert [l.item for l in mbpp.lines] == ["generate", "sandbox", "canonical_loss"]
         assert mbpp.tokens / he.tokens == pytest.approx(500 / 164, rel=0.01)  # MBPP's 500 test problems
 
 
@@ -253,5 +253,8 @@ def test_ablation_runs_every_cell_with_one_tokenizer_and_is_stored(tmp_path, mon
             assert stored["config"]["seed"] == s
             assert stage == "finetune" or stored["config"]["tokenizer"] == tok  # every pretraining row: one tokenizer
     assert [r.get("step_verdict", "").split(" ")[0] for r in res.rows[1:]] != [] and res.notes
+    # priced from what ran: training tokens and the loss passes' tokens (counted with the shared tokenizer once it
+    # exists) are the tokens the stage measured
+    assert res.estimate["tokens"] == res.usage.tokens_in > 0
     again = ablation.run(cfg, run_dir, progress=False)  # stored: nothing retrains
     assert again.finished_at == res.finished_at and again.rows == res.rows

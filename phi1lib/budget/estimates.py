@@ -22,6 +22,15 @@ DEFAULT_COFFEE = "grande-cappuccino-redmond"
 # CPU seconds to score one completion in the sandbox: ~15 ms measured per program on 2 cores
 # (benchmarks/bench_sandbox.py); a completion that hangs costs up to its timeout, hence 0.1.
 SANDBOX_SECONDS_PER_PROGRAM = 0.1
+# The embedders run in fp32 (embed.py loads them without a dtype; PyTorch leaves TF32 off): on an A100 that is 19.5 of
+# the 312 TFLOP/s the price book's peak counts, and at a stated 50% of it a line's MFU is 0.031.
+FP32_TFLOPS = {"A100": 19.5, "A100-40GB": 19.5, "H100": 67.0}
+EMBED_FP32_UTILISATION = 0.5  # assumed share of the fp32 peak a batched forward pass reaches (not measured on a GPU)
+
+
+def fp32_embed_mfu(gpu: str) -> float | None:
+    """The bf16-peak MFU of an fp32 embedding pass on `gpu` at the stated utilisation (None: unknown GPU)."""
+    return round(FP32_TFLOPS[gpu] * EMBED_FP32_UTILISATION / 312.0, 4) if gpu in FP32_TFLOPS else None
 # Sustained OpenAI throughput for wall-clock estimates (tokens per minute, a high usage tier).
 DEFAULT_TOKENS_PER_MINUTE = 1_000_000
 

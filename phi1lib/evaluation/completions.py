@@ -285,13 +285,24 @@ def solution_tokens(tok, prompt: str, solution: str, limit: int) -> tuple[list[i
     return ids, n_scored, n_bytes
 
 
+def loss_pass_tokens(tok, problems: list[dict], limit: int) -> int:
+    """Tokens the canonical-solution loss pass feeds a model with a `limit`-token context: prompt + solution +
+    end-of-text of every problem that has a solution reaching past its prompt (what `canonical_loss` runs)."""
+    total = 0
+    for p in problems:
+        if p.get("canonical_solution"):
+            ids, n_sol, _ = solution_tokens(tok, p["prompt"], p["canonical_solution"], limit)
+            total += len(ids) if n_sol else 0
+    return total
+
+
 def _canonical_loss(problems, model, tok) -> dict:
     import math
 
     import torch
 
     limit = _max_positions(model)
-    per_task, total, count, n_bytes = {}, 0.0, 0, 0
+    per_task, total, count, n_bytes, forward = {}, 0.0, 0, 0, 0
     for p in problems:
         sol = p.get("canonical_solution")
         if not sol:
@@ -305,6 +316,7 @@ def _canonical_loss(problems, model, tok) -> dict:
         with torch.no_grad():
             loss = float(model(input_ids=x, labels=y).loss)
         per_task[p["task_id"]] = loss
+        forward += len(ids)
         total += loss * n_sol
         count += n_sol
         n_bytes += nb
@@ -314,4 +326,5 @@ def _canonical_loss(problems, model, tok) -> dict:
     mean_p = sum(vals) / len(vals)
     std = (sum((v - mean_p) ** 2 for v in vals) / max(len(vals) - 1, 1)) ** 0.5
     return {"mean": total / count, "bpb": total / math.log(2) / n_bytes, "mean_over_problems": mean_p,
-            "std_over_problems": std, "tokens": count, "bytes": n_bytes, "per_task": per_task}
+            "std_over_problems": std, "tokens": count, "bytes": n_bytes, "forward_tokens": forward,
+            "per_task": per_task}

@@ -125,46 +125,79 @@ def default_workers() -> int:
     return min(8, os.cpu_count() or 1)
 
 
-def budget_lines(config: EvalConfig) -> list[dict[str, Any]]:
-    """Generation (forward passes of the preset's model on one device, or API tokens) and sandboxed tests."""
-    problems = planned_problems(config)
+# Planned tokens of one prompt + canonical solution in the solution-loss pass (before the model's tokenizer exists).
+CANONICAL_TOKENS = 250
+
+
+def cpu_generation_mfu(config: EvalConfig, seq_len: int) -> tuple[float, str]:
+    """The utilisation that makes a CPU generation line take tokens / the measured rate: HF generate of a model of
+    the tiny preset's shape, scaled by forward FLOPs per token to the preset's model; with the note's words."""
+    tp = budget.load_throughput()
+    tiny = get_preset("tiny").model
+    peak = budget.load_prices().gpu(config.hardware.gpu).peak_tflops * 1e12
+    mfu = budget.forward_flops_per_token(tiny, seq_len) * tp.generate_tokens_per_s / peak
+    return min(mfu, 1.0), (f"on CPU at the measured {tp.generate_tokens_per_s:,.0f} tokens/s of a tiny-shaped model "
+                           f"(HF generate, batch 8; MFU {mfu:.3f} of the CPU's nominal peak), {tp.source()}")
+
+
+def budget_lines(config: EvalConfig, counted: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Generation (forward passes of the preset's model on one device, or API tokens), sandboxed tests and the
+    solution-loss pass. `counted` (a run's `count_inputs`: the real prompts and solutions tokenized by the model's
+    tokenizer) replaces the planned prompt length; new tokens are the cap, max_new_tokens (an upper bound: a
+    completion may stop earlier at a stop sequence)."""
+    problems = counted["problems"] if counted else planned_problems(config)
     programs = problems * config.n_samples
-    prompt = prompt_tokens(config.benchmark, config.mbpp_style)
-    note = (f"{problems} problems x {config.n_samples} samples; {prompt} prompt + {config.max_new_tokens} "
-            "new tokens each")
+    prompt = counted["prompt_tokens"] / problems if counted else float(prompt_tokens(config.benchmark, config.mbpp_style))
+    how = counted["how"] if counted else "planned prompt length"
+    note = (f"{problems} problems x {config.n_samples} samples; {prompt:,.1f} prompt tokens ({how}) + "
+            f"{config.max_new_tokens} new tokens each (the cap)")
     if config.api_model:
         gen = dict(stage=config.stage_name, item="generate", kind="llm", model=config.api_model, samples=float(programs),
                    in_per_sample=float(prompt), out_per_sample=float(config.max_new_tokens), note=note)
     else:
         # Prompt tokens are read once; each new token is one forward pass over the cached context.
+        seq = int(round(prompt)) + config.max_new_tokens
         gen = dict(stage=config.stage_name, item="generate", kind="compute", model=config.preset,
-                   tokens=float(programs * (prompt + config.max_new_tokens)), seq_len=prompt + config.max_new_tokens,
+                   tokens=float(programs * prompt + programs * config.max_new_tokens), seq_len=seq,
                    n_gpus=1, note=note + "; generation runs on one device")
-        if config.hardware.gpu != "cpu":  # decoding is memory-bound: far below training's utilisation
+        if config.hardware.gpu == "cpu":  # decoding a small model is Python-bound: the measured rate, not the MFU
+            gen["mfu"], words = cpu_generation_mfu(config, seq)
+            gen["note"] += " " + words
+        else:  # decoding is memory-bound: far below training's utilisation
             gen["mfu"] = GENERATION_MFU[config.engine]
             gen["note"] += (f", engine {config.engine} at an assumed {GENERATION_MFU[config.engine]:.0%} MFU "
                             "(not measured on a GPU yet: benchmarks/gpu_check.sh)")
     workers = config.workers or default_workers()
+    tp = budget.load_throughput()
     sandbox = dict(stage=config.stage_name, item="sandbox", kind="cpu", samples=float(programs),
-                   seconds_per_sample=budget.SANDBOX_SECONDS_PER_PROGRAM, workers=workers,
-                   note=f"one sandboxed test run per completion, {workers} worker(s) (a hang costs up to its timeout)")
-    return [gen, sandbox]
+                   seconds_per_sample=tp.sandbox_seconds_per_program, workers=workers,
+                   note=f"one sandboxed test run per completion at {tp.sandbox_seconds_per_program:.3f} core-s, "
+                        f"{workers} worker(s) (a hang costs up to its timeout), {tp.source()}")
+    lines = [gen, sandbox]
+    if config.canonical_loss and not config.api_model:
+        loss = counted["loss_tokens"] if counted else float(problems * CANONICAL_TOKENS)
+        lines.append(dict(stage=config.stage_name, item="canonical_loss", kind="compute", model=config.preset,
+                          tokens=float(loss), seq_len=CANONICAL_TOKENS, n_gpus=1,
+                          note=f"one forward pass over each prompt + canonical solution: {loss:,.0f} tokens "
+                               f"({how if counted else 'planned'})"))
+    return lines
 
 
 def estimate(config: EvalConfig, prices: budget.PriceBook | None = None, *,
-             items: tuple[str, ...] | None = None) -> budget.StageEstimate:
+             items: tuple[str, ...] | None = None, counted: dict[str, Any] | None = None) -> budget.StageEstimate:
     """The stage's plan lines priced (`items`: only those lines, e.g. ("generate",))."""
-    lines = [l for l in budget_lines(config) if items is None or l["item"] in items]
+    lines = [l for l in budget_lines(config, counted) if items is None or l["item"] in items]
     return budget.price_lines(config.stage_name, lines, plan_defaults(config.hardware), prices)
 
 
-def planned_estimate(config: EvalConfig, prices: budget.PriceBook | None) -> tuple[budget.StageEstimate, bool]:
+def planned_estimate(config: EvalConfig, prices: budget.PriceBook | None,
+                     counted: dict[str, Any] | None = None) -> tuple[budget.StageEstimate, bool]:
     """The estimate a run records, and whether it is complete: an API model no price book knows
     (a vLLM alias, a stand-in) leaves its line out rather than stopping the run."""
     try:
-        return estimate(config, prices), True
+        return estimate(config, prices, counted=counted), True
     except ConfigError:
         if not config.api_model:
             raise
-        lines = [l for l in budget_lines(config) if l["kind"] != "llm"]
+        lines = [l for l in budget_lines(config, counted) if l["kind"] != "llm"]
         return budget.price_lines(config.stage_name, lines, plan_defaults(config.hardware), prices), False

@@ -29,12 +29,12 @@ from ..errors import DataError
 from ..jsonl import append_jsonl, write_jsonl
 from ..budget.ledger import job_ledger
 from ..llm import LLMClient, OpenAIProvider, error_reasons, incomplete
-from ..paths import atomic_path
+from ..paths import atomic_path, model_config
 from ..problems import load_benchmark
 from ..runs import RunDir
 from ..sandbox import isolation
 from ..stage import StageResult, StaleResult, Timer, Usage, common_fields, describe_change, load_stored
-from .completions import canonical_loss, generate_api, generate_local, load_model
+from .completions import canonical_loss, generate_api, generate_local, load_model, loss_pass_tokens
 from .vllm_engine import generate_vllm
 from .config import EvalConfig, planned_estimate
 from .scoring import code_shares, contamination_table, failure_breakdown, load_split, pass_at_k_report, score_samples
@@ -69,6 +69,23 @@ def resolve_model(config: EvalConfig, run_dir: RunDir) -> str:
     raise DataError(f"{run_dir.root}: no trained model (finetune/final or pretrain/final); the finetune stage has "
                     f"not run in {run_dir.root} (run it first: phi1 run --out {run_dir.root} --stages finetune), "
                     "or pass --model DIR")
+
+
+def count_inputs(config: EvalConfig, model_dir: str, problems: list[dict]) -> dict[str, Any] | None:
+    """What this run will feed the model, counted before it runs: each prompt (cut to the context left after
+    max_new_tokens, as generation cuts it) and each prompt + canonical solution + end-of-text of the loss pass,
+    tokenized by the model's own tokenizer. None for an API model (its estimate keeps the planned length)."""
+    if config.api_model:
+        return None
+    from transformers import AutoTokenizer
+
+    n_ctx = int(model_config(model_dir).get("max_position_embeddings") or 2048)
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    limit = max(n_ctx - config.max_new_tokens, 1)
+    prompts = sum(min(len(tok(p["prompt"], add_special_tokens=False)["input_ids"]), limit) for p in problems)
+    loss = loss_pass_tokens(tok, problems, n_ctx)
+    return {"problems": len(problems), "prompt_tokens": float(prompts), "loss_tokens": float(loss),
+            "how": "the real prompts counted by the model's tokenizer"}
 
 
 def split_path(config: EvalConfig, run_dir: RunDir) -> Path | None:
@@ -321,10 +338,13 @@ def run(config: EvalConfig, run_dir: RunDir, *, ledger: budget.Ledger | None = N
     inputs = {name: runs.identity(path) for name, path in paths.items()}
     if (done := load_stored(EvalResult, out, config, root=run_dir.root, inputs=inputs, force=force)) is not None:
         return done
-    est, complete = planned_estimate(config, prices)
     t = Timer()
     with t("read"):
         problems = load_problems(config)
+        # Priced from what will run: the real prompts through the model's tokenizer (a local model's folder must
+        # exist here; the API path keeps the planned prompt length).
+        counted = None if config.api_model else count_inputs(config, str(paths["model"]), problems)
+    est, complete = planned_estimate(config, prices, counted)
     with t("generate"):
         gen = _generate(config, run_dir, problems, paths, client=client, ledger=ledger, prices=prices, force=force,
                         progress=progress)
@@ -338,6 +358,7 @@ def run(config: EvalConfig, run_dir: RunDir, *, ledger: budget.Ledger | None = N
         with t("canonical_loss"):
             loss, loaded = solution_loss(config, problems, gen.model, gen.loaded)
         metrics["canonical_loss"] = {k: v for k, v in loss.items() if k != "per_task"}
+        gen.tokens_in += int(loss.get("forward_tokens", 0))  # the loss pass reads these tokens too
         metrics["canonical_loss_per_task"] = loss["per_task"]
     metrics.update(contamination(results, paths.get("split")))
     sandbox_s = sum(r["seconds"] for r in results)

@@ -14,6 +14,9 @@ PER_REPLY = 3
 APPROX_CHARS_PER_TOKEN = 4.0
 
 _BPE_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
+# The offline stand-ins (filtering's heuristic annotator, synthesis' extractive generator) are local functions with
+# no tokenizer of their own: their requests are counted approximately, and nothing is ever downloaded for them.
+STAND_IN_MODELS = ("heuristic", "heuristic-stand-in", "extractive")
 
 
 def _offline() -> bool:
@@ -40,11 +43,13 @@ class TokenCounter:
     """Counts request tokens with the best tokenizer available; `method` says which was used.
 
     Order: a given HF tokenizer (or folder) > tiktoken for the model name > 4 characters per
-    token (approximate). tiktoken downloads its BPE file on first use; offline (PHI1_OFFLINE /
-    HF_HUB_OFFLINE = 1) it is used only if the file is already cached, and never crashes.
+    token (approximate). tiktoken downloads its BPE file on first use; with `download=False`, or
+    offline (PHI1_OFFLINE / HF_HUB_OFFLINE = 1, the default for `download=None`), it is used only if
+    the file is already cached, and never crashes. An offline stand-in (STAND_IN_MODELS) is always
+    counted approximately, without trying tiktoken.
     """
 
-    def __init__(self, model: str | None = None, tokenizer=None):
+    def __init__(self, model: str | None = None, tokenizer=None, *, download: bool | None = None):
         self.model = model
         self.exact = False
         self._encode = None
@@ -58,16 +63,18 @@ class TokenCounter:
             self._encode = lambda text: len(tok.encode(text, add_special_tokens=False))
             self.method = f"model tokenizer ({type(tok).__name__}, {getattr(tok, 'name_or_path', '') or 'in memory'})"
             self.exact = True
+        elif model in STAND_IN_MODELS:
+            self.method += f"; {model} is an offline stand-in with no tokenizer of its own"
         elif model:
-            self._try_tiktoken(model)
+            self._try_tiktoken(model, (not _offline()) if download is None else download)
 
-    def _try_tiktoken(self, model: str) -> None:
+    def _try_tiktoken(self, model: str, download: bool) -> None:
         try:
             import tiktoken
 
             name = _encoding_name(model)
-            if _offline() and not _tiktoken_cached(name):
-                self.method += f"; tiktoken {name} BPE file not cached and running offline"
+            if not download and not _tiktoken_cached(name):
+                self.method += f"; tiktoken {name} BPE file not cached and downloads are off"
                 return
             enc = tiktoken.get_encoding(name)
         except Exception as exc:  # no network, no package, unknown encoding: fall back, never crash
