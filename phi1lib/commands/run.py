@@ -29,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stages", metavar="S1,S2,...",
                    help=f"comma-separated subset of: {', '.join(NAMES)} (run in this order; default: all, "
                         "without the ablation on GPU presets)")
-    p.add_argument("--seeds", default="0,1,2", metavar="S1,S2,...", help="ablation seeds (default: 0,1,2)")
+    p.add_argument("--seeds", metavar="S1,S2,...",
+                   help="ablation seeds (default: the preset's: 0,1,2,3,4 on tiny, 0,1,2 on the GPU presets)")
     p.add_argument("--pass-at-1", action="store_true",
                    help="also generate and score HumanEval for each ablation row (first seed); off by default: at tiny "
                         "scale every row scores 0")
@@ -51,10 +52,10 @@ def _csv(value: str | None) -> tuple[str, ...]:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     try:
-        seeds = tuple(int(s) for s in _csv(args.seeds))
+        seeds = None if args.seeds is None else tuple(int(s) for s in _csv(args.seeds))
     except ValueError:
         seeds = ()
-    if not seeds or min(seeds) < 0:
+    if seeds is not None and (not seeds or min(seeds) < 0):
         raise ConfigError(f"--seeds {args.seeds!r}: expected comma-separated integers >= 0, e.g. 0,1")
     stages = _csv(args.stages)
     if args.stages is not None and not stages:

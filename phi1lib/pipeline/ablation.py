@@ -43,8 +43,10 @@ CONFIDENCE = 0.95  # of every interval in the table
 TOKENIZER_DIR = "tokenizer"
 # Planned tokens of one HumanEval prompt + canonical solution in the canonical-loss pass (estimate only).
 CANONICAL_TOKENS = 250
-# tiny: the ablation's own pretraining length (see tiny_schedule); the pipeline's pretrain stage keeps the preset's.
-TINY_STEPS = 80
+# tiny: the ablation's own pretraining length and seeds (see tiny_schedule); the pretrain stage keeps the preset's.
+TINY_STEPS = 48
+TINY_SEEDS = (0, 1, 2, 3, 4)
+GPU_SEEDS = (0, 1, 2)  # a GPU preset's ablation (opt-in): each seed is three more full pretrainings
 NOTES = [
     "Yardstick: HumanEval solution loss in bits per byte (bpb): the cross-entropy of the 164 canonical "
     "solutions given their prompts, summed over the solution's tokens (and end-of-text), divided by ln 2 "
@@ -66,14 +68,21 @@ NOTES = [
 
 
 def tiny_schedule() -> dict[str, Any]:
-    """The tiny ablation's pretraining overrides: fewer steps than the pipeline's pretrain stage, so that 3 seeds
-    x 3 rows + 3 finetunes + scoring fit in ~6 minutes on 2 idle cores.
+    """The tiny ablation's pretraining overrides: fewer steps than the pipeline's pretrain stage, so that 5 seeds
+    x 3 rows + 5 finetunes + scoring fit in ~5-6 minutes on 2 idle cores.
 
-    Per-step cost of the preset's model (~1.3M parameters, 8 x 128 tokens a step): ~0.27 s on 2 idle cores
-    (3,700-3,900 tokens/s in the pipeline's own pretrain stage), plus ~4 s per cell (data, evals, saving) and
-    ~4.5 s per model for the 164-problem solution loss. 80 steps: 9 x (80 x 0.27 + 4) + 3 x 14 + 12 x 4.5
-    ~ 330 s. Measured (contended, 3 seeds): the rows come out in the paper's order, the exercises step beyond
-    noise, the pretraining steps within it (issue #13 report).
+    Chosen by measurement (2026-12-02, over one tiny run's filtering and synthesis outputs, 2 shared cores;
+    CPU seconds of the whole ablation, bpb mean ± 95% t-interval for unfiltered / filtered / +textbooks /
+    +exercises; the table is on the book's results page):
+    80 steps x 3 seeds (the previous setting; idle machine): 312 CPU s; 2.928±0.055 / 2.875±0.057 / 2.882±0.083 /
+    2.835±0.011, every step within noise. Sequences of 256 tokens (batch 4, same tokens): 519 CPU s contended
+    (the same work as 80 x 3, so ~1.7x contention); 2.971±0.096 / 2.917±0.048 / 2.894±0.066 / 2.848±0.018, every
+    step within noise. d_model 64, 160 steps of 4 x 256: 575 CPU s contended; 2.872±0.103 / 2.834±0.137 /
+    2.835±0.080 / 2.809±0.033, every step within noise. 48 steps x 5 seeds: 496 CPU s contended (~300 s idle by
+    the 256-token run's ratio); 3.034±0.036 / 3.053±0.059 / 3.051±0.048 / 2.922±0.029: the exercises step beyond
+    noise (-0.129 ± 0.043), the pretraining steps within it. More seeds narrow the intervals more than more steps
+    do for the same CPU time (a 3-seed t-interval's half-width is 4.3 standard errors, a 5-seed one's 2.8), so
+    this is the setting used; none of the four separates the pretraining rows on the stand-in data.
     """
     return {"steps": TINY_STEPS, "warmup_steps": TINY_STEPS // 10, "max_source_chars": TINY_STEPS * 8 * 128 * 12,
             "humaneval_problems": 1, "eval_blocks": 4, "checkpoint_every": 0}
@@ -87,7 +96,7 @@ class AblationConfig(StageConfig):
     NOT_FINGERPRINTED: ClassVar[tuple[str, ...]] = ("hardware",)
 
     preset: str = "tiny"  # preset the configs came from
-    seeds: tuple[int, ...] = (0, 1, 2)  # training seeds per row (>= 3 for a t-interval worth reading)
+    seeds: tuple[int, ...] = GPU_SEEDS  # training seeds per row (>= 3 for a t-interval; tiny: TINY_SEEDS)
     eval_pass_at_1: bool = True  # also generate + score HumanEval for the first seed of each row
     tokenizer_chars: int = 1_000_000  # "bpe-train": characters of the fixed mix the shared BPE learns from
     pretrain: training.TrainConfig | None = None  # each row's pretraining (the row varies data and seed)
@@ -104,7 +113,8 @@ class AblationConfig(StageConfig):
     @classmethod
     def _from_preset(cls, p: Preset) -> dict[str, Any]:
         pre = tiny_schedule() if p.name == "tiny" else {}
-        return dict(preset=p.name, pretrain=training.TrainConfig.for_preset(p, stage="pretrain", **pre),
+        return dict(preset=p.name, seeds=TINY_SEEDS if p.name == "tiny" else GPU_SEEDS,
+                    pretrain=training.TrainConfig.for_preset(p, stage="pretrain", **pre),
                     finetune=training.TrainConfig.for_preset(p, stage="finetune"),
                     evaluation=evaluation.EvalConfig.for_preset(p), hardware=p.hardware)
 
@@ -126,8 +136,20 @@ def _scaled(line: dict[str, Any], k: float, item: str) -> dict[str, Any]:
     return out
 
 
-def budget_lines(config: AblationConfig) -> list[dict[str, Any]]:
-    """3 pretrainings and 1 finetune per seed; pass@1 runs for the first seed of each row; the loss passes."""
+def loss_tokens_per_model(tokenizer: str | None, n_ctx: int) -> tuple[float, str]:
+    """Tokens one model's canonical-solution loss pass reads: counted with the shared tokenizer when its folder
+    exists (a run, once it is built), else planned at CANONICAL_TOKENS per problem."""
+    if tokenizer and (Path(tokenizer) / "tokenizer.json").is_file():
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(tokenizer)
+        return float(evaluation.loss_pass_tokens(tok, load_humaneval(), n_ctx)), "counted with the shared tokenizer"
+    return float(N_PROBLEMS["humaneval"] * CANONICAL_TOKENS), f"planned at {CANONICAL_TOKENS} tokens a problem"
+
+
+def budget_lines(config: AblationConfig, tokenizer: str | None = None) -> list[dict[str, Any]]:
+    """3 pretrainings and 1 finetune per seed; pass@1 runs for the first seed of each row; the loss passes
+    (`tokenizer`: the shared tokenizer's folder, once built, to count the loss pass's tokens exactly)."""
     n, pre, fin = len(config.seeds), config.pretrain, config.finetune
     lines = [dict(stage=STAGE, item="ablation-pretrain", kind="training", model=config.preset,
                   tokens=float(3 * n * pre.tokens), seq_len=pre.seq_len,
@@ -135,18 +157,20 @@ def budget_lines(config: AblationConfig) -> list[dict[str, Any]]:
              dict(stage=STAGE, item="ablation-finetune", kind="training", model=config.preset,
                   tokens=float(n * fin.tokens), seq_len=fin.seq_len,
                   note=f"{n} finetunings of {fin.tokens:,} tokens (the exercises row, one per seed)")]
-    if config.eval_pass_at_1:
+    if config.eval_pass_at_1:  # the pass@1 runs skip the evaluation's own loss pass (the rows score it below)
         lines += [_scaled(line, len(VARIANTS), f"ablation-{line['item']}")
-                  for line in evaluation.budget_lines(config.evaluation)]
-    loss_tokens = 4 * n * N_PROBLEMS["humaneval"] * CANONICAL_TOKENS
-    lines.append(dict(stage=STAGE, item="ablation-loss", kind="compute", model=config.preset, tokens=float(loss_tokens),
-                      seq_len=CANONICAL_TOKENS, n_gpus=1,
-                      note=f"canonical-solution loss of {4 * n} models on {N_PROBLEMS['humaneval']} problems"))
+                  for line in evaluation.budget_lines(replace(config.evaluation, canonical_loss=False))]
+    per_model, how = loss_tokens_per_model(tokenizer, pre.model.n_ctx)
+    lines.append(dict(stage=STAGE, item="ablation-loss", kind="compute", model=config.preset,
+                      tokens=4 * n * per_model, seq_len=CANONICAL_TOKENS, n_gpus=1,
+                      note=f"canonical-solution loss of {4 * n} models on {N_PROBLEMS['humaneval']} problems, "
+                           f"{per_model:,.0f} tokens each ({how})"))
     return lines
 
 
-def estimate(config: AblationConfig, prices: budget.PriceBook | None = None) -> budget.StageEstimate:
-    return budget.price_lines(STAGE, budget_lines(config), plan_defaults(config.hardware), prices)
+def estimate(config: AblationConfig, prices: budget.PriceBook | None = None,
+             tokenizer: str | None = None) -> budget.StageEstimate:
+    return budget.price_lines(STAGE, budget_lines(config, tokenizer), plan_defaults(config.hardware), prices)
 
 
 # ---- statistics ----------------------------------------------------------------------------------------
@@ -279,12 +303,15 @@ def pass_at_1(config: AblationConfig, out: Path, variant: str, seed: int, final_
 
 
 def score_rows(config: AblationConfig, out: Path, models: dict[str, list[tuple[int, Any]]],
-               **kw: Any) -> list[dict[str, Any]]:
+               loss_tokens: list[int] | None = None, **kw: Any) -> list[dict[str, Any]]:
+    """One row per variant; `loss_tokens` (when given) collects the tokens each row's loss passes read."""
     problems = load_humaneval()
+    loss_tokens = [] if loss_tokens is None else loss_tokens
     threads = config.evaluation.threads
     rows = []
     for variant, cells in models.items():
         losses = [evaluation.canonical_loss(problems, res.final_dir, threads=threads) for _, res in cells]
+        loss_tokens.append(sum(l["forward_tokens"] for l in losses))
         he_mean, he_std = _mean_std([l["mean"] for l in losses])
         ho_mean, ho_std = _mean_std([res.heldout_loss for _, res in cells])
         seed0, res0 = cells[0]
@@ -308,19 +335,20 @@ def run(config: AblationConfig, run_dir: RunDir, *, ledger: budget.Ledger | None
               "synthesis": runs.identity(run_dir.input("synthesis", "exercises.jsonl"))}
     if (done := load_stored(AblationResult, out, config, root=run_dir.root, inputs=inputs, force=force)) is not None:
         return done
-    est = estimate(config, prices)
     t = Timer()
     with t("tokenizer"):
         tokenizer = shared_tokenizer(config, run_dir, out)
+    est = estimate(config, prices, tokenizer)  # after the (cheap) tokenizer: the loss pass's tokens are counted
     with t("train"):
         models = train_rows(config, run_dir, out, tokenizer, ledger=ledger, prices=prices, force=force,
                             progress=progress)
     with t("score"):
-        rows = score_rows(config, out, models, prices=prices, progress=progress)
+        loss_tokens: list[int] = []
+        rows = score_rows(config, out, models, loss_tokens, prices=prices, progress=progress)
     made_by = [s for s in ("filtering", "synthesis") if (run_dir.result(s) or {}).get("stand_in")]
     stand_in = f"trained on data made with offline stand-ins ({', '.join(made_by)})" if made_by else None
     own = [res for cells in models.values() for _, res in cells]
     usage = Usage(cpu_s=t.cpu_s, wall_s=t.wall_s, gpu_s=sum(r.usage.gpu_s for r in own),
-                  usd=sum(r.usage.usd for r in own), tokens_in=sum(r.usage.tokens_in for r in own))
+                  usd=sum(r.usage.usd for r in own), tokens_in=sum(r.usage.tokens_in for r in own) + sum(loss_tokens))
     return AblationResult(**common_fields(config, out, run_dir, inputs, est), metrics={"rows": len(rows)},
                           usage=usage, seconds=t.finish(), stand_in=stand_in, rows=rows, notes=list(NOTES)).save()

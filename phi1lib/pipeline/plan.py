@@ -16,7 +16,7 @@ from ..stage import plan_defaults
 from . import stages as table
 
 
-def preset_scenario(preset: str | Preset, stages: tuple[str, ...] | None = None, *, seeds: tuple[int, ...] = (0, 1, 2),
+def preset_scenario(preset: str | Preset, stages: tuple[str, ...] | None = None, *, seeds: tuple[int, ...] | None = None,
                     eval_pass_at_1: bool = False) -> budget.Scenario:
     """The stages `phi1 run` would run for `preset` (default: its default stages) as one editable plan."""
     p = get_preset(preset)

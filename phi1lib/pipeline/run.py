@@ -24,7 +24,7 @@ class RunConfig:
     preset: str = "tiny"  # preset name (phi1lib.presets)
     out: str | os.PathLike | None = None  # run folder; None = $PHI1_RUN_DIR, else runs/<preset>
     stages: tuple[str, ...] | None = None  # stages to run, in pipeline order; None = the preset's default
-    seeds: tuple[int, ...] = (0, 1, 2)  # ablation seeds (>= 3 for a confidence interval)
+    seeds: tuple[int, ...] | None = None  # ablation seeds (>= 3 for a confidence interval); None = the preset's
     cap_usd: float | None = None  # budget cap for the whole run folder (USD); None = no cap
     force: bool = False  # redo the selected stages even when their stored results match
     eval_pass_at_1: bool = False  # the ablation also generates + scores HumanEval for its first seed (opt-in)
@@ -37,7 +37,7 @@ class RunConfig:
             table.get(s)
         if self.cap_usd is not None and not (math.isfinite(self.cap_usd) and self.cap_usd >= 0):
             raise ConfigError(f"cap_usd={self.cap_usd}: expected a budget cap in USD >= 0")
-        if "ablation" in self.stages and not self.seeds:
+        if "ablation" in self.stages and self.seeds is not None and not self.seeds:
             raise ConfigError("seeds: the ablation needs at least one seed (two to state a spread)")
 
 

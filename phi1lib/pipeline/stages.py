@@ -68,7 +68,7 @@ def default_stages(preset: str | Preset) -> tuple[str, ...]:
     return names if p.offline else tuple(n for n in names if n != "ablation")
 
 
-def stage_configs(preset: str | Preset, stages: tuple[str, ...] | None = None, *, seeds: tuple[int, ...] = (0, 1, 2),
+def stage_configs(preset: str | Preset, stages: tuple[str, ...] | None = None, *, seeds: tuple[int, ...] | None = None,
                   eval_pass_at_1: bool = False) -> dict[str, StageConfig]:
     """The config of each selected stage (pipeline order), all from one resolved preset."""
     p = get_preset(preset)
@@ -78,6 +78,7 @@ def stage_configs(preset: str | Preset, stages: tuple[str, ...] | None = None, *
     out: dict[str, StageConfig] = {}
     for s in STAGES:
         if s.name in chosen:
-            extra = {"seeds": tuple(seeds), "eval_pass_at_1": eval_pass_at_1} if s.name == "ablation" else {}
+            extra = ({"eval_pass_at_1": eval_pass_at_1, **({} if seeds is None else {"seeds": tuple(seeds)})}
+                     if s.name == "ablation" else {})  # seeds None: the preset's (AblationConfig.for_preset)
             out[s.name] = s.config(p, **extra)
     return out
