@@ -93,6 +93,20 @@ def test_committed_notebooks_in_book_have_no_outputs():
     assert all(not c.get("outputs") and not c.get("execution_count") for c in nb.cells if c.cell_type == "code")
 
 
+def test_every_chapter_names_its_preset_in_one_parameters_cell():
+    """One cell per notebook, tagged `parameters` (papermill's convention), sets the preset the chapter runs and
+    its run folder; no other code cell names the book's preset (chapters still show the GPU presets' plans by
+    name), so a reader changes one line to run a chapter on another preset."""
+    import nbformat
+
+    for path in sorted((REPO_ROOT / "notebooks").glob("*.ipynb")) + [BOOK / "results.ipynb"]:
+        cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+        tagged = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1 and "tiny" in tagged[0].source, path.name
+        naming = [c for c in cells if '"tiny"' in c.source or "'tiny'" in c.source]
+        assert naming == tagged, path.name
+
+
 # -- the results page (executes a kernel: slow) ---------------------------------------------
 
 def _execute(notebook: Path, run_dir: Path):
