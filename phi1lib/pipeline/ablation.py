@@ -42,7 +42,7 @@ PRETRAIN_VARIANTS = VARIANTS[:3]
 CONFIDENCE = 0.95  # of every interval in the table
 TOKENIZER_DIR = "tokenizer"
 # Planned tokens of one HumanEval prompt + canonical solution in the canonical-loss pass (estimate only).
-CANONICAL_TOKENS = 250
+CANONICAL_TOKENS = evaluation.config.CANONICAL_TOKENS  # one plan for both loss passes
 # tiny: the ablation's own pretraining length and seeds (see tiny_schedule); the pretrain stage keeps the preset's.
 TINY_STEPS = 48
 TINY_SEEDS = (0, 1, 2, 3, 4)
