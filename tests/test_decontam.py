@@ -91,7 +91,7 @@ def test_split_table_shape_and_monotonicity():
     records = [{"id": f"r{i}"} for i in range(5)]
     matches = [{"task_id": "T/0", "record_id": "r0", "rate": 1.0}, {"task_id": "T/1", "record_id": "r1", "rate": 0.91},
                {"task_id": "T/1", "record_id": "r2", "rate": 0.86}, {"task_id": "T/2", "record_id": "r2", "rate": 0.81}]
-    split = split_table(matches, problems, records, (0.95, 0.9, 0.85, 0.8))
+    split = split_table(matches, problems, len(records), (0.95, 0.9, 0.85, 0.8))
     assert split["0.95"] == {"similar": ["T/0"], "non_similar": ["T/1", "T/2", "T/3"], "removed": 1, "kept": 4}
     assert split["0.9"]["similar"] == ["T/0", "T/1"] and split["0.9"]["removed"] == 2
     assert split["0.85"]["removed"] == 3 and split["0.8"]["similar"] == ["T/0", "T/1", "T/2"]

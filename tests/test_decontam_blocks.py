@@ -71,3 +71,35 @@ def test_embedding_block_per_shard_finds_each_problems_nearest_record_like_the_s
     assert [r["l2"] for r in got["embedding"]] == pytest.approx([r["l2"] for r in expected], abs=1e-4)
     assert next(r for r in got["embedding"] if r["task_id"] == problems[2]["task_id"])["record_id"] == \
         "planted-verbatim"
+
+
+def test_the_verdicts_are_collected_without_holding_the_records(tmp_path):
+    """collect reads the tasks' files line by line and keeps only the records with a verdict, without their text:
+    its memory grows with the hits, not the corpus."""
+    from phi1lib.decontam.blocks import _verdicts
+
+    problems = benchmark_problems(DecontamConfig(embedder=None))["humaneval"]
+    recs = _records(problems)
+    _run(tmp_path, recs, problems, embedder=None)
+    kept = list(_verdicts([tmp_path / "work"]))
+    assert sorted(doc["id"] for _, doc in kept) == ["planted-quote", "planted-renamed", "planted-verbatim"]
+    assert all(set(doc) == {"id", "metadata"} for _, doc in kept)  # no text carried along
+
+
+def test_record_files_are_streamed_into_the_same_shards_as_lists(tmp_path):
+    """measure's input: a checked JSONL read as a stream (RecordFile) splits into the same contiguous shards as
+    the records in a list, by shard_bounds, including an empty last shard."""
+    from phi1lib.decontam.blocks import RecordFile, _write_shards, shard_bounds
+
+    recs = [{"id": f"r{i}", "kind": "exercise", "text": f"def f{i}(): return {i}"} for i in range(9)]
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert shard_bounds(9, 4) == [(0, 3), (3, 6), (6, 9), (9, 9)] and shard_bounds(2, 8) == [(0, 1), (1, 2)]
+    n_file = _write_shards(RecordFile(path, 9), 9, tmp_path / "a", 4, offset=5)
+    n_list = _write_shards(recs, 9, tmp_path / "b", 4, offset=5)
+    assert n_file == n_list == 4
+    for k in range(4):
+        a = (tmp_path / "a" / f"part{k:05d}.jsonl").read_text()
+        assert a == (tmp_path / "b" / f"part{k:05d}.jsonl").read_text()
+    rows = [json.loads(x) for x in (tmp_path / "a" / "part00001.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["pos"]) for r in rows] == [("r3", 8), ("r4", 9), ("r5", 10)]

@@ -30,7 +30,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from datatrove.pipeline.base import PipelineStep
@@ -38,11 +38,13 @@ from datatrove.pipeline.base import PipelineStep
 from ..dataflow import PeakMemory, make_executor, read_peaks, run_to_completion, task_device
 from ..dataflow.dedup import quiet_logs
 from ..embed import Embedder
+from ..jsonl import iter_numbered
 from .ast_match import ASTIndex, ast_sequence
 
 SIDE_FILE = "benchmark.pkl"
 EMB_FILE = "problem_embeddings.npy"
 AST_KEY = "ast_matches"
+EMBED_BATCH = 256  # records an embedding task embeds at once (EmbedNearest's batch; stage.count_work plans with it)
 _WORD = re.compile(r"\w+")
 
 
@@ -175,7 +177,7 @@ class EmbedNearest(PipelineStep):
     type = "🔍 - DECONTAM"
 
     def __init__(self, benchmark_dir: str, output_folder: str, embedder: str, max_length: int = 256,
-                 device: str = "auto", batch: int = 256):
+                 device: str = "auto", batch: int = EMBED_BATCH):
         super().__init__()
         self.benchmark_dir, self.output_folder = benchmark_dir, output_folder
         self.embedder, self.max_length, self.device, self.batch = embedder, max_length, device, batch
@@ -237,15 +239,21 @@ def decontam_pipeline(records_folder: str | Path, work: str | Path, benchmark_di
 
 
 def _verdicts(works: Sequence[Path]) -> Iterator[tuple[int, dict]]:
-    """(position, document) of every record the tasks wrote, in record order: metadata "pos" when the shards
-    carry it, else the reading order (files in task order)."""
+    """(position, {id, metadata}) of every record the tasks wrote with an n-gram or AST verdict, in record order:
+    metadata "pos" when the shards carry it, else the reading order (files in task order). The files are read line
+    by line and only those records are kept, without their text: memory grows with the hits, not the records."""
     docs, k = [], 0
     for work in works:
         for f in sorted((work / "verdicts").glob("*.jsonl")):
-            for line in f.read_text(encoding="utf-8").splitlines():
-                doc = json.loads(line)
-                docs.append((doc.get("metadata", {}).get("pos", k), k, doc))
-                k += 1
+            with open(f, encoding="utf-8") as fh:
+                for line in fh:
+                    if not line.strip():
+                        continue
+                    doc = json.loads(line)
+                    meta = doc.get("metadata", {})
+                    if any(v for key, v in meta.items() if key == "ngram_hits" or key.startswith(AST_KEY)):
+                        docs.append((meta.get("pos", k), k, {"id": doc["id"], "metadata": meta}))
+                    k += 1
     docs.sort(key=lambda x: (x[0], x[1]))
     return ((pos, doc) for pos, _, doc in docs)
 
@@ -297,17 +305,20 @@ def block_stats(logging_dir: str | Path) -> list[dict[str, Any]]:
     return merged
 
 
-def measure(exercises: Sequence[dict], books: Sequence[dict], benches: dict[str, Sequence[dict]],
+def measure(exercises: RecordFile | Sequence[dict], books: RecordFile | Sequence[dict] | None,
+            benches: dict[str, Sequence[dict]],
             work_dir: str | Path | None, *, ngram: int, tau_min: float, embedder: str | None, max_length: int,
             flag_l2: float, device: str = "cpu", executor: str = "local", tasks: int = 1, workers: int = 1,
             cluster: dict[str, Any] | None = None) -> dict[str, Any]:
     """The stage's three measures through the blocks: `collect`'s rows, plus "blocks" (each pipeline's block
-    seconds and counters) and "peak_rss_mb" (each pipeline's peak RSS per task, MB). The exercises go through every block (AST against each benchmark in `benches`,
-    embedding against "humaneval"), the textbooks through the n-gram block only; each record list is split into
-    at most `tasks` contiguous shards, `workers` tasks at once locally (1: in this process), each task embedding on
+    seconds and counters) and "peak_rss_mb" (each pipeline's peak RSS per task, MB). The exercises go through every
+    block (AST against each benchmark in `benches`, embedding against "humaneval"), the textbooks (None: none)
+    through the n-gram block only. Records come as `RecordFile`s (streamed: read to hash them for the work folder's
+    name and once to write the shards, never held) or lists; each is split into at most `tasks` contiguous shards, `workers` tasks at once locally (1: in this process), each task embedding on
     `resolve_device(device, rank)` (the problems on rank 0's). `work_dir`: where datatrove's files go, under a
     folder named by the records and settings (a rerun skips finished tasks; a cluster needs a folder its nodes
     share); None = a temporary folder, removed afterwards."""
+    books = books if books is not None else []
     key = _work_key(exercises, books, benches, ngram, tau_min, embedder, max_length, tasks)
     with _work_folder(work_dir, key) as work, quiet_logs(work / "datatrove.log"):
         sides = {name: BenchmarkSide.build(probs, work / "benchmark" / name, ngram=ngram, max_length=max_length,
@@ -320,7 +331,7 @@ def measure(exercises: Sequence[dict], books: Sequence[dict], benches: dict[str,
             parts.append(("textbooks", books, len(exercises), dict(tau_min=None)))
         stats, peaks = {}, {}
         for part, records, offset, blocks in parts:
-            n = _write_shards(records, work / part / "input", tasks, offset)
+            n = _write_shards(records, len(records), work / part / "input", tasks, offset)
             pipeline = decontam_pipeline(work / part / "input", work / part, sides["humaneval"], max_length=max_length,
                                          **blocks)
             run_to_completion(make_executor(executor, pipeline, tasks=n, workers=min(n, workers),
@@ -332,19 +343,43 @@ def measure(exercises: Sequence[dict], books: Sequence[dict], benches: dict[str,
     return {**rows, "blocks": stats, "peak_rss_mb": peaks}
 
 
-def _write_shards(records: Sequence[dict], folder: Path, tasks: int, offset: int) -> int:
-    """Records as contiguous runs in at most `tasks` JSONL files ({id, text, kind, pos}), file k read by task k;
-    returns the number of files (= tasks to run)."""
-    n = max(1, min(tasks, len(records)))
-    size = -(-len(records) // n)
+@dataclass(frozen=True)
+class RecordFile:
+    """A JSONL file of records read as a stream, never held whole, and how many records it has (counted when the
+    stage checked it). Iterating it reads the file again; `len` is the count."""
+
+    path: Path
+    count: int
+
+    def __iter__(self) -> Iterator[dict]:
+        for _, record in iter_numbered(self.path, strict=True):
+            yield record
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def shard_bounds(n: int, tasks: int) -> list[tuple[int, int]]:
+    """[start, end) of each contiguous shard when n records are split over at most `tasks` tasks (the last ones
+    may be short or empty): the split `_write_shards` writes and `stage.count_work` plans with."""
+    k = max(1, min(tasks, n))
+    size = -(-n // k)
+    return [(s * size, min(n, (s + 1) * size)) for s in range(k)]
+
+
+def _write_shards(records: Iterable[dict], count: int, folder: Path, tasks: int, offset: int) -> int:
+    """`count` records (read once, as a stream) as contiguous runs in at most `tasks` JSONL files ({id, text, kind,
+    pos}), file k read by task k; returns the number of files (= tasks to run)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for k in range(n):
+    stream = iter(records)
+    bounds = shard_bounds(count, tasks)
+    for k, (start, end) in enumerate(bounds):
         with open(folder / f"part{k:05d}.jsonl", "w", encoding="utf-8") as fh:
-            for i in range(k * size, min(len(records), (k + 1) * size)):
-                r = records[i]
+            for i in range(start, end):
+                r = next(stream)
                 row = {"id": r["id"], "text": r["text"], "kind": r.get("kind"), "pos": offset + i}
                 fh.write(json.dumps(row) + "\n")
-    return n
+    return len(bounds)
 
 
 def _work_key(exercises, books, benches, *settings) -> str:

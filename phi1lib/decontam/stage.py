@@ -13,8 +13,10 @@ MBPP when given) and embedding blocks, the textbooks through the n-gram block, s
 and run by the `executor` (local here: `workers` tasks at once, 1 = in this process; slurm or ray with a shared
 `work_dir`). The rows are collected in record order, so the files are the same for any number of tasks (the
 embedding distances up to float32 rounding when the shards are embedded in other batches than one task would).
-The functions below (`ngram_overlap`, `embedding_neighbours`, `ast_matches`) are the in-process reference the
-blocks are tested against.
+No step holds the records: the inputs are checked line by line (only their ids kept, to refuse a repeat), then
+streamed into the shards, the estimate's embedding plan and the pruned files; the verdicts are collected keeping
+only the records with a hit. The functions below (`ngram_overlap`, `embedding_neighbours`, `ast_matches`) are the
+in-process reference the blocks are tested against.
 
 Table 3 is reproduced only in part: the split and the pruned exercise files are made here, and
 the evaluation stage reports the main model's pass@1 on each side of the split; the paper's
@@ -47,7 +49,7 @@ from ..problems import N_PROBLEMS, load_humaneval
 from ..runs import RunDir
 from ..stage import StageConfig, StageResult, Timer, Usage, common_fields, load_stored, plan_defaults
 from .ast_match import ast_sequence, match_all
-from .blocks import l2_distances, measure, ngrams
+from .blocks import EMBED_BATCH, RecordFile, l2_distances, measure, ngrams, shard_bounds
 
 STAGE = "decontam"
 TAUS = paper.DECONTAM_TAUS
@@ -157,16 +159,32 @@ def _gpu_embed_line(config: DecontamConfig, texts: int, hardware, side_by_side: 
     return line
 
 
-def count_work(config: DecontamConfig, exercises: list[dict], problems: list[dict]) -> dict[str, Any]:
+def count_work(config: DecontamConfig, exercises: RecordFile, problems: list[dict]) -> dict[str, Any]:
     """What this run will do, counted before it does it: the exercises, and the texts (and padded tokens) the
-    embedder will run once its cache has answered the rest (`Embedder.plan`)."""
+    embedder will run once its cache has answered the rest (`Embedder.plan`), batch by batch as the embedding tasks
+    will: each task's contiguous shard in batches of EMBED_BATCH records, then the problems as one list. The
+    exercises are streamed from their file, one batch held at a time. (A text repeated in a later batch is counted
+    again, where the run finds it cached: synthesis has removed exact copies by then.)"""
     counted: dict[str, Any] = {"records": len(exercises), "embed_texts": 0, "embed_tokens": 0}
-    if config.embedder and exercises:
-        emb = Embedder(config.embedder, max_length=config.embed_max_length, progress=False)
-        for texts in ([x["text"] for x in exercises], [x["text"] for x in problems]):  # embedded as two lists
-            n, tokens = emb.plan(texts)
-            counted["embed_texts"] += n
-            counted["embed_tokens"] += tokens
+    if not (config.embedder and len(exercises)):
+        return counted
+    emb = Embedder(config.embedder, max_length=config.embed_max_length, progress=False)
+
+    def add(texts: list[str]) -> None:
+        n, tokens = emb.plan(texts)
+        counted["embed_texts"] += n
+        counted["embed_tokens"] += tokens
+
+    ends = {end for _, end in shard_bounds(len(exercises), config.tasks)}
+    batch: list[str] = []
+    for i, record in enumerate(exercises, 1):
+        batch.append(record["text"])
+        if len(batch) == EMBED_BATCH or i in ends:
+            add(batch)
+            batch = []
+    if batch:
+        add(batch)
+    add([x["text"] for x in problems])
     return counted
 
 
@@ -251,9 +269,10 @@ def ast_matches(records: Sequence[dict], problems: Sequence[dict], tau_min: floa
     return rows, stats
 
 
-def split_table(matches: Sequence[dict], problems: Sequence[dict], records: Sequence[dict],
+def split_table(matches: Sequence[dict], problems: Sequence[dict], n_records: int,
                 taus: Sequence[float]) -> dict[str, dict]:
-    """Per tau: similar / non-similar task ids and how many records pruning removes (paper Table 3)."""
+    """Per tau: similar / non-similar task ids and how many of the `n_records` records pruning removes and keeps
+    (paper Table 3). Every match names a record of those n_records (ids are unique)."""
     best_task: dict[str, float] = {}
     best_rec: dict[str, float] = {}
     for m in matches:
@@ -263,9 +282,9 @@ def split_table(matches: Sequence[dict], problems: Sequence[dict], records: Sequ
     for tau in taus:
         sim = [p["task_id"] for p in problems if best_task.get(p["task_id"], 0.0) >= tau - 1e-9]
         simset = set(sim)
+        removed = sum(1 for rate in best_rec.values() if rate >= tau - 1e-9)
         out[f"{tau:g}"] = {"similar": sim, "non_similar": [p["task_id"] for p in problems if p["task_id"] not in simset],
-                           "removed": sum(1 for r in records if best_rec.get(r["id"], 0.0) >= tau - 1e-9),
-                           "kept": sum(1 for r in records if best_rec.get(r["id"], 0.0) < tau - 1e-9)}
+                           "removed": removed, "kept": n_records - removed}
     return out
 
 
@@ -306,8 +325,10 @@ class DecontamResult(StageResult):
         return json.loads(Path(self.split_path).read_text(encoding="utf-8"))
 
 
-def _read_records(path: Path, what: str) -> list[dict]:
-    records, seen = [], set()
+def _check_records(path: Path, what: str) -> tuple[RecordFile, int]:
+    """The file checked line by line, never held whole: (the records as a stream with their count, how many the
+    offline stand-in made). Only the ids are kept, to refuse a repeated one."""
+    n, stand_in, seen = 0, 0, set()
     for i, r in iter_numbered(path, strict=True):
         rid = r.get("id")
         if not isinstance(rid, (str, int)) or isinstance(rid, bool) or not isinstance(r.get("text"), str):
@@ -316,8 +337,9 @@ def _read_records(path: Path, what: str) -> list[dict]:
         if rid in seen:
             raise DataError(f"{path}:{i}: id {rid!r} appears more than once; record ids must be unique")
         seen.add(rid)
-        records.append(r)
-    return records
+        n += 1
+        stand_in += r.get("generator") == STAND_IN_GENERATOR
+    return RecordFile(Path(path), n), stand_in
 
 
 def inputs_of(config: DecontamConfig, run_dir: RunDir) -> dict[str, Path]:
@@ -333,15 +355,20 @@ def inputs_of(config: DecontamConfig, run_dir: RunDir) -> dict[str, Path]:
     return found
 
 
-def read(paths: dict[str, Path]) -> tuple[list[dict], list[dict]]:
-    exercises = _read_records(paths["exercises"], "an exercise")
-    if not exercises:
+def read(paths: dict[str, Path]) -> tuple[RecordFile, RecordFile | None, int]:
+    """The exercises and the textbooks (None when not checked) as checked streams, and how many records of both
+    the offline stand-in made."""
+    exercises, stand_in = _check_records(paths["exercises"], "an exercise")
+    if not len(exercises):
         raise DataError(f"{paths['exercises']}: no exercises to check; run synthesis first (phi1 synth exercises)")
-    books = _read_records(paths["textbooks"], "a textbook section") if "textbooks" in paths else []
-    if "textbooks" in paths and not books:
-        raise DataError(f"{paths['textbooks']}: no textbook sections to check; give a JSONL with `id` and `text` "
-                        "per line, or --set textbooks=false to check the exercises only")
-    return exercises, books
+    books = None
+    if "textbooks" in paths:
+        books, more = _check_records(paths["textbooks"], "a textbook section")
+        stand_in += more
+        if not len(books):
+            raise DataError(f"{paths['textbooks']}: no textbook sections to check; give a JSONL with `id` and `text` "
+                            "per line, or --set textbooks=false to check the exercises only")
+    return exercises, books, stand_in
 
 
 def write_embedding(nn: list[dict], config: DecontamConfig, out: Path) -> dict[str, Any]:
@@ -355,20 +382,20 @@ def write_embedding(nn: list[dict], config: DecontamConfig, out: Path) -> dict[s
     return summary
 
 
-def split_and_prune(exercises: list[dict], benches: dict[str, list[dict]], rows: dict[str, Any],
+def split_and_prune(exercises: RecordFile, benches: dict[str, list[dict]], rows: dict[str, Any],
                     config: DecontamConfig, out: Path) -> dict[str, Any]:
     """From the AST matches against each benchmark (`rows`: blocks.measure's): the similar/non-similar split per
-    tau, exercises pruned per tau."""
+    tau, exercises pruned per tau (each file written from a stream over the exercises)."""
     matches = rows["ast"]
     write_jsonl(out / "ast_matches.jsonl", matches)
-    split = split_table(matches, benches["humaneval"], exercises, config.taus)
+    split = split_table(matches, benches["humaneval"], len(exercises), config.taus)
     (out / "humaneval_split.json").write_text(json.dumps(split, indent=1), encoding="utf-8")
     extra = {}
     for name, probs in benches.items():
         if name != "humaneval":
             other = rows["others"][name]
             path = out / f"{name}_split.json"
-            path.write_text(json.dumps(split_table(other, probs, exercises, config.taus), indent=1), encoding="utf-8")
+            path.write_text(json.dumps(split_table(other, probs, len(exercises), config.taus), indent=1), encoding="utf-8")
             extra[name] = str(path)
     best: dict[str, float] = {}
     for m in matches:
@@ -404,12 +431,11 @@ def block_seconds(blocks: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
 STAND_IN_GENERATOR = "extractive-stand-in"
 
 
-def stand_in_note(records: Sequence[dict]) -> str | None:
-    """The result's `stand_in` when some checked records came from the offline stand-in, else None."""
-    n = sum(r.get("generator") == STAND_IN_GENERATOR for r in records)
-    if not n:
+def stand_in_note(stand_in: int, total: int) -> str | None:
+    """The result's `stand_in` when `stand_in` of the `total` checked records came from the offline stand-in."""
+    if not stand_in:
         return None
-    return (f"checks {n} of {len(records)} records made by the extractive stand-in (library code, not LLM output): "
+    return (f"checks {stand_in} of {total} records made by the extractive stand-in (library code, not LLM output): "
             "little or nothing to find is expected")
 
 
@@ -433,7 +459,7 @@ def run(config: DecontamConfig, run_dir: RunDir, *, ledger: budget.Ledger | None
         check_available(config.executor)  # before any work: MissingDependency naming what to install
     t, children0 = Timer(), _children_cpu_s()
     with t("read"):
-        exercises, books = read(paths)
+        exercises, books, stand_in = read(paths)
         benches = benchmark_problems(config)
         # Priced from what will run: the real exercises, and what the embedder's cache leaves to embed.
         est = estimate(config, prices, count_work(config, exercises, benches["humaneval"]))
@@ -448,6 +474,7 @@ def run(config: DecontamConfig, run_dir: RunDir, *, ledger: budget.Ledger | None
         emb = write_embedding(rows["embedding"], config, out)
         ast = split_and_prune(exercises, benches, rows, config, out)
     table = table3(ast["split"], len(exercises))
+    n_books = len(books) if books is not None else 0
     table.to_csv(out / "table3.csv", index=False)
     usage = Usage(cpu_s=t.cpu_s + _children_cpu_s() - children0, wall_s=t.wall_s)  # with the worker processes'
     if ledger is not None:
@@ -455,7 +482,7 @@ def run(config: DecontamConfig, run_dir: RunDir, *, ledger: budget.Ledger | None
     files = {"split": str(out / "humaneval_split.json"), "table3": str(out / "table3.csv"),
              "ngram_hits": str(out / "ngram_hits.jsonl"), "ast_matches": str(out / "ast_matches.jsonl"),
              **{f"pruned_tau{k}": v for k, v in ast["pruned"].items()}}
-    metrics = {"records": len(exercises), "textbooks": len(books), "ngram_hits": len(hits),
+    metrics = {"records": len(exercises), "textbooks": n_books, "ngram_hits": len(hits),
                "similar": {r["tau"]: r["similar"] for r in table.to_dict(orient="records")},
                "dataflow": {"executor": config.executor, "tasks": config.tasks, "workers": config.workers,
                             "block_seconds": block_seconds(rows["blocks"]), "peak_rss_mb": rows["peak_rss_mb"],
@@ -464,7 +491,7 @@ def run(config: DecontamConfig, run_dir: RunDir, *, ledger: budget.Ledger | None
                                     "stage's own process)"}}
     return DecontamResult(
         **common_fields(config, out, run_dir, inputs, est), files=files, metrics=metrics, usage=usage,
-        seconds=t.finish(), stand_in=stand_in_note(exercises + books), split_path=files["split"],
+        seconds=t.finish(), stand_in=stand_in_note(stand_in, len(exercises) + n_books), split_path=files["split"],
         pruned=ast["pruned"], table=table.to_dict(orient="records"),
         n_records=len(exercises), ngram_hits=len(hits), embedding=emb, ast_stats=ast["stats"],
         extra_splits=ast["extra"]).save()
