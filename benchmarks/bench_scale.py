@@ -11,6 +11,12 @@ the whole run (the speed-up of a second worker on 2 cores; goal >= 1.7). Where a
 cluster stage is one task; the bucket stage has one task per band (7 at threshold 0.85: 4 rounds on 2 workers,
 not 3.5); each 2-worker stage first starts a pool of fresh interpreters (the start-up line measures it).
 
+Two lines to read the ratios against: the machine's own ceiling for a second worker (a pure-Python loop in one vs
+two processes, measured before the runs; a VM's shared cores give less than 2, and vary), and the peak RSS note:
+with 1 worker the tasks run inside this process, whose peak (ru_maxrss) is its lifetime peak, including the one-task
+cluster stage's union-find over the duplicate pairs (it grows with the duplicates, not the corpus); with 2 workers
+every task is its own process and the figure is per task.
+
     .venv/bin/python benchmarks/bench_scale.py [--sizes 10000,100000,1000000] [--files 8] [--dir SCRATCH]
 """
 
@@ -57,6 +63,34 @@ def startup_seconds(root: Path, workers: int) -> float:
     return time.perf_counter() - t0
 
 
+def _spin(n: int) -> int:
+    h = 0
+    for i in range(n):
+        h = (h * 31 + i) & 0xFFFFFFFF
+    return h
+
+
+def machine_ceiling(n: int = 20_000_000, repeats: int = 3) -> list[float]:
+    """The most a second worker can give on this machine: the same pure-Python loop twice in one process / once
+    in each of two processes at the same time (wall time), `repeats` times. On 2 idle cores this is ~2; a VM whose
+    cores are shared or throttled gives less, and the pipeline's ratios should be read against it."""
+    import multiprocessing as mp
+
+    ratios = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _spin(n), _spin(n)
+        one = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        procs = [mp.get_context("fork").Process(target=_spin, args=(n,)) for _ in range(2)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+        ratios.append(one / (time.perf_counter() - t0))
+    return ratios
+
+
 def run_once(inp: Path, work: Path, workers: int, tasks: int) -> dict:
     """Filtering then dedup, each split into `tasks` tasks (one per input file) run `workers` at a time; wall
     seconds per stage (filter; dedup's signatures, buckets, clusters, filter) and each stage's peak RSS per task."""
@@ -81,7 +115,7 @@ STAGES = ("score", "dedup_signatures", "dedup_buckets", "dedup_clusters", "dedup
 SERIAL = ("dedup_clusters",)  # one task whatever the workers: no speed-up possible
 
 
-def report(results: dict, sizes: list[int], startup: dict[int, float]) -> None:
+def report(results: dict, sizes: list[int], startup: dict[int, float], ceiling: list[float]) -> None:
     """The table: per size and workers, seconds per stage, ms per document, peak RSS per task; then per size
     the 1-worker / 2-worker ratio of each stage, of the parallel stages together and of the whole run."""
     print(f"\nstart-up of a local stage that does nothing: 1 worker {startup[1]:.2f} s (in this process), "
@@ -94,6 +128,8 @@ def report(results: dict, sizes: list[int], startup: dict[int, float]) -> None:
             cells = " ".join(f"{r['stages'][s]:17.2f}" for s in STAGES)
             print(f"{n:>9,} {w:>7} {cells} {r['total_s'] / n * 1e3:7.3f} "
                   f"{max(r['peak_filter_mb'], r['peak_dedup_mb']):12.0f}")
+    print(f"\nthis machine's ceiling for a second worker (a pure-Python loop, 2 in one process / 1 in each of 2): "
+          f"{', '.join(f'{r:.2f}' for r in ceiling)} (before the runs)")
     print("\n1 worker / 2 workers wall time (goal for the whole run >= 1.7 on 2 idle cores):")
     print(f"{'docs':>9} {head} {'parallel':>9} {'serial':>7} {'whole':>6}")
     for n in sizes:
@@ -130,6 +166,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-scale-", dir=args.dir) as d:
         root = Path(d)
         startup = {w: startup_seconds(root, w) for w in (1, 2)}
+        ceiling = machine_ceiling()
         for n in sizes:
             inp = root / f"in{n}"
             generate(inp, n, args.files)
@@ -141,7 +178,7 @@ def main(argv=None) -> int:
                 print(f"{n:>9,} docs, {workers} worker(s): {r['total_s']:7.1f} s, kept {r['kept']:,} of "
                       f"{r['documents']:,} after the filter", flush=True)
             shutil.rmtree(inp, ignore_errors=True)
-    report(results, sizes, startup)
+    report(results, sizes, startup, ceiling)
     return 0
 
 

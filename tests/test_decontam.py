@@ -389,3 +389,20 @@ def test_a_cluster_executor_missing_here_is_refused_before_any_work(contaminated
     with pytest.raises(MissingDependency, match="sbatch"):
         decontam.run(cfg, contaminated, progress=False)
     assert not (tmp_path / "shared").exists() and not contaminated.path("decontam", "result.json").exists()
+
+
+@pytest.mark.slow  # every Slurm array task is its own process (datatrove's launch_pickled_pipeline)
+def test_on_slurm_the_stage_writes_the_same_files_as_locally(tmp_path, fake_slurm):
+    """executor=slurm goes through datatrove's Slurm executor: the job arrays it submits (run here by a stand-in
+    sbatch, every array task its own process, as on a cluster) write the same files as the local executor."""
+    decontam.run(DecontamConfig(embedder=None), _mixed_run(tmp_path / "one"), progress=False)
+    cfg = DecontamConfig(embedder=None, executor="slurm", tasks=2, work_dir=str(tmp_path / "shared"),
+                         cluster={"partition": "cpu", "time": "0:10:00"})
+    res = decontam.run(cfg, _mixed_run(tmp_path / "two"), progress=False)
+    assert _decontam_files(RunDir(tmp_path / "one")) == _decontam_files(RunDir(tmp_path / "two"))
+    assert res.metrics["dataflow"]["executor"] == "slurm"
+    submitted = [line for line in fake_slurm.read_text().splitlines() if line.startswith("sbatch")]
+    assert len(submitted) == 4  # exercises, textbooks: a job array and its merge_stats job each
+    (script,) = (tmp_path / "shared").glob("decontam-*/exercises/logs/launch_script.slurm")
+    text = script.read_text()
+    assert "#SBATCH --partition=cpu" in text and "#SBATCH --array=0-1" in text and "launch_pickled_pipeline" in text

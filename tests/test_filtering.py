@@ -119,9 +119,22 @@ def test_estimate(tmp_path_factory):
     prices = budget.load_prices()
     tiny = filtering.estimate(FilterConfig.for_preset("tiny"), prices)
     assert tiny.cost_usd == 0.0 and tiny.tokens > 0 and tiny.cpu_hours > 0  # stand-in + own laptop: free, not zero work
-    assert [l["item"] for l in filtering.budget_lines(FilterConfig.for_preset("tiny"))] == ["read", "annotate", "view",
-                                                                                          "embed", "train", "classify",
-                                                                                          "dataflow start"]
+    assert [l["item"] for l in filtering.budget_lines(FilterConfig.for_preset("tiny"))] == [
+        "read", "annotate", "view", "embed_labelled", "embed", "train", "classify", "dataflow start"]
+    # On CPU the labelled samples are embedded first, in the stage's process (a serial line named as the step that
+    # measures it); the scoring tasks then embed the rest of the pool, side by side, finding those in the cache.
+    tp = budget.load_throughput()
+    cfg = FilterConfig.for_preset("tiny")
+    lines = {l["item"]: l for l in filtering.budget_lines(cfg, {"samples": 3000})}
+    n_lab, seq = cfg.annotate_samples, cfg.max_length
+    assert "workers" not in lines["embed_labelled"] and lines["embed"]["workers"] == lines["view"]["workers"] == 2
+    assert lines["embed_labelled"]["cpu_hours"] * 3600 == pytest.approx(
+        n_lab / tp.outline_samples_per_s + tp.embed_load_s + n_lab * seq / tp.embed_tokens_per_s)
+    assert lines["embed"]["cpu_hours"] * 3600 == pytest.approx(2 * tp.embed_load_s + (3000 - n_lab) * seq / tp.embed_tokens_per_s)
+    uncached = {l["item"]: l for l in filtering.budget_lines(FilterConfig.for_preset("tiny", embed_cache=False),
+                                                             {"samples": 3000})}
+    assert uncached["embed"]["cpu_hours"] * 3600 == pytest.approx(2 * tp.embed_load_s + 3000 * seq / tp.embed_tokens_per_s)
+    assert "embed_labelled" not in {l["item"] for l in filtering.budget_lines(FilterConfig.for_preset("phi1"))}
     paper_cfg = FilterConfig.for_preset("phi1")
     paper = filtering.estimate(paper_cfg, prices)
     per_sample, _ = filtering_stage.annotate_prompt_tokens(paper_cfg)  # the real prompt, rendered and counted
@@ -146,10 +159,10 @@ def test_estimate(tmp_path_factory):
     minilm = AutoModel.from_pretrained(str(minilm_path()))
     body = sum(p.numel() for n, p in minilm.named_parameters() if not n.startswith("embeddings."))
     assert budget.body_params(budget.EXTRA_MODELS["minilm-local"]) == pytest.approx(body, rel=0.02)
-    # tiny (CPU): 3000 samples x their first 64 tokens at the measured CPU rate, plus loading the embedder
-    tp = budget.load_throughput()
+    # tiny (CPU): the pool's samples less the 600 labelled ones (cached) x their first 64 tokens at the measured
+    # CPU rate, plus each of the 2 scoring tasks loading the embedder
     tiny_embed = next(l for l in tiny.lines if l.item == "embed")
-    assert tiny_embed.cpu_hours * 3600 == pytest.approx(tp.embed_load_s + 3000 * 64 / tp.embed_tokens_per_s)
+    assert tiny_embed.cpu_hours * 3600 == pytest.approx(2 * tp.embed_load_s + 2400 * 64 / tp.embed_tokens_per_s)
     # An embedder given as a local folder is priced from its config.json's shape: the shipped
     # MiniLM's folder costs what the table's "minilm-local" does.
     by_folder = filtering_stage.embed_flops_per_token(str(minilm_path()), 64)

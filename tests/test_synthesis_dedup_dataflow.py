@@ -96,3 +96,18 @@ def test_the_dedup_pipeline_as_its_list_of_blocks():
     lines = describe(stages).splitlines()
     assert lines[2] == "clusters (1 task): 🫂 - DEDUP 🎯 MinHash stage 3 (keep first)"
     assert lines[3].startswith("filter (3 tasks): 📖 - READER 🐿 Jsonl -> #️⃣ - HASH text hash -> 🫂 - DEDUP")
+
+
+@pytest.mark.slow  # every Slurm array task is its own process (datatrove's launch_pickled_pipeline)
+def test_on_slurm_the_four_stages_keep_what_the_local_executor_keeps(tmp_path, fake_slurm):
+    """executor=slurm: the four MinHash stages are chained with `depends` and submitted together (each a job
+    array, run here by a stand-in sbatch, every task its own process); the verdicts are the local executor's."""
+    records, _ = _records()
+    kept, dropped = dedup_records(records, tasks=2, workers=1, work_dir=tmp_path / "local")
+    kept_s, dropped_s = dedup_records(records, executor="slurm", tasks=2, work_dir=tmp_path / "shared",
+                                      cluster={"partition": "cpu", "time": "0:10:00"})
+    assert [r["id"] for r in kept_s] == [r["id"] for r in kept]
+    assert [(r["id"], r["reason"]) for r in dropped_s] == [(r["id"], r["reason"]) for r in dropped]
+    submitted = [line for line in fake_slurm.read_text().splitlines() if line.startswith("sbatch")]
+    assert len(submitted) == 8  # signatures, buckets, clusters, filter: a job array and its merge_stats job each
+    assert sum("--dependency=afterok:" in line for line in submitted) == 3  # each stage waits for the one before

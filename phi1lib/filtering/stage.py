@@ -277,7 +277,13 @@ def _embed_line(config: FilterConfig, seq_len: int, tokens: float, counted: tupl
             note += (f": {counted[0]:,} texts not in the embedding cache, {counted[1]:,} padded tokens (counted "
                      "before embedding)")
         else:
-            secs = budget.cpu_embed_seconds(tp, n_pool or config.corpus_samples, seq_len, spec)
+            n = n_pool or config.corpus_samples
+            cached = _labelled_count(config, n) if config.embed_cache else 0
+            tasks = (par or {}).get("workers", 1)
+            # each scoring task loads the model; the labelled samples are in the cache by then (embed_cache)
+            secs = budget.cpu_embed_seconds(tp, n - cached, seq_len, spec) + tp.embed_load_s * (tasks - 1)
+            note += (f": {n - cached:,} pool samples in {tasks} task(s), each loading the model"
+                     + (f" ({cached:,} labelled ones already embedded, from the cache)" if cached else ""))
         return dict(cpu_hours=secs / 3600, kind="cpu", **(par or {}),
                     note=note + f" on CPU at {tp.embed_tokens_per_s:,.0f} tokens/s (minilm-local"
                                 + ("" if spec is None else ", scaled by forward FLOPs") + f") plus "
@@ -308,16 +314,43 @@ def _read_line(config: FilterConfig) -> list[dict[str, Any]]:
                       f"{tp.source()}")]
 
 
+def _on_cpu(config: FilterConfig) -> bool:
+    return config.hardware.gpu == "cpu" or config.device == "cpu"
+
+
+def _labelled_count(config: FilterConfig, n_pool: int) -> int:
+    return min(config.annotate_samples, n_pool)
+
+
 def _view_line(config: FilterConfig, n_pool: int, par: dict[str, int]) -> list[dict[str, Any]]:
-    """The outline view parses every sample it embeds (the pool, and the labelled samples again) before the
-    embedder or its cache is asked, at the measured rate; "head" and "body" are string cuts, not priced."""
+    """The outline view parses every sample it embeds before the embedder or its cache is asked, at the measured
+    rate: the pool in the scoring tasks side by side (on a GPU preset here also the labelled samples, which on
+    CPU are the embed_labelled line's); "head" and "body" are string cuts, not priced."""
     if config.view != "outline":
         return []
     tp = budget.load_throughput()
-    n = n_pool + config.annotate_samples
+    n = n_pool if _on_cpu(config) else n_pool + _labelled_count(config, n_pool)
+    what = "the pool, in the scoring tasks" if _on_cpu(config) else "the pool, then the labelled samples"
     return [dict(stage=STAGE, item="view", kind="cpu", cpu_hours=n / tp.outline_samples_per_s / 3600, **par,
-                 note=f"{n:,} outline views (the pool, then the labelled samples) at {tp.outline_samples_per_s:,.0f} "
-                      f"samples/s, {tp.source()}")]
+                 note=f"{n:,} outline views ({what}) at {tp.outline_samples_per_s:,.0f} samples/s, {tp.source()}")]
+
+
+def _labelled_line(config: FilterConfig, n_pool: int, seq_len: int) -> list[dict[str, Any]]:
+    """On CPU: the labelled samples are embedded in the stage's own process before any scoring task starts, one
+    step after another (their outline views, one model load, the forward passes): a serial line, named as the
+    step that measures it. On a GPU preset they are in the view and embed lines (a small share of the pool)."""
+    n = _labelled_count(config, n_pool)
+    if not n or not _on_cpu(config):
+        return []
+    tp = budget.load_throughput()
+    spec = None if config.embedder == MINILM_LOCAL else embedder_spec(config.embedder)
+    view = n / tp.outline_samples_per_s if config.view == "outline" else 0.0
+    secs = view + budget.cpu_embed_seconds(tp, n, seq_len, spec)
+    return [dict(stage=STAGE, item="embed_labelled", kind="cpu", cpu_hours=secs / 3600,
+                 note=f"the {n:,} labelled samples in the stage's own process: "
+                      + (f"outline views at {tp.outline_samples_per_s:,.0f}/s, " if view else "")
+                      + f"one load ({tp.embed_load_s:.1f} s), forward passes over {seq_len} tokens at "
+                        f"{tp.embed_tokens_per_s:,.0f} tokens/s, {tp.source()}")]
 
 
 def _train_line(config: FilterConfig) -> dict[str, Any]:
@@ -384,6 +417,7 @@ def budget_lines(config: FilterConfig, counted: dict[str, Any] | None = None) ->
         dict(stage=STAGE, item="annotate", kind="llm", model=config.annotator, samples=float(samples),
              in_per_sample=tokens_in, out_per_sample=tokens_out, **_stand_in_speed(config), note=ann_note),
         *_view_line(config, n_pool, par),
+        *_labelled_line(config, n_pool, seq_len),
         dict(stage=STAGE, item="embed", **_embed_line(config, seq_len, tokens, counted.get("embed"), n_pool, par)),
         _train_line(config),
         dict(stage=STAGE, item="classify", kind="cpu", samples=float(n_pool), **par,
