@@ -13,7 +13,7 @@ import os
 import uuid
 import zipfile
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -118,6 +118,7 @@ class Embedder:
             self.cache = None
         self._model = None
         self._tokenizer = None
+        self._tokenizer_only = None  # plan's, when the model is not loaded
         self.model_calls_ = 0  # forward passes run (0 on a fully cached rerun)
         self.texts_embedded_ = 0  # texts that went through the model
         self.cache_hits_ = 0
@@ -218,28 +219,41 @@ class Embedder:
         """What `embed(texts)` would run now, without running it: (texts through the model, tokens it would
         process). Cached vectors are skipped; the rest run longest first in batches of batch_size, each padded to
         its longest member, as `embed` does. Loads the tokenizer only (cheap), not the model."""
-        hashes = [text_hash(t) for t in texts]
+        return self.plan_calls([texts])
+
+    def plan_calls(self, calls: Iterable[Sequence[str]]) -> tuple[int, int]:
+        """`plan` summed over several `embed` calls made one after another (as a datatrove task embeds its shard
+        batch by batch), each planned as embed runs it; the cache folder is read and the tokenizer loaded once for
+        all of them. `calls` may be a generator: one call's texts are held at a time."""
         if self.cache is not None:
             self.cache.refresh()
-        todo: dict[str, int] = {}
-        for i, h in enumerate(hashes):
-            if (self.cache is None or self.cache.get(h) is None) and h not in todo:
-                todo[h] = i
-        order = sorted(todo.values(), key=lambda i: -len(texts[i]))
-        if not order:
-            return 0, 0
-        if self._tokenizer is None:
+        n = tokens = 0
+        for texts in calls:
+            hashes = [text_hash(t) for t in texts]
+            todo: dict[str, int] = {}
+            for i, h in enumerate(hashes):
+                if (self.cache is None or self.cache.get(h) is None) and h not in todo:
+                    todo[h] = i
+            order = sorted(todo.values(), key=lambda i: -len(texts[i]))
+            if not order:
+                continue
+            ids = self._plan_tokenizer()([texts[i][: self.max_length * 16] for i in order], truncation=True,
+                                         max_length=self.max_length)["input_ids"]
+            lengths = [len(x) for x in ids]
+            n += len(order)
+            tokens += sum(max(lengths[s:s + self.batch_size]) * len(lengths[s:s + self.batch_size])
+                          for s in range(0, len(lengths), self.batch_size))
+        return n, tokens
+
+    def _plan_tokenizer(self):
+        """The tokenizer without the model (the model's own once it is loaded), loaded once."""
+        if self._tokenizer is not None:
+            return self._tokenizer
+        if self._tokenizer_only is None:
             from transformers import AutoTokenizer
 
-            tok = AutoTokenizer.from_pretrained(self.model_path)
-        else:
-            tok = self._tokenizer
-        ids = tok([texts[i][: self.max_length * 16] for i in order], truncation=True,
-                  max_length=self.max_length)["input_ids"]
-        lengths = [len(x) for x in ids]
-        tokens = sum(max(lengths[s:s + self.batch_size]) * len(lengths[s:s + self.batch_size])
-                     for s in range(0, len(lengths), self.batch_size))
-        return len(order), tokens
+            self._tokenizer_only = AutoTokenizer.from_pretrained(self.model_path)
+        return self._tokenizer_only
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Untruncated token counts with this embedder's tokenizer (used for the kept-token totals)."""

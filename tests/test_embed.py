@@ -117,3 +117,24 @@ def test_bad_settings(tmp_path):
         Embedder(max_length=2)
     with pytest.raises(ConfigError, match="cannot load"):
         Embedder(str(tmp_path), cache=False, progress=False).embed(["x = 1"])
+
+
+def test_plan_calls_predicts_embed_called_batch_by_batch(tmp_path, monkeypatch):
+    """plan_calls() plans several embed() calls in turn, each on its own (a text in two calls counts in both, as a
+    task embedding batch by batch without a cache runs it twice); the tokenizer is loaded once for all of them."""
+    import transformers
+
+    calls = [TEXTS[:2], [TEXTS[1], "x = 1\n"], ["def f():\n    pass\n" * 20]]
+    emb = Embedder(cache=None, progress=False, max_length=32, batch_size=2)
+    loads = []
+    real_load = transformers.AutoTokenizer.from_pretrained
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
+                        lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    planned = emb.plan_calls(iter(calls))
+    assert len(loads) == 1 and planned == tuple(map(sum, zip(*(emb.plan(c) for c in calls))))
+    seen = []
+    real = emb._forward
+    monkeypatch.setattr(emb, "_forward", lambda batch: seen.append(batch) or real(batch))
+    for c in calls:
+        emb.embed(c)
+    assert planned[0] == sum(map(len, seen)) == 5

@@ -161,30 +161,28 @@ def _gpu_embed_line(config: DecontamConfig, texts: int, hardware, side_by_side: 
 
 def count_work(config: DecontamConfig, exercises: RecordFile, problems: list[dict]) -> dict[str, Any]:
     """What this run will do, counted before it does it: the exercises, and the texts (and padded tokens) the
-    embedder will run once its cache has answered the rest (`Embedder.plan`), batch by batch as the embedding tasks
-    will: each task's contiguous shard in batches of EMBED_BATCH records, then the problems as one list. The
+    embedder will run once its cache has answered the rest (`Embedder.plan_calls`), batch by batch as the embedding
+    tasks will: each task's contiguous shard in batches of EMBED_BATCH records, then the problems as one list. The
     exercises are streamed from their file, one batch held at a time. (A text repeated in a later batch is counted
     again, where the run finds it cached: synthesis has removed exact copies by then.)"""
     counted: dict[str, Any] = {"records": len(exercises), "embed_texts": 0, "embed_tokens": 0}
     if not (config.embedder and len(exercises)):
         return counted
-    emb = Embedder(config.embedder, max_length=config.embed_max_length, progress=False)
-
-    def add(texts: list[str]) -> None:
-        n, tokens = emb.plan(texts)
-        counted["embed_texts"] += n
-        counted["embed_tokens"] += tokens
-
     ends = {end for _, end in shard_bounds(len(exercises), config.tasks)}
-    batch: list[str] = []
-    for i, record in enumerate(exercises, 1):
-        batch.append(record["text"])
-        if len(batch) == EMBED_BATCH or i in ends:
-            add(batch)
-            batch = []
-    if batch:
-        add(batch)
-    add([x["text"] for x in problems])
+
+    def calls():  # the embedding tasks' calls, in order: each shard in batches, then the problems as one list
+        batch: list[str] = []
+        for i, record in enumerate(exercises, 1):
+            batch.append(record["text"])
+            if len(batch) == EMBED_BATCH or i in ends:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+        yield [x["text"] for x in problems]
+
+    emb = Embedder(config.embedder, max_length=config.embed_max_length, progress=False)
+    counted["embed_texts"], counted["embed_tokens"] = emb.plan_calls(calls())
     return counted
 
 
@@ -395,7 +393,8 @@ def split_and_prune(exercises: RecordFile, benches: dict[str, list[dict]], rows:
         if name != "humaneval":
             other = rows["others"][name]
             path = out / f"{name}_split.json"
-            path.write_text(json.dumps(split_table(other, probs, len(exercises), config.taus), indent=1), encoding="utf-8")
+            split_other = split_table(other, probs, len(exercises), config.taus)
+            path.write_text(json.dumps(split_other, indent=1), encoding="utf-8")
             extra[name] = str(path)
     best: dict[str, float] = {}
     for m in matches:

@@ -269,9 +269,9 @@ def _embed_line(config: FilterConfig, seq_len: int, tokens: float, counted: tupl
     `counted`: (texts, padded tokens) the embedder will run after its cache answered the rest (a run's count)."""
     note = f"one forward pass of the embedder per sample over the first {seq_len} tokens of its {config.view} view"
     gpu = config.hardware.gpu
-    if gpu == "cpu" or config.device == "cpu":
+    if _on_cpu(config):
         tp = budget.load_throughput()
-        spec = None if config.embedder == MINILM_LOCAL else embedder_spec(config.embedder)
+        spec = _cpu_embed_spec(config)
         if counted is not None:
             secs = budget.cpu_embed_seconds(tp, counted[0], seq_len, spec, tokens=counted[1])
             note += (f": {counted[0]:,} texts not in the embedding cache, {counted[1]:,} padded tokens (counted "
@@ -318,6 +318,11 @@ def _on_cpu(config: FilterConfig) -> bool:
     return config.hardware.gpu == "cpu" or config.device == "cpu"
 
 
+def _cpu_embed_spec(config: FilterConfig):
+    """The embedder's shape for scaling the measured minilm-local CPU rate (None: it is minilm-local)."""
+    return None if config.embedder == MINILM_LOCAL else embedder_spec(config.embedder)
+
+
 def _labelled_count(config: FilterConfig, n_pool: int) -> int:
     return min(config.annotate_samples, n_pool)
 
@@ -343,7 +348,7 @@ def _labelled_line(config: FilterConfig, n_pool: int, seq_len: int) -> list[dict
     if not n or not _on_cpu(config):
         return []
     tp = budget.load_throughput()
-    spec = None if config.embedder == MINILM_LOCAL else embedder_spec(config.embedder)
+    spec = _cpu_embed_spec(config)
     view = n / tp.outline_samples_per_s if config.view == "outline" else 0.0
     secs = view + budget.cpu_embed_seconds(tp, n, seq_len, spec)
     return [dict(stage=STAGE, item="embed_labelled", kind="cpu", cpu_hours=secs / 3600,
